@@ -1,0 +1,96 @@
+"""Blind-neighborhood network (BNN): output pixel p never sees the b x b window around p.
+
+Four rotated copies of the input (0, 90, 180, 270 degrees, numpy's rot90 convention) run
+through ONE shared upward trunk (`EncoderDecoder(upward=True)`), each is shifted down by
+k = (b + 1) // 2 rows and rotated back, so the four branches see the four half-planes beyond
+distance k; their union misses exactly the (2k - 1) x (2k - 1) = b x b window. A 1x1 head fuses
+the 8C channels (branch order [0, 90, 180, 270]) to RGB.
+
+Unlike the authors' version (branches stacked on the batch axis, square inputs only), any
+H x W that are multiples of 32 work: branches of equal shape (0 and 180; 90 and 270) are
+stacked on the batch axis, and a square input runs all four in one trunk call.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sassid_jax.nn.layers import Conv2D, leaky_relu, rot90, shift_down
+from sassid_jax.nn.trunk import (
+    SIZE_MULTIPLE,
+    EncoderDecoder,
+    check_rgb_batch,
+    normalize_in,
+    normalize_out,
+)
+
+ROTATIONS = (0, 1, 2, 3)  # multiples of 90 degrees, in the channel order of the head's input
+
+
+def check_blind_size(blind_size: int, network: str) -> None:
+    """Raise ValueError unless blind_size is an odd integer >= 1."""
+    if not isinstance(blind_size, int) or blind_size < 1 or blind_size % 2 == 0:
+        raise ValueError(f"{network}: blind_size must be an odd integer >= 1, got {blind_size!r}")
+
+
+def _run_branches(trunk: nn.Module, x: jax.Array) -> list[jax.Array]:
+    """trunk(rot90(x, r)) for every r in ROTATIONS, equal shapes batched into one call."""
+    rotated = [rot90(x, r) for r in ROTATIONS]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for r, xr in zip(ROTATIONS, rotated, strict=True):
+        groups.setdefault(xr.shape, []).append(r)
+    outputs: dict[int, jax.Array] = {}
+    for members in groups.values():
+        y = trunk(jnp.concatenate([rotated[r] for r in members], axis=0))
+        for r, yr in zip(members, jnp.split(y, len(members), axis=0), strict=True):
+            outputs[r] = yr
+    return [outputs[r] for r in ROTATIONS]
+
+
+class BNN(nn.Module):
+    """Blind-neighborhood network. (N, H, W, 3) in [0, 255] -> (N, H, W, 3), same scale.
+
+    Attributes:
+      blind_size: odd b >= 1; the output at (i, j) is independent of inputs with
+        |di| <= b // 2 and |dj| <= b // 2 (b = 1: the classic blind-spot network).
+      width: base width C (the paper: 48; 1,269k parameters).
+      normalize: scale inputs to [-0.5, 0.5] inside the network and outputs back to
+        [0, 255] (better conditioned for short runs); False is the authors' form.
+      dtype: computation dtype (e.g. jnp.bfloat16); parameters stay float32.
+    H and W must be multiples of 32.
+    """
+
+    blind_size: int = 9
+    width: int = 48
+    normalize: bool = False
+    dtype: jnp.dtype | None = None
+
+    def __post_init__(self) -> None:
+        check_blind_size(self.blind_size, "BNN")
+        super().__post_init__()
+
+    @property
+    def final_shift(self) -> int:
+        """Rows each branch is shifted down after the trunk: k = (b + 1) // 2."""
+        return (self.blind_size + 1) // 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        check_rgb_batch(x, network="BNN", size_multiple=SIZE_MULTIPLE)
+        trunk = EncoderDecoder(self.width, upward=True, dtype=self.dtype, name="trunk")
+        h = normalize_in(x, self.normalize)
+        branches = _run_branches(trunk, h)
+        fused = jnp.concatenate(
+            [rot90(shift_down(y, self.final_shift), -r) for r, y in zip(ROTATIONS, branches,
+                                                                          strict=True)],
+            axis=-1,
+        )
+        c8 = 8 * self.width
+        y = leaky_relu(Conv2D(c8, 1, init_style="he_leaky", dtype=self.dtype, name="head_0")(fused))
+        y = leaky_relu(
+            Conv2D(2 * self.width, 1, init_style="he_leaky", dtype=self.dtype, name="head_1")(y)
+        )
+        y = Conv2D(3, 1, init_style="he_linear", dtype=self.dtype, name="head_2")(y)
+        return normalize_out(y.astype(jnp.float32), self.normalize)

@@ -1,0 +1,150 @@
+"""Building blocks of the SASL networks as pure `lax` ops and one small Linen conv.
+
+All arrays are NHWC. Values are whatever the surrounding network carries (the networks take
+and return sRGB in [0, 255] float32); nothing here rescales.
+
+- `conv2d`: a 2-D convolution whose padding is either ordinary 'same' or "upward" (the shift
+  convolution of the blind-neighborhood network: output row i sees input rows <= i only). The
+  upward form is ONE `lax.conv_general_dilated` with asymmetric padding
+  ((2 * (k // 2), 0), (k // 2, k // 2)): identical to the authors' pad-top, same-conv, crop-bottom.
+- `shift_down`: move an image down by s rows (zeros enter at the top, the last s rows drop);
+  one `lax.pad` with negative high padding.
+- `max_pool_2x2`, `upsample_nearest_2x`, `rot90`: the remaining reshaping ops.
+- `Conv2D`: a Linen conv owning `kernel` (kh, kw, C_in, C_out) HWIO and `bias` (C_out,), with the
+  initializer families the spec names (He normal for BNN/U-Net, PyTorch default for LAN).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+LEAKY_SLOPE = 0.1
+DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+InitStyle = Literal["he_leaky", "he_linear", "torch_default"]
+
+
+def conv_padding(kernel_size: int, upward: bool) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Padding ((top, bottom), (left, right)) of a stride-1 conv that keeps H and W.
+
+    'same' pads k // 2 on every side; 'upward' pads 2 * (k // 2) rows on top and none at the
+    bottom, so output row i only sees input rows i - 2 * (k // 2) .. i.
+    """
+    half = kernel_size // 2
+    rows = (2 * half, 0) if upward else (half, half)
+    return rows, (half, half)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, *, upward: bool = False) -> jax.Array:
+    """Stride-1 convolution keeping the spatial size, 'same' or upward (shift) padding.
+
+    Args:
+      x: (N, H, W, C_in).
+      kernel: (k, k, C_in, C_out), HWIO, k odd.
+      upward: shift convolution (output row i depends on input rows <= i only).
+    Returns:
+      (N, H, W, C_out) in x's dtype.
+    """
+    padding = conv_padding(kernel.shape[0], upward)
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=(1, 1), padding=padding, dimension_numbers=DIMENSION_NUMBERS
+    )
+
+
+def shift_down(x: jax.Array, rows: int) -> jax.Array:
+    """Shift an NHWC image down by `rows`: zeros enter at the top, the last rows drop.
+
+    One `lax.pad` (high padding negative). rows = 0 returns x unchanged.
+    """
+    if rows == 0:
+        return x
+    zero = jnp.zeros((), x.dtype)
+    return lax.pad(x, zero, ((0, 0, 0), (rows, -rows, 0), (0, 0, 0), (0, 0, 0)))
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling with stride 2 on (N, H, W, C), H and W even -> (N, H/2, W/2, C)."""
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def upsample_nearest_2x(x: jax.Array) -> jax.Array:
+    """Nearest-neighbour x2 upsampling (N, H, W, C) -> (N, 2H, 2W, C)."""
+    n, h, w, c = x.shape
+    x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c))
+    return x.reshape(n, 2 * h, 2 * w, c)
+
+
+def rot90(x: jax.Array, k: int) -> jax.Array:
+    """numpy's rot90 over (H, W) of an NHWC array: k=1 gives out[i, j] = x[j, W - 1 - i]."""
+    return jnp.rot90(x, k=k % 4, axes=(1, 2))
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+    """LeakyReLU with the authors' slope 0.1."""
+    return nn.leaky_relu(x, negative_slope=LEAKY_SLOPE)
+
+
+def kernel_initializer(style: InitStyle) -> Callable:
+    """Kernel initializer (untruncated) for an init style; fan_in = k * k * C_in.
+
+    he_leaky: He normal for LeakyReLU(0.1), std = sqrt(2 / (1 + 0.1^2) / fan_in).
+    he_linear: He normal with gain 1, std = sqrt(1 / fan_in) (the last conv of BNN / U-Net).
+    torch_default: PyTorch's kaiming_uniform(a = sqrt(5)) = U(+-1 / sqrt(fan_in)).
+    """
+    if style == "he_leaky":
+        return nn.initializers.variance_scaling(2.0 / (1.0 + LEAKY_SLOPE**2), "fan_in", "normal")
+    if style == "he_linear":
+        return nn.initializers.variance_scaling(1.0, "fan_in", "normal")
+    if style == "torch_default":
+        return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+    raise ValueError(f"unknown init style {style!r}")
+
+
+def bias_initializer(style: InitStyle, fan_in: int) -> Callable:
+    """Zero biases for the He styles; PyTorch's U(+-1 / sqrt(fan_in)) for torch_default."""
+    if style != "torch_default":
+        return nn.initializers.zeros
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class Conv2D(nn.Module):
+    """k x k stride-1 convolution with bias, 'same' or upward padding (see `conv2d`).
+
+    Attributes:
+      features: output channels.
+      kernel_size: odd k (1 gives a 1x1 conv; padding is then irrelevant).
+      upward: shift convolution (BNN); False is an ordinary zero-padded 'same' conv.
+      init_style: initializer family (see `kernel_initializer`).
+      dtype: computation dtype (parameters stay float32).
+    Input (N, H, W, C_in) -> output (N, H, W, features).
+    """
+
+    features: int
+    kernel_size: int = 3
+    upward: bool = False
+    init_style: InitStyle = "he_leaky"
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        fan_in = k * k * x.shape[-1]
+        kernel = self.param(
+            "kernel", kernel_initializer(self.init_style), (k, k, x.shape[-1], self.features)
+        )
+        bias = self.param("bias", bias_initializer(self.init_style, fan_in), (self.features,))
+        dtype = self.dtype or x.dtype
+        y = conv2d(x.astype(dtype), kernel.astype(dtype), upward=self.upward)
+        return y + bias.astype(dtype)

@@ -1,0 +1,83 @@
+"""The encoder-decoder shared by the BNN and the U-Net, and input checks.
+
+The two networks differ only in their 3x3 convolutions: the U-Net uses ordinary 'same' convs,
+the BNN "upward" shift convs plus a one-row `shift_down` before each max pool (so that pooling
+never lets row i see a row below it). Everything else (five poolings, nearest upsampling,
+skip concatenation order [upsampled, skip], widths C and 2C) is one definition here.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sassid_jax.nn.layers import Conv2D, leaky_relu, max_pool_2x2, shift_down, upsample_nearest_2x
+
+SIZE_MULTIPLE = 32  # five 2x2 poolings
+
+
+def check_rgb_batch(x: jax.Array, *, network: str, size_multiple: int = 1) -> None:
+    """Raise ValueError (naming the bad value) unless x is (N, H, W, 3) with H, W multiples."""
+    if x.ndim != 4:
+        raise ValueError(f"{network}: expected an NHWC batch (N, H, W, 3), got shape {x.shape}")
+    n, h, w, c = x.shape
+    if c != 3:
+        raise ValueError(f"{network}: expected 3 (RGB) channels, got {c} (shape {x.shape})")
+    if h % size_multiple or w % size_multiple:
+        raise ValueError(
+            f"{network}: height and width must be multiples of {size_multiple}, got "
+            f"H={h}, W={w} (pad the image, e.g. with sassid_jax.inference)"
+        )
+
+
+def normalize_in(x: jax.Array, enabled: bool) -> jax.Array:
+    """[0, 255] -> [-0.5, 0.5] when enabled (the well-conditioned switch), else unchanged."""
+    return x / 255.0 - 0.5 if enabled else x
+
+
+def normalize_out(y: jax.Array, enabled: bool) -> jax.Array:
+    """Inverse of `normalize_in`: network output back to the [0, 255] scale when enabled."""
+    return (y + 0.5) * 255.0 if enabled else y
+
+
+class EncoderDecoder(nn.Module):
+    """Five-level encoder-decoder; (N, H, W, C_in) -> (N, H, W, 2 * width), H, W % 32 == 0.
+
+    Attributes:
+      width: base width C (48 in the paper).
+      upward: BNN mode (shift convs + shift_down(1) before each pool); False is the U-Net.
+      dtype: computation dtype.
+    Parameter names: enc1_0, enc1_1, enc2 .. enc6, dec5_0, dec5_1, ..., dec1_0, dec1_1.
+    """
+
+    width: int = 48
+    upward: bool = False
+    dtype: jnp.dtype | None = None
+
+    def _conv(self, features: int, name: str) -> Conv2D:
+        return Conv2D(features, 3, upward=self.upward, init_style="he_leaky", dtype=self.dtype,
+                      name=name)
+
+    def _down(self, x: jax.Array) -> jax.Array:
+        if self.upward:
+            x = shift_down(x, 1)
+        return max_pool_2x2(x)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.width
+        skips = [x]
+        h = leaky_relu(self._conv(c, "enc1_0")(x))
+        h = self._down(leaky_relu(self._conv(c, "enc1_1")(h)))
+        skips.append(h)
+        for level in (2, 3, 4, 5):
+            h = self._down(leaky_relu(self._conv(c, f"enc{level}")(h)))
+            skips.append(h)
+        h = leaky_relu(self._conv(c, "enc6")(h))
+        # skips = [input, enc1, enc2, enc3, enc4, enc5]; dec5 joins enc4, ..., dec1 the input.
+        for level in (5, 4, 3, 2, 1):
+            h = jnp.concatenate([upsample_nearest_2x(h), skips[level - 1]], axis=-1)
+            h = leaky_relu(self._conv(2 * c, f"dec{level}_0")(h))
+            h = leaky_relu(self._conv(2 * c, f"dec{level}_1")(h))
+        return h
