@@ -16,7 +16,7 @@ def splits(tmp_path_factory) -> dict[str, list[dict]]:
 
 def test_builder_name_and_version():
     assert SaslEmbedded.name == "sasl_embedded"
-    assert str(SaslEmbedded.VERSION) == "1.0.0"
+    assert str(SaslEmbedded.VERSION) == "2.0.0"
 
 
 def test_splits_non_empty_and_held_out(splits):
@@ -51,7 +51,8 @@ def test_test_split_psnr_spread(splits):
     for e in splits["test"]:
         mse = np.mean((e["noisy"].astype(float) - e["clean"].astype(float)) ** 2)
         psnr.append(10 * np.log10(255.0**2 / mse))
-    assert min(psnr) < 23.0 and max(psnr) > 32.0, psnr
+    # SIDD-like heavy noise (the real SIDD block: 16.15 dB), spread over the levels.
+    assert 13.0 < min(psnr) < 17.0 and 19.0 < max(psnr) < 24.0, psnr
 
 
 def test_prepared_data_equals_a_fresh_generation(splits):

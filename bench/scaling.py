@@ -1,0 +1,90 @@
+"""U-Net stage steps/s on 1, 2 and 4 simulated CPU devices (a regression guard for sharding).
+
+  python bench/scaling.py [--batch 8] [--crop 64] [--width 32] [--repeats 7]
+
+Each device count runs in its own process (XLA_FLAGS=--xla_force_host_platform_device_count=N)
+with the real SPMD step of `sassid_jax.train` (frozen BNN and LAN teachers, adaptive loss).
+Prints a table and writes bench/results/scaling.json. On a 2-core machine no speed-up is
+expected: simulated devices share the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def measure(batch: int, crop: int, width: int, repeats: int) -> dict:
+    sys.path.insert(0, str(REPO))
+    import jax
+    import numpy as np
+
+    from configs import default
+    from sassid_jax import sharding, train
+    from sassid_jax.stages import make_stage
+
+    config = default.get_config()
+    config.networks.bnn.width = config.networks.unet.width = width
+    networks = train.build_networks(config)
+    mesh = sharding.make_mesh()
+    stage = make_stage("unet", ("unet",), ("unet",))
+    tx = train.make_optimizer(config, "unet")
+    x0 = np.zeros((1, crop, crop, 3), np.float32)
+    teachers = {n: networks[n].init(jax.random.key(i), x0)["params"]
+                for i, n in enumerate(("bnn", "lan"))}
+    teachers = sharding.replicate(teachers, mesh)
+    state = sharding.replicate(train.init_state(networks, stage, tx, jax.random.key(0), crop), mesh)
+    step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh)
+    x = np.random.default_rng(0).uniform(0, 255, (batch, crop, crop, 3)).astype(np.float32)
+    xs = sharding.global_batch(x, sharding.batch_sharding(mesh))
+    state, m = step(state, teachers, xs)  # compile
+    jax.block_until_ready(m)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        state, m = step(state, teachers, xs)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t)
+    median = float(np.median(times))
+    return {"devices": jax.device_count(), "median_step_s": median, "steps_per_s": 1 / median}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=64)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.batch, args.crop, args.width, args.repeats)))
+        return
+    rows = []
+    for n in (1, 2, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+                   JAX_PLATFORMS="cpu")
+        cmd = [sys.executable, __file__, "--child", "--batch", str(args.batch), "--crop",
+               str(args.crop), "--width", str(args.width), "--repeats", str(args.repeats)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    base = rows[0]["median_step_s"]
+    print(f"U-Net stage step, global batch {args.batch} x {args.crop}^2, width {args.width}")
+    print(f"{'devices':>8} {'step (ms)':>10} {'steps/s':>8} {'vs 1 dev':>9}")
+    for r in rows:
+        print(f"{r['devices']:>8} {1000 * r['median_step_s']:>10.1f} {r['steps_per_s']:>8.2f} "
+              f"{base / r['median_step_s']:>8.2f}x")
+    out_dir = REPO / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "scaling.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

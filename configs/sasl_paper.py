@@ -1,0 +1,31 @@
+"""The published recipe (SASL_SPEC.md "Training recipe"), faithful to the authors' code.
+
+SIDD-Medium sRGB noisy images, random 256x256 crops with flips and transpose, batch 8,
+Adam(3e-4, 0.9/0.999, 1e-8) with cosine decay to 0 over each stage, 400k steps per stage,
+BNN b=9 C=48, LAN b=3 width 64, U-Net C=48, raw [0, 255] inputs (normalize=False),
+alpha thresholds 1/5. Needs the SIDD builders (prepare SIDD first; see README).
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = default.get_config()
+    c.dataset.name = "sidd_medium_srgb"
+    c.dataset.eval_split = "validation"
+    c.crop_size = 256
+    c.batch_size = 8
+    c.networks.bnn.update({"blind_size": 9, "width": 48, "normalize": False})
+    c.networks.lan.update({"blind_size": 3, "width": 64, "num_blocks": 6, "normalize": False})
+    c.networks.unet.update({"width": 48, "normalize": False})
+    c.alpha.update({"lower": 1.0, "upper": 5.0})
+    for name in c.stage_order:
+        c.stages[name].update({"steps": 400_000, "lr": 3e-4})
+    c.train.update(
+        {"log_every": 100, "eval_every": 20_000, "checkpoint_every": 5_000, "keep_checkpoints": 3}
+    )
+    c.eval.max_images = 0
+    c.eval.bnn_block = 0  # 256x256 validation blocks = the training crop size
+    return c

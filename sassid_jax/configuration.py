@@ -1,0 +1,113 @@
+"""Config checks that run before any work: bad values fail with the field and the value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import ml_collections
+
+from sassid_jax.data.sources import check_dataset_name
+from sassid_jax.nn.trunk import SIZE_MULTIPLE
+from sassid_jax.stages import check_order, make_stage
+
+# Fields that may differ between a run and its resumption (they change no result).
+RESUMABLE_FIELDS = (
+    "train.log_every",
+    "train.eval_every",
+    "train.keep_checkpoints",
+    "eval.max_images",
+    "eval.save_panels",
+    "eval.bnn_block",
+)
+
+
+def _positive_int(value: Any, field: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{field} must be a positive integer, got {value!r}")
+
+
+def _odd_blind_size(value: Any, field: str) -> None:
+    if not isinstance(value, int) or value < 1 or value % 2 == 0:
+        raise ValueError(f"{field} must be an odd integer >= 1, got {value!r}")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raise ValueError naming the first bad field and its value."""
+    check_dataset_name(config.dataset.name)
+    _positive_int(config.crop_size, "crop_size")
+    if config.crop_size % SIZE_MULTIPLE:
+        raise ValueError(
+            f"crop_size must be a multiple of {SIZE_MULTIPLE} (five 2x2 poolings), "
+            f"got {config.crop_size}"
+        )
+    _positive_int(config.batch_size, "batch_size")
+    _odd_blind_size(config.networks.bnn.blind_size, "networks.bnn.blind_size")
+    _odd_blind_size(config.networks.lan.blind_size, "networks.lan.blind_size")
+    for name in ("bnn", "lan", "unet"):
+        _positive_int(config.networks[name].width, f"networks.{name}.width")
+    if config.compute_dtype not in ("float32", "bfloat16"):
+        raise ValueError(
+            f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}"
+        )
+    jnp.dtype(config.compute_dtype)
+    if not config.alpha.lower <= config.alpha.upper:
+        raise ValueError(
+            f"alpha.lower ({config.alpha.lower}) must not exceed alpha.upper "
+            f"({config.alpha.upper})"
+        )
+    if not config.stage_order:
+        raise ValueError("stage_order is empty: name at least one stage")
+    stages = []
+    for name in config.stage_order:
+        if name not in config.stages:
+            raise ValueError(
+                f"stage_order: unknown stage name {name!r}; defined: {list(config.stages)}"
+            )
+        sc = config.stages[name]
+        _positive_int(sc.steps, f"stages.{name}.steps")
+        if not sc.lr > 0:
+            raise ValueError(f"stages.{name}.lr must be positive, got {sc.lr!r}")
+        stages.append(make_stage(name, sc.learners, sc.losses))
+    check_order(stages)
+    for field in ("log_every", "checkpoint_every", "keep_checkpoints"):
+        _positive_int(config.train[field], f"train.{field}")
+    block = config.eval.bnn_block
+    if not isinstance(block, int) or block < 0 or block % SIZE_MULTIPLE:
+        raise ValueError(f"eval.bnn_block must be 0 or a multiple of 32, got {block!r}")
+    if not isinstance(config.train.eval_every, int) or config.train.eval_every < 0:
+        raise ValueError(f"train.eval_every must be >= 0, got {config.train.eval_every!r}")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Fields (dotted) whose values differ, ignoring RESUMABLE_FIELDS."""
+    a, b = _flatten(saved), _flatten(current)
+    keys = sorted(set(a) | set(b))
+    return [
+        f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+        for k in keys
+        if k not in RESUMABLE_FIELDS and a.get(k) != b.get(k)
+    ]
+
+
+def check_resume_compatible(
+    saved: dict[str, Any], current: dict[str, Any], path: Path, allow_change: bool
+) -> None:
+    """Refuse (ValueError) to resume a run made with a different config, unless allowed."""
+    diffs = config_differences(saved, current)
+    if diffs and not allow_change:
+        shown = "; ".join(diffs[:8])
+        raise ValueError(
+            f"{path} holds a run made with a different config ({shown}). Use another "
+            "--workdir, or pass --allow_config_change to resume anyway."
+        )

@@ -1,0 +1,445 @@
+"""The denoise command: checkpoints, image formats, atomic writes and clear bad-input errors."""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import os
+import pickle
+import struct
+import sys
+import types
+import zipfile
+import zlib
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image, ImageOps
+
+from sassid_jax import denoise as dn
+from sassid_jax import inference
+from sassid_jax.convert import convert_state_dict
+from sassid_jax.nn import UNet
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def identity(monkeypatch):
+    """run_denoise with a denoiser that returns its input (or `scale` x input)."""
+    state = {"scale": 1.0}
+    monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint: (None, None))
+    monkeypatch.setattr(inference, "jit_apply",
+                        lambda module, params: (lambda x: x * state["scale"]))
+    return state
+
+
+def _run(tmp_path, src, dst, capsys, **kwargs):
+    code = dn.run_denoise(str(tmp_path / "ckpt"), str(src), str(dst), **kwargs)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def _rgb8(h=20, w=30, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _unet_state_dict(width: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A random state_dict with the authors' U-Net names and shapes (OIHW)."""
+    c, rng, shapes = width, np.random.default_rng(seed), {}
+    shapes.update({"encode_block_1.0": (c, 3, 3), "encode_block_1.2": (c, c, 3)})
+    shapes.update({f"encode_block_{i}.0": (c, c, 3) for i in range(2, 7)})
+    shapes.update({"decode_block_5.0": (2 * c, 2 * c, 3), "decode_block_5.2": (2 * c, 2 * c, 3)})
+    for lvl in (4, 3, 2):
+        shapes.update({f"decode_block_{lvl}.0": (2 * c, 3 * c, 3),
+                       f"decode_block_{lvl}.2": (2 * c, 2 * c, 3)})
+    shapes.update({"decode_block_1.0": (2 * c, 2 * c + 3, 3), "decode_block_1.2": (2 * c, 2 * c, 3),
+                   "output_conv": (3, 2 * c, 1)})
+    state = {}
+    for name, (o, i, k) in shapes.items():
+        state[f"{name}.weight"] = (rng.normal(size=(o, i, k, k)) * 0.1).astype(np.float32)
+        state[f"{name}.bias"] = (rng.normal(size=(o,)) * 0.1).astype(np.float32)
+    return state
+
+
+class _Storage:
+    def __init__(self, key: str, numel: int) -> None:
+        self.key, self.numel = key, numel
+
+
+class _Tensor:
+    def __init__(self, storage: _Storage, shape: tuple[int, ...]) -> None:
+        self.storage, self.shape = storage, shape
+
+    def __reduce__(self):
+        strides = [int(np.prod(self.shape[i + 1:])) for i in range(len(self.shape))]
+        rebuild = sys.modules["torch._utils"]._rebuild_tensor_v2
+        return rebuild, (self.storage, 0, self.shape, tuple(strides), False,
+                         collections.OrderedDict())
+
+
+def write_torch_zip(path: Path, state: dict[str, np.ndarray], monkeypatch) -> None:
+    """Write `state` like torch.save does (zip: archive/data.pkl + archive/data/<key>), with
+    fake `torch` modules registered only while pickling (torch is not installed)."""
+    torch = types.ModuleType("torch")
+    utils = types.ModuleType("torch._utils")
+    names = {"__module__": "torch", "__qualname__": "FloatStorage"}
+    float_storage = type("FloatStorage", (), names)
+    torch.FloatStorage, torch._utils = float_storage, utils
+
+    def _rebuild_tensor_v2(*args):  # only its name is pickled
+        raise AssertionError("never called")
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setitem(sys.modules, "torch._utils", utils)
+
+    class TorchPickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, _Storage):
+                return ("storage", float_storage, obj.key, "cpu", obj.numel)
+            return None
+
+    tensors, blobs = collections.OrderedDict(), {}
+    for i, (name, array) in enumerate(state.items()):
+        blobs[str(i)] = np.ascontiguousarray(array, "<f4").tobytes()
+        tensors[name] = _Tensor(_Storage(str(i), array.size), tuple(array.shape))
+    buf = io.BytesIO()
+    TorchPickler(buf, protocol=2).dump(tensors)
+    monkeypatch.delitem(sys.modules, "torch._utils")
+    monkeypatch.delitem(sys.modules, "torch")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/byteorder", "little")
+        for key, blob in blobs.items():
+            z.writestr(f"archive/data/{key}", blob)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def test_pth_unet_width_is_inferred_and_runs(tmp_path, monkeypatch, capsys):
+    state = _unet_state_dict(width=4)
+    ckpt = tmp_path / "unet.pth"
+    write_torch_zip(ckpt, state, monkeypatch)
+    module, params = dn.load_denoiser(ckpt)
+    assert module.width == 4 and not module.normalize
+    expected = convert_state_dict(state, "unet", UNet(width=4))
+    np.testing.assert_array_equal(params["trunk"]["dec1_0"]["kernel"],
+                                  expected["trunk"]["dec1_0"]["kernel"])
+    Image.fromarray(_rgb8(40, 50)).save(tmp_path / "in.png")
+    code = dn.run_denoise(str(ckpt), str(tmp_path / "in.png"), str(tmp_path / "out.png"))
+    assert code == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == (40, 50, 3) and out.dtype == np.uint8
+    whole = inference.predict_image(inference.jit_apply(module, params),
+                                    np.asarray(Image.open(tmp_path / "in.png")))
+    np.testing.assert_array_equal(out, np.clip(np.floor(whole + 0.5), 0, 255))
+
+
+def _workdir(tmp_path: Path, stages: dict[str, list[str]], saved: dict[str, dict]) -> Path:
+    import orbax.checkpoint as ocp
+
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints").mkdir(parents=True)
+    config = {"networks": {"unet": {"width": 4, "normalize": True}}, "stage_order": list(stages),
+              "stages": {k: {"learners": v, "steps": 3} for k, v in stages.items()}}
+    (workdir / "config.json").write_text(json.dumps(config))
+    for stage, params in saved.items():
+        options = ocp.CheckpointManagerOptions(create=True)
+        with ocp.CheckpointManager(workdir / "checkpoints" / stage, options=options) as mgr:
+            mgr.save(3, args=ocp.args.StandardSave({"params": params, "step": 3}))
+    return workdir
+
+
+def test_orbax_workdir_stage_and_step_folders(tmp_path):
+    module = UNet(width=4, normalize=True)
+    params = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    workdir = _workdir(tmp_path, {"bnn": ["bnn"], "unet": ["unet"]}, {"unet": {"unet": params}})
+    for path in (workdir, workdir / "checkpoints" / "unet", workdir / "checkpoints/unet/3"):
+        got_module, got = dn.load_denoiser(path)
+        assert got_module == module
+        np.testing.assert_array_equal(got["out"]["kernel"], params["out"]["kernel"])
+
+
+def test_orbax_run_without_unet_checkpoint(tmp_path):
+    workdir = _workdir(tmp_path, {"bnn": ["bnn"], "unet": ["unet"]}, {})
+    with pytest.raises(dn.DenoiseInputError, match="no U-Net checkpoint yet"):
+        dn.load_denoiser(workdir)
+
+
+@pytest.mark.parametrize("kind", ["missing", "text", "folder"])
+def test_bad_checkpoint_exit_2(tmp_path, capsys, kind):
+    ckpt = tmp_path / {"missing": "nope.pth", "text": "notes.pth", "folder": "somedir"}[kind]
+    if kind == "text":
+        ckpt.write_text("hello")
+    elif kind == "folder":
+        ckpt.mkdir()
+    Image.fromarray(_rgb8()).save(tmp_path / "in.png")
+    code = dn.run_denoise(str(ckpt), str(tmp_path / "in.png"), str(tmp_path / "out.png"))
+    err = capsys.readouterr().err
+    assert code == 2 and ckpt.name in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "out.png").exists()
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def test_16bit_tiff_round_trip(tmp_path, identity, capsys):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 65536, (24, 40, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", image, photometric="rgb")
+    code, out, _ = _run(tmp_path, tmp_path / "in.tif", tmp_path / "out.tiff", capsys)
+    assert code == 0 and "16-bit" in out
+    back = tifffile.imread(tmp_path / "out.tiff")
+    assert back.dtype == np.uint16 and back.shape == image.shape
+    assert np.abs(back.astype(int) - image).max() <= 1  # float /257 *257 rounding
+
+
+def test_16bit_png_round_trip(tmp_path, identity, capsys):
+    image = np.random.default_rng(2).integers(0, 65536, (17, 23, 3), dtype=np.uint16)
+    (tmp_path / "in.png").write_bytes(dn.encode_png16(image))
+    code, _, _ = _run(tmp_path, tmp_path / "in.png", tmp_path / "out.png", capsys)
+    assert code == 0
+    back = dn.read_photo(tmp_path / "out.png").pixels
+    assert back.dtype == np.uint16
+    assert np.abs(back.astype(int) - image).max() <= 1
+
+
+def _filter_row(kind: int, row: bytes, prev: bytes, bpp: int) -> bytes:
+    out = bytearray()
+    for i, x in enumerate(row):
+        a = row[i - bpp] if i >= bpp else 0
+        b = prev[i]
+        c = prev[i - bpp] if i >= bpp else 0
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        paeth = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+        pred = [0, a, b, (a + b) // 2, paeth][kind]
+        out.append((x - pred) % 256)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_png16_decoder_handles_every_filter(channels):
+    image = np.random.default_rng(channels).integers(0, 65536, (11, 9, channels), np.uint16)
+    raw = image.astype(">u2").tobytes()
+    stride = 9 * channels * 2
+    rows = [raw[i * stride:(i + 1) * stride] for i in range(11)]
+    body = b"".join(bytes([r % 5]) + _filter_row(r % 5, rows[r], rows[r - 1] if r else
+                                                   bytes(stride), channels * 2)
+                    for r in range(11))
+    png = dn.encode_png16(image)  # reuse its header, swap the data
+    ctype = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    header = struct.pack(">IIBBBBB", 9, 11, 16, ctype, 0, 0, 0)
+    png = (dn.PNG_SIGNATURE + dn._chunk(b"IHDR", header)
+           + dn._chunk(b"IDAT", zlib.compress(body)) + dn._chunk(b"IEND", b""))
+    np.testing.assert_array_equal(dn.read_png16(Path("x.png"), png), image)
+
+
+def test_16bit_grey_png_from_pillow(tmp_path, identity, capsys):
+    grey = np.random.default_rng(3).integers(0, 65536, (19, 13), dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g.png")  # Pillow's adaptive row filters
+    photo = dn.read_photo(tmp_path / "g.png")
+    np.testing.assert_array_equal(photo.pixels[:, :, 0], grey)
+    code, _, _ = _run(tmp_path, tmp_path / "g.png", tmp_path / "o.png", capsys)
+    back = dn.read_photo(tmp_path / "o.png").pixels
+    assert code == 0 and back.shape == (19, 13, 1) and back.dtype == np.uint16
+    assert np.abs(back[:, :, 0].astype(int) - grey).max() <= 1
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillow(tmp_path, orientation):
+    image = Image.fromarray(_rgb8(12, 20, seed=orientation))
+    exif = Image.Exif()
+    exif[dn.ORIENTATION_TAG] = orientation
+    image.save(tmp_path / "o.png", exif=exif)
+    with Image.open(tmp_path / "o.png") as im:
+        expected = np.asarray(ImageOps.exif_transpose(im))
+    np.testing.assert_array_equal(dn.read_photo(tmp_path / "o.png").pixels, expected)
+
+
+def test_exif_orientation_in_output(tmp_path, identity, capsys):
+    image = _rgb8(12, 20)
+    exif = Image.Exif()
+    exif[dn.ORIENTATION_TAG] = 6  # stored sideways: 90 degrees clockwise to show upright
+    Image.fromarray(image).save(tmp_path / "in.jpg", exif=exif, quality=100)
+    code, _, _ = _run(tmp_path, tmp_path / "in.jpg", tmp_path / "out.png", capsys)
+    with Image.open(tmp_path / "out.png") as out:
+        assert code == 0 and out.size == (12, 20) and dn.ORIENTATION_TAG not in out.getexif()
+
+
+def test_tiff_orientation_tag(tmp_path):
+    image = np.random.default_rng(4).integers(0, 65536, (10, 16, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "r.tif", image, photometric="rgb",
+                     extratags=[(274, "H", 1, 8, False)])
+    np.testing.assert_array_equal(dn.read_photo(tmp_path / "r.tif").pixels, np.rot90(image))
+
+
+def test_grayscale_and_rgba(tmp_path, identity, capsys):
+    grey = _rgb8(16, 24)[:, :, 0]
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    rgba = np.concatenate([_rgb8(16, 24, 1), _rgb8(16, 24, 2)[:, :, :1]], axis=2)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    identity["scale"] = 0.5
+    code, _, _ = _run(tmp_path, tmp_path / "g.png", tmp_path / "g_out.png", capsys)
+    with Image.open(tmp_path / "g_out.png") as g:
+        assert code == 0 and g.mode == "L"
+        np.testing.assert_array_equal(np.asarray(g), np.floor(grey * 0.5 + 0.5))
+    code, _, _ = _run(tmp_path, tmp_path / "a.png", tmp_path / "a_out.tif", capsys)
+    out = tifffile.imread(tmp_path / "a_out.tif")
+    assert code == 0 and out.shape == (16, 24, 4)
+    np.testing.assert_array_equal(out[:, :, 3], rgba[:, :, 3])  # alpha unchanged
+    np.testing.assert_array_equal(out[:, :, :3], np.floor(rgba[:, :, :3] * 0.5 + 0.5))
+
+
+def test_rgba_to_jpeg_is_refused(tmp_path, identity, capsys):
+    rgba = np.concatenate([_rgb8(), _rgb8()[:, :, :1]], axis=2)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    code, _, err = _run(tmp_path, tmp_path / "a.png", tmp_path / "a.jpg", capsys)
+    assert code == 2 and "a.jpg" in err and "alpha" in err
+    assert not (tmp_path / "a.jpg").exists()
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_atomic_write_leaves_nothing_after_a_failure(tmp_path, error):
+    photo = dn.Photo(_rgb8())
+
+    def failing(photo, f, suffix):
+        f.write(b"half an image")
+        raise error("disk on fire")
+
+    with pytest.raises(error):
+        dn.write_atomic(tmp_path / "out.png", photo, encode=failing)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "old.png").write_bytes(b"previous")
+    with pytest.raises(error):
+        dn.write_atomic(tmp_path / "old.png", photo, encode=failing)
+    assert [p.name for p in tmp_path.iterdir()] == ["old.png"]
+    assert (tmp_path / "old.png").read_bytes() == b"previous"
+
+
+def test_interrupt_during_run_exits_130_without_partial_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint: (None, None))
+
+    def interrupted(module, params):
+        def apply(x):
+            raise KeyboardInterrupt
+        return apply
+
+    monkeypatch.setattr(inference, "jit_apply", interrupted)
+    Image.fromarray(_rgb8()).save(tmp_path / "in.png")
+    code, _, err = _run(tmp_path, tmp_path / "in.png", tmp_path / "out.png", capsys)
+    assert code == 130 and "interrupted" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_folder_mode_and_skip_existing(tmp_path, identity, capsys):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    dst.mkdir()
+    for name in ("a.png", "b.tif"):
+        Image.fromarray(_rgb8()).save(src / name)
+    (src / "notes.txt").write_text("not an image: ignored in folder mode")
+    (dst / "a.png").write_bytes(b"done before")
+    code, out, _ = _run(tmp_path, src, dst, capsys)
+    assert code == 0 and "skip" in out and "a.png" in out
+    assert (dst / "a.png").read_bytes() == b"done before"
+    np.testing.assert_array_equal(tifffile.imread(dst / "b.tif"), _rgb8())
+    code, _, _ = _run(tmp_path, src, dst, capsys, overwrite=True)
+    assert code == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(dst / "a.png")), _rgb8())
+    assert sorted(p.name for p in dst.iterdir()) == ["a.png", "b.tif"]
+
+
+def test_file_into_existing_folder(tmp_path, identity, capsys):
+    Image.fromarray(_rgb8()).save(tmp_path / "in.png")
+    (tmp_path / "outdir").mkdir()
+    code, _, _ = _run(tmp_path, tmp_path / "in.png", tmp_path / "outdir", capsys)
+    assert code == 0 and (tmp_path / "outdir" / "in.png").is_file()
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+BAD_INPUTS = {
+    "truncated": lambda p: p.write_bytes(_png_bytes(_rgb8(64, 64))[:300]),
+    "truncated16": lambda p: p.write_bytes(dn.encode_png16(
+        np.random.default_rng(0).integers(0, 65536, (32, 32, 3), np.uint16))[:200]),
+    "text": lambda p: p.write_text("this is not an image"),
+    "tiny": lambda p: Image.fromarray(_rgb8(1, 1)).save(p),
+    "missing": lambda p: None,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
+def test_bad_input_file_exit_2(tmp_path, identity, capsys, kind):
+    path = tmp_path / f"{kind}.png"
+    BAD_INPUTS[kind](path)
+    code, out, err = _run(tmp_path, path, tmp_path / "out.png", capsys)
+    assert code == 2
+    assert f"{kind}.png" in err, err
+    assert not (tmp_path / "out.png").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_bad_file_in_folder_others_still_done(tmp_path, identity, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_rgb8()).save(src / "good.png")
+    (src / "bad.jpg").write_text("not a jpeg")
+    code, _, err = _run(tmp_path, src, tmp_path / "out", capsys)
+    assert code == 2 and "bad.jpg" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png"]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads anything")
+def test_unreadable_file_exit_2(tmp_path, identity, capsys):
+    path = tmp_path / "locked.png"
+    Image.fromarray(_rgb8()).save(path)
+    path.chmod(0)
+    code, _, err = _run(tmp_path, path, tmp_path / "out.png", capsys)
+    assert code == 2 and "locked.png" in err
+
+
+def test_empty_folder_and_overwriting_the_input(tmp_path, identity, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = _run(tmp_path, tmp_path / "empty", tmp_path / "out", capsys)
+    assert code == 2 and "empty" in err
+    Image.fromarray(_rgb8()).save(tmp_path / "in.png")
+    before = (tmp_path / "in.png").read_bytes()
+    for target in (tmp_path / "in.png", tmp_path / "sub" / ".." / "in.png", tmp_path):
+        if target.parent.name == "sub":
+            (tmp_path / "sub").mkdir(exist_ok=True)
+        code, _, err = _run(tmp_path, tmp_path / "in.png", target, capsys, overwrite=True)
+        assert code == 2 and "overwrite the input" in err and "in.png" in err
+    assert (tmp_path / "in.png").read_bytes() == before
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image.fromarray(_rgb8()).save(src / "x.png")
+    code, _, err = _run(tmp_path, src, src, capsys, overwrite=True)
+    assert code == 2 and "photos" in err
+
+
+def test_bad_tile_exit_2(tmp_path, identity, capsys):
+    Image.fromarray(_rgb8()).save(tmp_path / "in.png")
+    code, _, err = _run(tmp_path, tmp_path / "in.png", tmp_path / "o.png", capsys, tile=100)
+    assert code == 2 and "--tile 100" in err

@@ -1,0 +1,242 @@
+"""The training loop: losses go down, exact resume, stage-aware restart, SIGTERM, bad configs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default
+from sassid_jax import train
+from sassid_jax.checkpoint_io import restore_local
+from sassid_jax.configuration import validate_config
+from tests.conftest import REPO_ROOT
+
+TINY_STEPS = {"bnn": 6, "lan": 4, "unet": 4}
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One prepared sasl_embedded for the whole session."""
+    from sassid_jax.data.embedded import load_split
+
+    path = tmp_path_factory.mktemp("tfds")
+    load_split("test", str(path))
+    return path
+
+
+def tiny_config(data_dir: Path, steps: dict[str, int] | None = None):
+    c = default.get_config()
+    c.dataset.data_dir = str(data_dir)
+    c.crop_size, c.batch_size = 32, 2
+    c.networks.bnn.width, c.networks.unet.width = 4, 4
+    c.networks.lan.width, c.networks.lan.num_blocks = 8, 1
+    for name, n in (steps or TINY_STEPS).items():
+        c.stages[name].steps = n
+    c.train.log_every, c.train.checkpoint_every, c.train.keep_checkpoints = 1, 2, 2
+    c.eval.max_images = 1
+    return c
+
+
+def final_params(workdir: Path, config) -> dict[str, dict]:
+    """The last checkpoint of every stage, as numpy trees."""
+    out = {}
+    for stage in train.build_stages(config):
+        step = str(config.stages[stage.name].steps)
+        path = workdir / "checkpoints" / stage.name / step / "default"
+        out[stage.name] = restore_local(path)["params"]
+    return out
+
+
+def assert_same_params(a: dict, b: dict) -> None:
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    config = tiny_config(data_dir)
+    results = train.train_and_evaluate(config, workdir)
+    return workdir, config, results
+
+
+def test_three_stage_run_outputs(uninterrupted):
+    workdir, _, results = uninterrupted
+    saved = json.loads((workdir / "results.json").read_text())
+    assert set(saved["table"]) == {"noisy", "bnn", "lan", "unet"}
+    assert saved["num_images"] == 1
+    panels = list((workdir / "panels").glob("*.png"))
+    assert len(panels) == 1
+    assert (workdir / "config.json").exists()
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    for stage, n in TINY_STEPS.items():
+        assert [s for s, _ in results["loss_history"][stage]] == list(range(1, n + 1))
+
+
+def test_each_stage_loss_goes_down(data_dir, tmp_path):
+    steps = {"bnn": 25, "lan": 25, "unet": 25}
+    config = tiny_config(data_dir, steps)
+    config.train.checkpoint_every = 25
+    config.eval.save_panels = False
+    history = train.train_and_evaluate(config, tmp_path)["loss_history"]
+    for stage, points in history.items():
+        losses = [loss for _, loss in points]
+        first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+        assert last < first, f"{stage}: loss {first:.3f} -> {last:.3f}"
+
+
+def test_resume_mid_stage_is_exact(data_dir, tmp_path, uninterrupted):
+    ref_dir, config, _ = uninterrupted
+    with pytest.raises(train.Preempted) as stop:
+        train.train_and_evaluate(config, tmp_path, stop_after=("bnn", 3))
+    assert (stop.value.stage, stop.value.step) == ("bnn", 3)
+    assert (tmp_path / "checkpoints" / "bnn" / "3").exists()  # mid-interval checkpoint
+    assert not (tmp_path / "checkpoints" / "lan").exists()
+    results = train.train_and_evaluate(config, tmp_path)
+    assert [s for s, _ in results["loss_history"]["bnn"]] == [4, 5, 6]
+    assert_same_params(final_params(tmp_path, config), final_params(ref_dir, config))
+
+
+def test_restart_after_stage_one_continues_at_stage_two(data_dir, tmp_path, uninterrupted):
+    ref_dir, config, _ = uninterrupted
+    with pytest.raises(train.Preempted):
+        train.train_and_evaluate(config, tmp_path, stop_after=("bnn", TINY_STEPS["bnn"]))
+    results = train.train_and_evaluate(config, tmp_path)
+    assert results["loss_history"]["bnn"] == []
+    assert [s for s, _ in results["loss_history"]["lan"]] == [1, 2, 3, 4]
+    assert_same_params(final_params(tmp_path, config), final_params(ref_dir, config))
+
+
+def _launch_args(config, workdir: Path) -> list[str]:
+    c = config
+    overrides = {
+        "dataset.data_dir": c.dataset.data_dir, "crop_size": c.crop_size,
+        "batch_size": c.batch_size, "networks.bnn.width": c.networks.bnn.width,
+        "networks.unet.width": c.networks.unet.width, "networks.lan.width": c.networks.lan.width,
+        "networks.lan.num_blocks": c.networks.lan.num_blocks,
+        "train.log_every": c.train.log_every,
+        "train.checkpoint_every": c.train.checkpoint_every, "eval.max_images": c.eval.max_images,
+    }
+    overrides.update({f"stages.{n}.steps": c.stages[n].steps for n in c.stage_order})
+    return [sys.executable, str(REPO_ROOT / "launch.py"), "--config", "configs/default.py",
+            "--workdir", str(workdir)] + [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_then_restart_matches(data_dir, tmp_path):
+    config = tiny_config(data_dir, {"bnn": 60, "lan": 2, "unet": 2})
+    config.train.checkpoint_every = 50
+    ref = tmp_path / "ref"
+    train.train_and_evaluate(config, ref)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_launch_args(config, run), cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = run / "tensorboard"
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(log.glob("events.out.tfevents.*")):
+        time.sleep(0.2)
+    time.sleep(3.0)  # let it take some steps, not yet 50
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    steps = sorted(int(p.name) for p in (run / "checkpoints" / "bnn").iterdir()
+                   if p.name.isdigit())
+    assert steps and 0 < steps[-1] < 60, steps
+    assert "SIGTERM" in out
+    train.train_and_evaluate(config, run)
+    assert_same_params(final_params(run, config), final_params(ref, config))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("networks.bnn.blind_size", 8, "bnn.blind_size must be an odd integer >= 1, got 8"),
+        ("networks.lan.blind_size", 4, "networks.lan.blind_size must be an odd integer"),
+        ("crop_size", 48, "crop_size must be a multiple of 32 (five 2x2 poolings), got 48"),
+        ("crop_size", 0, "crop_size must be a positive integer, got 0"),
+        ("batch_size", 0, "batch_size must be a positive integer, got 0"),
+        ("batch_size", -4, "batch_size must be a positive integer, got -4"),
+        ("stages.bnn.steps", 0, "stages.bnn.steps must be a positive integer, got 0"),
+        ("stages.lan.steps", -1, "stages.lan.steps must be a positive integer, got -1"),
+        ("dataset.name", "imagenet", "dataset.name: unknown dataset 'imagenet'"),
+        ("stage_order", ("bnn", "lam"), "stage_order: unknown stage name 'lam'"),
+        ("stage_order", ("lan", "bnn"), "stage 'lan' reads ['bnn'] as frozen teachers"),
+        ("compute_dtype", "float16", "compute_dtype must be 'float32' or 'bfloat16'"),
+    ],
+)
+def test_bad_config_names_field_and_value(field, value, message):
+    config = default.get_config()
+    *parents, leaf = field.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ValueError) as err:
+        validate_config(config)
+    assert message in str(err.value)
+
+
+def test_bad_config_fails_before_any_work_from_the_command_line(tmp_path):
+    workdir = tmp_path / "w"
+    proc = subprocess.run(
+        [sys.executable, "launch.py", "--workdir", str(workdir),
+         "--config.networks.bnn.blind_size=4"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "networks.bnn.blind_size must be an odd integer >= 1, got 4" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not workdir.exists()
+
+
+def test_workdir_with_other_config_refuses_to_resume(uninterrupted):
+    workdir, config, _ = uninterrupted
+    changed = tiny_config(Path(config.dataset.data_dir))
+    changed.stages.lan.lr = 5e-4
+    with pytest.raises(ValueError, match=r"different config \(stages\.lan\.lr: 0\.001 -> 0\.0005"):
+        train.train_and_evaluate(changed, workdir)
+    # A field that changes no result (log frequency) may differ.
+    relaxed = tiny_config(Path(config.dataset.data_dir))
+    relaxed.train.log_every = 2
+    results = train.train_and_evaluate(relaxed, workdir)
+    assert all(h == [] for h in results["loss_history"].values())
+
+
+@pytest.mark.parametrize("name", ["default", "blind_spot", "joint", "sasl_paper"])
+def test_every_shipped_config_validates(name):
+    module = __import__(f"configs.{name}", fromlist=["get_config"])
+    validate_config(module.get_config())
+
+
+def test_paper_config_asks_to_prepare_sidd(tmp_path):
+    from configs import sasl_paper
+    from sassid_jax.data.sources import DatasetUnavailableError
+
+    with pytest.raises(DatasetUnavailableError, match="prepare SIDD first"):
+        train.train_and_evaluate(sasl_paper.get_config(), tmp_path)
+
+
+def test_joint_ablation_trains_all_three_in_one_stage(data_dir, tmp_path):
+    from configs import joint
+
+    config = joint.get_config()
+    tiny = tiny_config(data_dir)
+    for key in ("dataset", "networks", "train", "eval"):
+        config[key] = tiny[key]
+    config.crop_size, config.batch_size = tiny.crop_size, tiny.batch_size
+    config.stages.joint.steps = 3
+    results = train.train_and_evaluate(config, tmp_path)
+    assert set(results["table"]) == {"noisy", "bnn", "lan", "unet"}
+    params = final_params(tmp_path, config)["joint"]
+    assert set(params) == {"bnn", "lan", "unet"}
