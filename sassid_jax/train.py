@@ -313,9 +313,7 @@ def _write_run_config(config: ml_collections.ConfigDict, workdir: Path, allow_ch
     if path.exists():
         check_resume_compatible(json.loads(path.read_text()), current, path, allow_change)
     if jax.process_index() == 0:
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
-        tmp.replace(path)
+        evaluate.write_json(path, current)
 
 
 def train_and_evaluate(
