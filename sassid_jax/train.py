@@ -179,10 +179,14 @@ class RunContext:
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl),
                             shapes)
 
-    def restore(self, stage: Stage, step: int) -> State:
-        with self.manager(stage.name) as mgr:
-            abstract = self.abstract_state(stage)
-            return mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+    def restore(self, stage: Stage, step: int, mgr: ocp.CheckpointManager | None = None
+                ) -> State:
+        """The stage's state at `step` (through `mgr` if given, else a manager of its own)."""
+        args = ocp.args.StandardRestore(self.abstract_state(stage))
+        if mgr is not None:
+            return mgr.restore(step, args=args)
+        with self.manager(stage.name) as own:
+            return own.restore(step, args=args)
 
     def final_params(self, name: str, before: int) -> Any:
         """Parameters of network `name` from the last stage before index `before` training it."""
@@ -222,9 +226,18 @@ def train_stage(ctx: RunContext, stage_index: int) -> list[tuple[int, float]]:
     steps = cfg.stages[stage.name].steps
     with ctx.manager(stage.name) as mgr:
         latest = mgr.latest_step()
-    if latest is not None and latest >= steps:
-        logging.info("stage %s: finished earlier (step %d), skipping", stage.name, latest)
-        return []
+        if latest is not None and latest >= steps:
+            logging.info("stage %s: finished earlier (step %d), skipping", stage.name, latest)
+            return []
+        return _train_from(ctx, stage_index, mgr, latest)
+
+
+def _train_from(ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager,
+                latest: int | None) -> list[tuple[int, float]]:
+    """The body of `train_stage` for an unfinished stage; `mgr` is the stage's manager."""
+    stage = ctx.stages[stage_index]
+    cfg = ctx.config
+    steps = cfg.stages[stage.name].steps
     teachers = {t: ctx.final_params(t, stage_index) for t in stage.teachers}
     tx = make_optimizer(cfg, stage.name)
     if latest is None:
@@ -233,55 +246,51 @@ def train_stage(ctx: RunContext, stage_index: int) -> list[tuple[int, float]]:
                                    ctx.mesh)
         start = 0
     else:
-        state = ctx.restore(stage, latest)
+        state = ctx.restore(stage, latest, mgr)
         start = latest
         logging.info("stage %s: resuming at step %d of %d", stage.name, start, steps)
     step_fn = make_train_step(ctx.networks, stage, tx, cfg.alpha.lower, cfg.alpha.upper,
                               ctx.mesh)
     data_sharding = sharding.batch_sharding(ctx.mesh)
     tc = cfg.train
-    mgr = ctx.manager(stage.name)
     t_window, n_window, losses = time.perf_counter(), 0, []
     history: list[tuple[int, float]] = []
     step = start
-    try:
-        for batch in _batches(ctx, stage_index, start, steps):
-            x = sharding.global_batch(batch, data_sharding)
-            state, metrics = step_fn(state, teachers, x)
-            step += 1
-            n_window += 1
-            losses.append(metrics["loss"])
-            if step % tc.log_every == 0 or step == steps:
-                loss = float(np.mean(jax.device_get(losses)))
-                rate = n_window / (time.perf_counter() - t_window)
-                lr = learning_rate(cfg, stage.name, step)
-                history.append((step, loss))
-                ctx.writer.write_scalars(
-                    _global_step(ctx, stage_index, step),
-                    {f"{stage.name}/loss": loss, f"{stage.name}/lr": lr,
-                     f"{stage.name}/steps_per_sec": rate},
-                )
-                logging.info(
-                    "stage %s step %d/%d loss %.4f lr %.2e %.2f steps/s ETA %s",
-                    stage.name, step, steps, loss, lr, rate, _format_eta((steps - step) / rate),
-                )
-                t_window, n_window, losses = time.perf_counter(), 0, []
-            if step % tc.checkpoint_every == 0 or step == steps:
-                mgr.save(step, args=ocp.args.StandardSave(state))
-            if tc.eval_every and step % tc.eval_every == 0 and step != steps:
-                _evaluate_learners(ctx, stage_index, state, step)
-            halt = ctx.stop_after is not None and ctx.stop_after == (stage.name, step)
-            if ctx.sigterm.requested or halt:
+    for batch in _batches(ctx, stage_index, start, steps):
+        x = sharding.global_batch(batch, data_sharding)
+        state, metrics = step_fn(state, teachers, x)
+        step += 1
+        n_window += 1
+        losses.append(metrics["loss"])
+        if step % tc.log_every == 0 or step == steps:
+            loss = float(np.mean(jax.device_get(losses)))
+            rate = n_window / (time.perf_counter() - t_window)
+            lr = learning_rate(cfg, stage.name, step)
+            history.append((step, loss))
+            ctx.writer.write_scalars(
+                _global_step(ctx, stage_index, step),
+                {f"{stage.name}/loss": loss, f"{stage.name}/lr": lr,
+                 f"{stage.name}/steps_per_sec": rate},
+            )
+            logging.info(
+                "stage %s step %d/%d loss %.4f lr %.2e %.2f steps/s ETA %s",
+                stage.name, step, steps, loss, lr, rate, _format_eta((steps - step) / rate),
+            )
+            t_window, n_window, losses = time.perf_counter(), 0, []
+        if step % tc.checkpoint_every == 0 or step == steps:
+            mgr.save(step, args=ocp.args.StandardSave(state))
+        if tc.eval_every and step % tc.eval_every == 0 and step != steps:
+            _evaluate_learners(ctx, stage_index, state, step)
+        halt = ctx.stop_after is not None and ctx.stop_after == (stage.name, step)
+        if ctx.sigterm.requested or halt:
+            mgr.wait_until_finished()
+            if mgr.latest_step() != step:
+                mgr.save(step, args=ocp.args.StandardSave(state), force=True)
                 mgr.wait_until_finished()
-                if mgr.latest_step() != step:
-                    mgr.save(step, args=ocp.args.StandardSave(state), force=True)
-                    mgr.wait_until_finished()
-                logging.warning("stage %s: stopped at step %d (checkpoint written)",
-                                stage.name, step)
-                raise Preempted(stage.name, step)
-        mgr.wait_until_finished()
-    finally:
-        mgr.close()
+            logging.warning("stage %s: stopped at step %d (checkpoint written)",
+                            stage.name, step)
+            raise Preempted(stage.name, step)
+    mgr.wait_until_finished()
     _evaluate_learners(ctx, stage_index, state, step)
     return history
 
