@@ -24,6 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset.eval_split = "test"
     c.dataset.noisy_dir = ""  # image_folder only: folder of noisy photos
     c.dataset.clean_dir = ""  # image_folder only: optional clean references (same names)
+    c.dataset.eval_noisy_dir = ""  # image_folder only: other photos to evaluate on ("" = same)
+    c.dataset.eval_clean_dir = ""  # image_folder only: their clean references
 
     c.crop_size = 64
     c.batch_size = 4  # global batch (all devices and processes)

@@ -3,7 +3,9 @@
 - `sasl_embedded`: scikit-image photos with simulated camera noise (no download).
 - `image_folder`: a user's own noisy photos (`dataset.noisy_dir`), optionally with clean
   references of the same file names (`dataset.clean_dir`, evaluation only). Training is
-  self-supervised, so it uses the noisy images alone.
+  self-supervised, so it uses the noisy images alone. Evaluation reads the same folders
+  unless `dataset.eval_noisy_dir` / `dataset.eval_clean_dir` name others (e.g. train on many
+  noisy photos, score on the few that have references).
 - `sidd_medium_srgb`: the paper's data; needs the SIDD builders (not in this version yet).
 
 Training images are (H, W, 3) uint8 in [0, 255]; eval examples are dicts with `noisy`,
@@ -53,16 +55,20 @@ def _folder_images(folder: str, field: str) -> dict[str, Path]:
     return files
 
 
-def _folder_examples(cfg: Any) -> list[dict[str, Any]]:
-    noisy = _folder_images(cfg.noisy_dir, "dataset.noisy_dir")
-    clean = _folder_images(cfg.clean_dir, "dataset.clean_dir") if cfg.clean_dir else {}
+def _folder_examples(cfg: Any, evaluation: bool = False) -> list[dict[str, Any]]:
+    noisy_field, clean_field = "noisy_dir", "clean_dir"
+    if evaluation and cfg.get("eval_noisy_dir"):
+        noisy_field, clean_field = "eval_noisy_dir", "eval_clean_dir"
+    noisy_dir, clean_dir = cfg.get(noisy_field, ""), cfg.get(clean_field, "")
+    noisy = _folder_images(noisy_dir, f"dataset.{noisy_field}")
+    clean = _folder_images(clean_dir, f"dataset.{clean_field}") if clean_dir else {}
     examples = []
     for name, path in noisy.items():
         image = _read_rgb(path)
         reference = None
         if clean:
             if name not in clean:
-                raise ValueError(f"{path}: no clean reference named {name} in {cfg.clean_dir}")
+                raise ValueError(f"{path}: no clean reference named {name} in {clean_dir}")
             reference = _read_rgb(clean[name])
             if reference.shape != image.shape:
                 raise ValueError(
@@ -103,5 +109,5 @@ def load_eval_examples(cfg: Any) -> list[dict[str, Any]]:
             for e in load_split(cfg.eval_split, cfg.data_dir or None)
         ]
     if cfg.name == "image_folder":
-        return _folder_examples(cfg)
+        return _folder_examples(cfg, evaluation=True)
     raise _unavailable(cfg.name)
