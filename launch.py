@@ -2,6 +2,8 @@
 
   python launch.py --config configs/default.py --workdir runs/default            # train
   python launch.py --mode denoise --checkpoint runs/default --input IN --output OUT
+  python launch.py --mode eval --config configs/sidd_validation.py --checkpoint CKPT --output DIR
+  python launch.py --mode submit --config configs/dnd.py --checkpoint CKPT --output DIR
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (get_config()).")
-flags.DEFINE_enum("mode", "train", ["train", "denoise"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "denoise", "eval", "submit"], "What to do.")
 flags.DEFINE_string("workdir", None, "train: run folder (checkpoints, logs, results).")
 flags.DEFINE_bool("allow_config_change", False,
                   "train: resume a workdir even if its config.json differs from --config.")
-flags.DEFINE_string("checkpoint", None,
-                    "denoise: our run folder (or a checkpoint in it) or the authors' U-Net .pth.")
+flags.DEFINE_string("checkpoint", None, "denoise/eval/submit: our run folder (or a checkpoint "
+                    "in it) or an authors' .pth (eval/submit: config.eval.network picks which).")
 flags.DEFINE_string("input", None, "denoise: an image file or a folder of images.")
-flags.DEFINE_string("output", None, "denoise: output file, or folder for a folder input.")
+flags.DEFINE_string("output", None, "denoise: output file or folder; eval/submit: folder.")
 flags.DEFINE_bool("ensemble", False, "denoise: average the 8 flips/rotations (x8 slower).")
 flags.DEFINE_bool("overwrite", False, "denoise: redo outputs that already exist.")
 flags.DEFINE_integer("tile", 1024, "denoise: tile side in pixels (memory ~ tile^2).")
@@ -29,7 +31,31 @@ flags.DEFINE_string("coordinator_address", None,
 flags.DEFINE_integer("num_processes", None, "multi-process: number of processes.")
 flags.DEFINE_integer("process_id", None, "multi-process: this process's index.")
 
-REQUIRED = {"train": ("workdir",), "denoise": ("checkpoint", "input", "output")}
+REQUIRED = {"train": ("workdir",), "denoise": ("checkpoint", "input", "output"),
+            "eval": ("checkpoint", "output"), "submit": ("checkpoint", "output")}
+
+
+def _run(mode: str) -> int:
+    from sassid_jax import benchmark, sharding, train
+    from sassid_jax.checkpoint_io import CheckpointInputError
+    from sassid_jax.data.sources import DatasetUnavailableError
+
+    try:
+        if mode == "eval":
+            benchmark.run_eval(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
+        elif mode == "submit":
+            benchmark.run_submit(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
+        else:
+            sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                            FLAGS.process_id)
+            train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                                     allow_config_change=FLAGS.allow_config_change)
+    except (ValueError, DatasetUnavailableError, CheckpointInputError,
+            sharding.ClusterJoinError) as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -47,23 +73,7 @@ def main(argv: list[str]) -> int:
 
         return run_denoise(FLAGS.checkpoint, FLAGS.input, FLAGS.output,
                            ensemble=FLAGS.ensemble, overwrite=FLAGS.overwrite, tile=FLAGS.tile)
-    from sassid_jax import sharding, train
-    from sassid_jax.data.sources import DatasetUnavailableError
-
-    try:
-        sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                        FLAGS.process_id)
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                                 allow_config_change=FLAGS.allow_config_change)
-    except (ValueError, DatasetUnavailableError) as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return _run(FLAGS.mode)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "sasl_embedded"  # see sassid_jax/data/sources.py for the known names
     c.dataset.data_dir = ""  # TFDS data_dir; "" = TFDS default (~/tensorflow_datasets)
+    c.dataset.manual_dir = ""  # SIDD / DND builders: the folder of downloaded files
+    c.dataset.eval_name = ""  # dataset to evaluate on; "" = dataset.name
+    c.dataset.tile = 512  # sidd_medium_srgb: stored tile side and stride (crops <= tile - stride)
+    c.dataset.tile_stride = 256
     c.dataset.train_split = "train"
     c.dataset.eval_split = "test"
     c.dataset.noisy_dir = ""  # image_folder only: folder of noisy photos
@@ -67,4 +71,8 @@ def get_config() -> ml_collections.ConfigDict:
     # The BNN is evaluated (table, panels, alpha map) on isolated blocks of this size, the
     # size it is trained on and used at as a teacher; 0 = whole images.
     c.eval.bnn_block = c.crop_size
+    # --mode eval / submit: which network of --checkpoint, the x8 self-ensemble, batch size.
+    c.eval.network = "unet"
+    c.eval.ensemble = False
+    c.eval.batch = 8
     return c

@@ -3,7 +3,8 @@
 SIDD-Medium sRGB noisy images, random 256x256 crops with flips and transpose, batch 8,
 Adam(3e-4, 0.9/0.999, 1e-8) with cosine decay to 0 over each stage, 400k steps per stage,
 BNN b=9 C=48, LAN b=3 width 64, U-Net C=48, raw [0, 255] inputs (normalize=False),
-alpha thresholds 1/5. Needs the SIDD builders (prepare SIDD first; see README).
+alpha thresholds 1/5. Trains on sidd_medium_srgb, validates on sidd_validation_srgb; set
+--config.dataset.manual_dir to the SIDD downloads (see README, "Reproducing the paper").
 """
 
 import ml_collections
@@ -14,7 +15,7 @@ from configs import default
 def get_config() -> ml_collections.ConfigDict:
     c = default.get_config()
     c.dataset.name = "sidd_medium_srgb"
-    c.dataset.eval_split = "validation"
+    c.dataset.eval_name = "sidd_validation_srgb"  # every train.eval_every steps and at the end
     c.crop_size = 256
     c.batch_size = 8
     c.networks.bnn.update({"blind_size": 9, "width": 48, "normalize": False})

@@ -20,6 +20,9 @@ RESUMABLE_FIELDS = (
     "eval.max_images",
     "eval.save_panels",
     "eval.bnn_block",
+    "eval.network",
+    "eval.ensemble",
+    "eval.batch",
 )
 
 
@@ -36,6 +39,8 @@ def _odd_blind_size(value: Any, field: str) -> None:
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the first bad field and its value."""
     check_dataset_name(config.dataset.name)
+    if config.dataset.get("eval_name"):
+        check_dataset_name(config.dataset.eval_name, "dataset.eval_name")
     _positive_int(config.crop_size, "crop_size")
     if config.crop_size % SIZE_MULTIPLE:
         raise ValueError(
@@ -76,6 +81,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     block = config.eval.bnn_block
     if not isinstance(block, int) or block < 0 or block % SIZE_MULTIPLE:
         raise ValueError(f"eval.bnn_block must be 0 or a multiple of 32, got {block!r}")
+    if config.eval.get("network", "unet") not in ("bnn", "lan", "unet"):
+        raise ValueError(
+            f"eval.network must be 'bnn', 'lan' or 'unet', got {config.eval.network!r}"
+        )
     if not isinstance(config.train.eval_every, int) or config.train.eval_every < 0:
         raise ValueError(f"train.eval_every must be >= 0, got {config.train.eval_every!r}")
 

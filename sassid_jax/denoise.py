@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import struct
 import sys
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import flax
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -48,105 +46,15 @@ class DenoiseInputError(Exception):
 # ============================================================================ checkpoints
 
 
-def _load_pth(path: Path) -> tuple[Any, Any]:
-    from sassid_jax.convert import convert_state_dict
-    from sassid_jax.nn import UNet
-    from sassid_jax.torch_format import read_state_dict
-
-    state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
-    first = state.get("encode_block_1.0.weight")
-    if first is None or first.ndim != 4:
-        raise DenoiseInputError(f"{path}: not a U-Net checkpoint (no 'encode_block_1.0.weight')")
-    module = UNet(width=int(first.shape[0]), normalize=False)
-    try:
-        params = convert_state_dict(state, "unet", module, source=str(path))
-    except ValueError as e:
-        raise DenoiseInputError(f"not a U-Net checkpoint: {e}") from e
-    return module, params
-
-
-def _find_config(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        if (folder / "config.json").is_file() and (folder / "checkpoints").is_dir():
-            return folder / "config.json"
-    return None
-
-
-def _latest_step(stage_dir: Path) -> Path | None:
-    steps = [p for p in stage_dir.iterdir() if p.name.isdigit() and p.is_dir()]
-    return max(steps, key=lambda p: int(p.name)) if steps else None
-
-
-def _unet_stage(config: dict[str, Any]) -> str | None:
-    stages = config.get("stages", {})
-    names = [s for s in config.get("stage_order", []) if "unet" in stages.get(s, {}).get(
-        "learners", [])]
-    return names[-1] if names else None
-
-
-def _item_dir(path: Path, config: dict[str, Any], workdir: Path) -> Path:
-    """The orbax item folder (holding _METADATA) for a workdir / stage / step / item path."""
-    if path == workdir or path == workdir / "checkpoints":
-        stage = _unet_stage(config)
-        if stage is None:
-            raise DenoiseInputError(f"{workdir}: no stage of this run trains the U-Net")
-        path = workdir / "checkpoints" / stage
-        if not path.is_dir():
-            raise DenoiseInputError(f"{workdir}: no U-Net checkpoint yet ({path} is missing)")
-    if path.parent == workdir / "checkpoints":  # a stage folder: its latest step
-        step = _latest_step(path)
-        if step is None:
-            raise DenoiseInputError(f"{path}: no checkpoint step in this folder")
-        path = step
-    for candidate in (path, path / "default"):
-        if (candidate / "_METADATA").is_file():
-            return candidate
-    raise DenoiseInputError(f"{path}: not an orbax checkpoint (no _METADATA)")
-
-
-def _load_orbax(path: Path) -> tuple[Any, Any]:
-    from sassid_jax.checkpoint_io import restore_local
-    from sassid_jax.convert import expected_shapes
-    from sassid_jax.nn import UNet
-
-    config_path = _find_config(path)
-    if config_path is None:
-        raise DenoiseInputError(f"{path}: not a checkpoint (expected a run folder with "
-                                "config.json and checkpoints/, a folder inside it, or a .pth)")
-    config = json.loads(config_path.read_text())
-    item = _item_dir(path, config, config_path.parent)
-    try:
-        state = restore_local(item)
-    except Exception as e:  # orbax raises many types for damaged folders
-        raise DenoiseInputError(f"{item}: cannot restore checkpoint: {e}") from e
-    params = state.get("params", {}).get("unet") if isinstance(state, dict) else None
-    if params is None:
-        raise DenoiseInputError(f"{item}: this checkpoint holds no U-Net parameters")
-    net = config.get("networks", {}).get("unet", {})
-    module = UNet(width=int(net.get("width", 48)), normalize=bool(net.get("normalize", False)))
-    params = flax.traverse_util.unflatten_dict(
-        {k: np.asarray(v, np.float32) for k, v in flax.traverse_util.flatten_dict(params).items()}
-    )
-    got = {k: v.shape for k, v in flax.traverse_util.flatten_dict(params).items()}
-    if got != expected_shapes(module):
-        raise DenoiseInputError(f"{item}: U-Net parameters do not match {config_path}")
-    return module, params
-
-
 def load_denoiser(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
     """(UNet module, params) from a run folder, a folder inside its checkpoints/, or an
     authors' `.pth`. Raises DenoiseInputError (one line naming the path) for anything else."""
-    path = Path(checkpoint)
-    if not path.exists():
-        raise DenoiseInputError(f"{path}: checkpoint not found")
-    if path.is_dir():
-        return _load_orbax(path.absolute())
-    from sassid_jax.torch_format import TorchFormatError
+    from sassid_jax.checkpoint_io import CheckpointInputError, load_network
 
     try:
-        return _load_pth(path)
-    except (TorchFormatError, OSError) as e:
-        raise DenoiseInputError(f"not a checkpoint: {e}") from e
+        return load_network(checkpoint, "unet")
+    except CheckpointInputError as e:
+        raise DenoiseInputError(str(e)) from e
 
 
 # ============================================================================ 16-bit PNG

@@ -22,6 +22,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
+
+class ClusterJoinError(RuntimeError):
+    """This process could not join the multi-process JAX cluster."""
+
 def make_mesh(devices: list[Any] | None = None) -> Mesh:
     """A 1-D mesh named 'data' over `devices` (default: all devices of all processes)."""
     devices = jax.devices() if devices is None else devices
@@ -89,7 +93,7 @@ def initialize_distributed(
             initialization_timeout=timeout_seconds,
         )
     except Exception as e:  # jax raises various runtime errors here; make them one clear one
-        raise RuntimeError(
+        raise ClusterJoinError(
             f"could not join the JAX cluster at {coordinator_address!r} as process "
             f"{process_id} of {num_processes} within {timeout_seconds} s: {e}"
         ) from e
@@ -107,7 +111,7 @@ def wait_for_coordinator(address: str, timeout_seconds: float) -> None:
                 return
         except OSError as e:
             if time.monotonic() >= deadline:
-                raise RuntimeError(
+                raise ClusterJoinError(
                     f"could not join the JAX cluster at {address!r}: the coordinator (process "
                     f"0) did not answer within {timeout_seconds} s ({e}); start process 0 "
                     "first and check --coordinator_address"

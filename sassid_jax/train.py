@@ -34,7 +34,7 @@ from clu import metric_writers
 
 from sassid_jax import evaluate, sharding
 from sassid_jax.configuration import check_resume_compatible, validate_config
-from sassid_jax.data import pipeline, sources
+from sassid_jax.data import pipeline, sources, tiles
 from sassid_jax.nn import make_network
 from sassid_jax.stages import Stage, make_stage
 
@@ -156,7 +156,7 @@ class RunContext:
     workdir: Path
     networks: dict[str, nn.Module]
     stages: list[Stage]
-    train_images: list[np.ndarray]
+    train_images: list[np.ndarray] | tiles.TileSource
     eval_examples: list[dict[str, Any]]
     writer: metric_writers.MetricWriter
     sigterm: _SigtermFlag
@@ -198,17 +198,18 @@ class RunContext:
 
 
 def _batches(ctx: RunContext, stage_index: int, start: int, steps: int) -> Iterator[np.ndarray]:
-    ds = pipeline.train_dataset(
-        ctx.train_images,
-        crop_size=ctx.config.crop_size,
-        batch_size=ctx.config.batch_size,
-        seed=ctx.config.seed * STAGE_SEED_STRIDE + stage_index,
-        start_step=start,
-        num_steps=steps - start,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    return pipeline.numpy_batches(ds)
+    kwargs = {
+        "crop_size": ctx.config.crop_size,
+        "batch_size": ctx.config.batch_size,
+        "seed": ctx.config.seed * STAGE_SEED_STRIDE + stage_index,
+        "start_step": start,
+        "num_steps": steps - start,
+        "process_index": jax.process_index(),
+        "process_count": jax.process_count(),
+    }
+    if isinstance(ctx.train_images, tiles.TileSource):  # SIDD-Medium: random-access tiles
+        return tiles.tile_batches(ctx.train_images, **kwargs)
+    return pipeline.numpy_batches(pipeline.train_dataset(ctx.train_images, **kwargs))
 
 
 def _format_eta(seconds: float) -> str:

@@ -58,3 +58,20 @@ def test_shape_mismatch_and_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="dataset.noisy_dir: no images"):
         sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "empty")))
+
+
+def test_noisy_image_folder_builder_follows_the_folder_content(tmp_path):
+    _write(tmp_path / "noisy", "a.png", 10)
+    _write(tmp_path / "noisy", "b.png", 20)
+    _write(tmp_path / "clean", "a.png", 30)
+    _write(tmp_path / "clean", "b.png", 40)
+    cfg = _cfg(noisy_dir=str(tmp_path / "noisy"), clean_dir=str(tmp_path / "clean"))
+    cfg.name, cfg.data_dir = "noisy_image_folder", str(tmp_path / "tfds")
+    examples = sources.load_eval_examples(cfg)
+    assert [(e["name"], int(e["noisy"][0, 0, 0]), int(e["clean"][0, 0, 0])) for e in examples] \
+        == [("a", 10, 30), ("b", 20, 40)]
+    _write(tmp_path / "noisy", "c.png", 50)  # new content: prepared again, not a stale copy
+    _write(tmp_path / "clean", "c.png", 60)
+    assert [int(im[0, 0, 0]) for im in sources.load_train_images(cfg)] == [10, 20, 50]
+    cfg.clean_dir = ""
+    assert sources.load_eval_examples(cfg)[0]["clean"] is None

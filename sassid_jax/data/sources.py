@@ -1,113 +1,146 @@
 """Dataset names a config may use, and how each yields training images and eval examples.
 
 - `sasl_embedded`: scikit-image photos with simulated camera noise (no download).
-- `image_folder`: a user's own noisy photos (`dataset.noisy_dir`), optionally with clean
-  references of the same file names (`dataset.clean_dir`, evaluation only). Training is
-  self-supervised, so it uses the noisy images alone. Evaluation reads the same folders
-  unless `dataset.eval_noisy_dir` / `dataset.eval_clean_dir` name others (e.g. train on many
-  noisy photos, score on the few that have references).
-- `sidd_medium_srgb`: the paper's data; needs the SIDD builders (not in this version yet).
+- `image_folder`: a user's own noisy photos read directly (`dataset.noisy_dir`), optionally
+  with clean references of the same file names (`dataset.clean_dir`, evaluation only).
+  Evaluation reads the same folders unless `dataset.eval_noisy_dir` / `eval_clean_dir` name
+  others (e.g. train on many noisy photos, score on the few that have references).
+- `noisy_image_folder`: the same folders through a TFDS builder (prepared once per folder
+  content in `dataset.data_dir`; see data/folder.py).
+- `sidd_medium_srgb`: SIDD-Medium sRGB as overlapping tiles (training; see data/sidd.py).
+- `sidd_validation_srgb`, `sidd_benchmark_srgb`: the SIDD 40 x 32 blocks (the paper's
+  validation, and its test set without ground truth; both can also be trained on).
+- `dnd_srgb`: the DND benchmark boxes (submission only; see data/dnd.py).
+The SIDD and DND builders read what the user downloaded from `dataset.manual_dir` once.
 
-Training images are (H, W, 3) uint8 in [0, 255]; eval examples are dicts with `noisy`,
-`clean` (uint8, or None without references) and `name`.
+Training images are (H, W, 3) uint8 in [0, 255] (a list), or a `tiles.TileSource` for
+SIDD-Medium; eval examples are dicts with `noisy`, `clean` (uint8, or None without
+references) and `name` (SIDD blocks add image_index, block_index, phone and iso).
+The evaluation dataset is `dataset.eval_name` (default: `dataset.name`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+import tensorflow_datasets as tfds
 
-KNOWN_DATASETS = ("sasl_embedded", "image_folder", "sidd_medium_srgb")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+from sassid_jax.data.tiles import TileSource
+
+KNOWN_DATASETS = ("sasl_embedded", "image_folder", "noisy_image_folder", "sidd_medium_srgb",
+                  "sidd_validation_srgb", "sidd_benchmark_srgb", "dnd_srgb")
+BLOCK_SPLITS = {"sidd_validation_srgb": "validation", "sidd_benchmark_srgb": "benchmark"}
 
 
 class DatasetUnavailableError(RuntimeError):
     """The dataset is known but its files or builder are not available on this machine."""
 
 
-def check_dataset_name(name: str) -> None:
+def check_dataset_name(name: str, field: str = "dataset.name") -> None:
     """Raise ValueError naming the field and value for an unknown dataset name."""
     if name not in KNOWN_DATASETS:
-        raise ValueError(f"dataset.name: unknown dataset {name!r}; known: {KNOWN_DATASETS}")
+        raise ValueError(f"{field}: unknown dataset {name!r}; known: {KNOWN_DATASETS}")
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("RGB", "L", "RGBA", "P"):
-                raise ValueError(f"{path}: unsupported image mode {im.mode} (need 8-bit RGB)")
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from e
+def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBuilder:
+    """The SIDD / DND builder `name`, prepared from cfg.manual_dir unless already prepared.
+
+    Raises DatasetUnavailableError (prepare it first, naming the files) when it is not
+    prepared and no manual_dir is set.
+    """
+    from sassid_jax.data import dnd, sidd
+
+    classes = {"sidd_medium_srgb": sidd.SiddMediumSrgb, "sidd_validation_srgb":
+               sidd.SiddValidationSrgb, "sidd_benchmark_srgb": sidd.SiddBenchmarkSrgb,
+               "dnd_srgb": dnd.DndSrgb}
+    builder = classes[name](data_dir=cfg.get("data_dir") or None, **kwargs)
+    manual_dir = cfg.get("manual_dir", "")
+    if not builder.is_prepared():
+        if not manual_dir:
+            raise DatasetUnavailableError(
+                f"dataset {name!r}: prepare {'DND' if name == 'dnd_srgb' else 'SIDD'} first: "
+                f"download the files listed in "
+                f"{classes[name].__module__.replace('.', '/')}.py and set "
+                f"--config.dataset.manual_dir to their folder (prepared once, into "
+                f"{builder.data_dir})")
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder
 
 
-def _folder_images(folder: str, field: str) -> dict[str, Path]:
-    root = Path(folder)
-    if not folder or not root.is_dir():
-        raise ValueError(f"{field}: {folder!r} is not a directory")
-    files = {p.name: p for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    if not files:
-        raise ValueError(f"{field}: no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
-    return files
+def sidd_blocks(name: str, cfg: Any) -> list[dict[str, Any]]:
+    """The SIDD validation or benchmark blocks as eval examples, in (image, block) order."""
+    builder = prepared_builder(name, cfg)
+    examples = []
+    for e in tfds.as_numpy(builder.as_dataset(split=BLOCK_SPLITS[name], shuffle_files=False)):
+        i, j = int(e["image_index"]), int(e["block_index"])
+        examples.append({
+            "noisy": e["noisy"], "clean": e.get("clean"), "name": f"{i:02d}_{j:02d}",
+            "image_index": i, "block_index": j,
+            "phone": e["phone"].decode() if e["has_metadata"] else None,
+            "iso": int(e["iso"]) if e["has_metadata"] else None,
+        })
+    return sorted(examples, key=lambda e: (e["image_index"], e["block_index"]))
 
 
-def _folder_examples(cfg: Any, evaluation: bool = False) -> list[dict[str, Any]]:
+def sidd_medium_tiles(cfg: Any) -> TileSource:
+    """SIDD-Medium's stored tiles for random-access training crops (noisy only)."""
+    from sassid_jax.data.sidd import medium_config
+
+    geometry = medium_config(cfg.get("tile", 512), cfg.get("tile_stride", 256))
+    builder = prepared_builder("sidd_medium_srgb", cfg, config=geometry,
+                               file_format="array_record")
+    source = builder.as_data_source("train", decoders={"clean": tfds.decode.SkipDecoding()})
+    return TileSource(source, tile=geometry.tile, max_crop=geometry.tile - geometry.stride,
+                      name="sidd_medium_srgb")
+
+
+def _folder(cfg: Any, evaluation: bool) -> list[dict[str, Any]]:
+    from sassid_jax.data.folder import folder_examples, load_folder
+
     noisy_field, clean_field = "noisy_dir", "clean_dir"
     if evaluation and cfg.get("eval_noisy_dir"):
         noisy_field, clean_field = "eval_noisy_dir", "eval_clean_dir"
     noisy_dir, clean_dir = cfg.get(noisy_field, ""), cfg.get(clean_field, "")
-    noisy = _folder_images(noisy_dir, f"dataset.{noisy_field}")
-    clean = _folder_images(clean_dir, f"dataset.{clean_field}") if clean_dir else {}
-    examples = []
-    for name, path in noisy.items():
-        image = _read_rgb(path)
-        reference = None
-        if clean:
-            if name not in clean:
-                raise ValueError(f"{path}: no clean reference named {name} in {clean_dir}")
-            reference = _read_rgb(clean[name])
-            if reference.shape != image.shape:
-                raise ValueError(
-                    f"{clean[name]}: shape {reference.shape} differs from its noisy image "
-                    f"{path} {image.shape}"
-                )
-        examples.append({"noisy": image, "clean": reference, "name": Path(name).stem})
-    return examples
+    if cfg.name == "noisy_image_folder":
+        return load_folder(noisy_dir, clean_dir, cfg.get("data_dir") or None)
+    return list(folder_examples(noisy_dir, clean_dir, noisy_field=noisy_field,
+                                clean_field=clean_field))
 
 
-def _unavailable(name: str) -> DatasetUnavailableError:
-    return DatasetUnavailableError(
-        f"dataset {name!r}: prepare SIDD first. This version has no SIDD builder yet; train on "
-        "your own SIDD noisy PNGs with dataset.name='image_folder' and dataset.noisy_dir=..."
-    )
-
-
-def load_train_images(cfg: Any) -> list[np.ndarray]:
+def load_train_images(cfg: Any) -> list[np.ndarray] | TileSource:
     """Noisy training images of `cfg` (the config's `dataset` block)."""
     check_dataset_name(cfg.name)
     if cfg.name == "sasl_embedded":
         from sassid_jax.data.embedded import load_split
 
         return [e["noisy"] for e in load_split(cfg.train_split, cfg.data_dir or None)]
-    if cfg.name == "image_folder":
-        return [e["noisy"] for e in _folder_examples(cfg)]
-    raise _unavailable(cfg.name)
+    if cfg.name in ("image_folder", "noisy_image_folder"):
+        return [e["noisy"] for e in _folder(cfg, evaluation=False)]
+    if cfg.name == "sidd_medium_srgb":
+        return sidd_medium_tiles(cfg)
+    if cfg.name in BLOCK_SPLITS:
+        return [e["noisy"] for e in sidd_blocks(cfg.name, cfg)]
+    raise ValueError(f"dataset.name: {cfg.name!r} has no training images (benchmark boxes "
+                     "only: use --mode submit)")
 
 
 def load_eval_examples(cfg: Any) -> list[dict[str, Any]]:
     """Eval examples of `cfg`: dicts with noisy, clean (or None) and name."""
-    check_dataset_name(cfg.name)
-    if cfg.name == "sasl_embedded":
+    name = cfg.get("eval_name") or cfg.name
+    check_dataset_name(name, "dataset.eval_name" if cfg.get("eval_name") else "dataset.name")
+    if name == "sasl_embedded":
         from sassid_jax.data.embedded import load_split
 
         return [
             {"noisy": e["noisy"], "clean": e["clean"], "name": e["name"]}
             for e in load_split(cfg.eval_split, cfg.data_dir or None)
         ]
-    if cfg.name == "image_folder":
-        return _folder_examples(cfg, evaluation=True)
-    raise _unavailable(cfg.name)
+    if name in ("image_folder", "noisy_image_folder"):
+        return _folder(cfg, evaluation=True)
+    if name in BLOCK_SPLITS:
+        return sidd_blocks(name, cfg)
+    raise ValueError(f"dataset: {name!r} cannot be evaluated here (no ground truth and no "
+                     "whole images; sidd_medium_srgb: validate on eval_name="
+                     "'sidd_validation_srgb'; dnd_srgb: use --mode submit)")

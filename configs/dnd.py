@@ -1,0 +1,20 @@
+"""Write the DND sRGB benchmark submission (50 bundle files) with the x8 self-ensemble.
+
+  python launch.py --mode submit --config configs/dnd.py \
+      --config.dataset.manual_dir=~/dnd --checkpoint runs/paper --output submission/dnd
+
+manual_dir holds info.mat and images_srgb/0001.mat .. 0050.mat. Boxes are denoised with up
+to 80 px of context; upload the files in submission/dnd/bundled/.
+"""
+
+import ml_collections
+
+from configs import sasl_paper
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = sasl_paper.get_config()
+    c.dataset.name = "dnd_srgb"
+    c.dataset.eval_name = ""
+    c.eval.ensemble = True
+    return c

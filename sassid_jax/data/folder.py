@@ -1,0 +1,147 @@
+"""Your own noisy photos as a TFDS dataset: `noisy_image_folder`.
+
+Self-supervised denoising needs no ground truth, so this is how to train on your camera's
+own noise: a folder of noisy photos (PNG, JPEG, TIFF, BMP; 8-bit; any sizes; grey and
+palette images become RGB, alpha is dropped), optionally a parallel folder of clean
+references matched by file name, used only for evaluation.
+
+Each distinct folder content gets its own builder config, named by a hash of the paths and
+of every file's name, size and modification time, so adding or changing a photo prepares
+the dataset again instead of reading a stale copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 of an 8-bit image file; ValueError naming the file otherwise."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("RGB", "L", "RGBA", "P"):
+                raise ValueError(f"{path}: unsupported image mode {im.mode} (need 8-bit RGB)")
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: not a readable image ({e})") from e
+
+
+def folder_images(folder: str, field: str) -> dict[str, Path]:
+    """{file name: path} of the images in `folder`; ValueError naming `field` if none."""
+    root = Path(folder)
+    if not folder or not root.is_dir():
+        raise ValueError(f"{field}: {folder!r} is not a directory")
+    files = {p.name: p for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if not files:
+        raise ValueError(f"{field}: no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+    return files
+
+
+def folder_examples(noisy_dir: str, clean_dir: str = "", *, noisy_field: str = "noisy_dir",
+                    clean_field: str = "clean_dir") -> Iterator[dict[str, Any]]:
+    """Per noisy photo: noisy, clean ((H, W, 3) uint8, or None without references), name.
+
+    Raises ValueError naming the file for unreadable images, a noisy photo without its
+    reference (when clean_dir is given) or a reference of another size.
+    """
+    noisy = folder_images(noisy_dir, f"dataset.{noisy_field}")
+    clean = folder_images(clean_dir, f"dataset.{clean_field}") if clean_dir else {}
+    for name, path in noisy.items():
+        image, reference = read_rgb(path), None
+        if clean:
+            if name not in clean:
+                raise ValueError(f"{path}: no clean reference named {name} in {clean_dir}")
+            reference = read_rgb(clean[name])
+            if reference.shape != image.shape:
+                raise ValueError(f"{clean[name]}: shape {reference.shape} differs from its "
+                                 f"noisy image {path} {image.shape}")
+        yield {"noisy": image, "clean": reference, "name": Path(name).stem}
+
+
+def _fingerprint(noisy_dir: str, clean_dir: str) -> str:
+    digest = hashlib.sha1()
+    for folder in (noisy_dir, clean_dir):
+        if not folder:
+            continue
+        root = Path(folder).resolve()
+        digest.update(str(root).encode())
+        for path in sorted(root.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                stat = path.stat()
+                digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class FolderConfig(tfds.core.BuilderConfig):
+    """The folders of one `noisy_image_folder` dataset."""
+
+    noisy_dir: str = ""
+    clean_dir: str = ""
+
+
+def folder_config(noisy_dir: str, clean_dir: str = "") -> FolderConfig:
+    """A config for these folders, named by their content (see the module docstring)."""
+    folder_images(noisy_dir, "dataset.noisy_dir")  # fail early, naming the field
+    if clean_dir:
+        folder_images(clean_dir, "dataset.clean_dir")
+    return FolderConfig(name=f"f{_fingerprint(noisy_dir, clean_dir)}",
+                        noisy_dir=str(Path(noisy_dir).resolve()),
+                        clean_dir=str(Path(clean_dir).resolve()) if clean_dir else "")
+
+
+class NoisyImageFolder(tfds.core.GeneratorBasedBuilder):
+    """A folder of noisy photos, with optional clean references (evaluation only)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    code_path = None  # nothing to download (see embedded.SaslEmbedded)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description=__doc__,
+            features=tfds.features.FeaturesDict({
+                "noisy": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
+                # 1x1 black when the photo has no reference (has_clean False).
+                "clean": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
+                "has_clean": np.bool_,
+                "name": tfds.features.Text(),
+            }),
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
+        del dl_manager  # nothing to download
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        cfg = self.builder_config
+        for example in folder_examples(cfg.noisy_dir, cfg.clean_dir):
+            has_clean = example["clean"] is not None
+            clean = example["clean"] if has_clean else np.zeros((1, 1, 3), np.uint8)
+            yield example["name"], {"noisy": example["noisy"], "clean": clean,
+                                    "has_clean": has_clean, "name": example["name"]}
+
+
+def load_folder(noisy_dir: str, clean_dir: str = "", data_dir: str | None = None
+                ) -> list[dict[str, Any]]:
+    """Prepare (once per folder content) and read `noisy_image_folder`: dicts with noisy,
+    clean (None without a reference) and name, sorted by name."""
+    builder = NoisyImageFolder(config=folder_config(noisy_dir, clean_dir), data_dir=data_dir)
+    builder.download_and_prepare()
+    examples = [
+        {"noisy": e["noisy"], "clean": e["clean"] if e["has_clean"] else None,
+         "name": e["name"].decode("utf-8")}
+        for e in tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False))
+    ]
+    return sorted(examples, key=lambda e: e["name"])

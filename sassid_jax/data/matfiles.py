@@ -1,0 +1,86 @@
+"""Reading and writing the MATLAB files of the SIDD and DND benchmarks.
+
+MATLAB v5 files (the SIDD blocks) are read with scipy.io; v7.3 files are HDF5 (DND's
+info.mat and images) and are read with h5py, where MATLAB's column-major arrays appear with
+their axes reversed: `read_array` transposes them back, so callers always see MATLAB's own
+axis order. Every error names the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import scipy.io
+
+__all__ = ["MatFileError", "is_hdf5", "read_array", "write_atomic_mat"]
+
+
+class MatFileError(ValueError):
+    """A missing or malformed .mat file; str() names the file."""
+
+
+def is_hdf5(path: Path) -> bool:
+    """True for a MATLAB v7.3 (HDF5) file."""
+    return h5py.is_hdf5(str(path))
+
+
+def read_array(
+    path: str | os.PathLike[str],
+    key: str,
+    *,
+    shape: Sequence[int | None] | None = None,
+    dtype: Any = None,
+) -> np.ndarray:
+    """The array stored under `key` in a .mat file (v5 or v7.3), in MATLAB's axis order.
+
+    Args:
+      path: the .mat file.
+      key: the variable name.
+      shape: expected shape; None entries match any size.
+      dtype: expected numpy dtype (checked, not converted).
+    Raises:
+      MatFileError: file missing or unreadable, key absent, or wrong shape or dtype.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MatFileError(f"{path}: file not found")
+    try:
+        if is_hdf5(path):
+            with h5py.File(path, "r") as f:
+                if key not in f:
+                    raise MatFileError(f"{path}: no variable {key!r} (has {sorted(f.keys())})")
+                array = np.asarray(f[key][()]).transpose()
+        else:
+            contents = scipy.io.loadmat(path, variable_names=[key])
+            if key not in contents:
+                names = [n for n, *_ in scipy.io.whosmat(path)]
+                raise MatFileError(f"{path}: no variable {key!r} (has {names})")
+            array = contents[key]
+    except (OSError, ValueError, TypeError) as e:
+        if isinstance(e, MatFileError):
+            raise
+        raise MatFileError(f"{path}: not a readable .mat file ({e})") from e
+    if shape is not None and (array.ndim != len(shape) or any(
+        s is not None and s != a for s, a in zip(shape, array.shape, strict=True)
+    )):
+        want = tuple("*" if s is None else s for s in shape)
+        raise MatFileError(f"{path}: {key!r} has shape {array.shape}, expected {want}")
+    if dtype is not None and array.dtype != np.dtype(dtype):
+        raise MatFileError(f"{path}: {key!r} has dtype {array.dtype}, expected {np.dtype(dtype)}")
+    return array
+
+
+def write_atomic_mat(path: str | os.PathLike[str], variables: dict[str, Any]) -> None:
+    """scipy.io.savemat (MATLAB v5) through a temporary file and a rename: a crash never
+    leaves a half-written file at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        scipy.io.savemat(f, variables, do_compression=False)
+    tmp.replace(path)

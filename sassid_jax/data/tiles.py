@@ -1,0 +1,107 @@
+"""Training crops from a tiled, random-access dataset (SIDD-Medium as stored by its builder).
+
+Like `pipeline.train_dataset`, every sample is a pure function of (seed, global index g),
+g = step * batch_size + j, so a resumed run sees the same batches and processes read
+disjoint slices of each global batch (process p takes j in [p * local, (p + 1) * local)).
+Per sample: a tile chosen uniformly (tiles have one size, so this is uniform over the
+stored pixels up to the overlap at borders), a crop offset uniform inside it, and with
+augmentation the vertical flip, horizontal flip and transpose with p = 0.5 each.
+Reads and PNG decodes run on a small thread pool, a few batches ahead.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TileSource", "tile_batches"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TileSource:
+    """Random-access tiles: `source[i]['noisy']` is a (tile, tile, 3) uint8 array.
+
+    max_crop: the largest crop side that lies inside one tile for every window position
+    (tile - stride for the SIDD-Medium builder).
+    """
+
+    source: Any
+    tile: int
+    max_crop: int
+    name: str = "tiles"
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+
+def _sample(tiles: TileSource, crop_size: int, seed: int, index: int, augment: bool
+            ) -> np.ndarray:
+    rng = np.random.default_rng([seed, index])
+    tile = tiles.source[int(rng.integers(len(tiles)))]["noisy"]
+    top, left = (int(v) for v in rng.integers(0, tiles.tile - crop_size + 1, size=2))
+    crop = tile[top:top + crop_size, left:left + crop_size]
+    flips = rng.random(3) < 0.5
+    if augment:
+        if flips[0]:
+            crop = crop[::-1]
+        if flips[1]:
+            crop = crop[:, ::-1]
+        if flips[2]:
+            crop = crop.transpose(1, 0, 2)
+    return crop.astype(np.float32)
+
+
+def tile_batches(
+    tiles: TileSource,
+    *,
+    crop_size: int,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    num_steps: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    augment: bool = True,
+    threads: int = 4,
+    prefetch: int = 2,
+) -> Iterator[np.ndarray]:
+    """Local batches of steps start_step .. start_step + num_steps - 1.
+
+    Yields float32 (batch_size // process_count, crop_size, crop_size, 3) in [0, 255].
+    Raises ValueError for a crop larger than tiles.max_crop, non-positive sizes or a
+    batch that does not divide over the processes.
+    """
+    if not 0 < crop_size <= tiles.max_crop:
+        raise ValueError(f"crop_size {crop_size} must be in [1, {tiles.max_crop}] for "
+                         f"{tiles.name} (tiles of {tiles.tile})")
+    if batch_size <= 0 or batch_size % process_count:
+        raise ValueError(f"global batch_size {batch_size} must be positive and divisible by "
+                         f"process_count {process_count}")
+    if len(tiles) == 0:
+        raise ValueError(f"{tiles.name}: no tiles")
+    local = batch_size // process_count
+
+    def indices(step: int) -> list[int]:
+        return [step * batch_size + process_index * local + j for j in range(local)]
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        pending: collections.deque = collections.deque()
+        steps = iter(range(start_step, start_step + num_steps))
+
+        def submit() -> None:
+            step = next(steps, None)
+            if step is not None:
+                pending.append([pool.submit(_sample, tiles, crop_size, seed, g, augment)
+                                for g in indices(step)])
+
+        for _ in range(prefetch + 1):
+            submit()
+        while pending:
+            futures = pending.popleft()
+            submit()
+            yield np.stack([f.result() for f in futures])
