@@ -2,9 +2,9 @@
 
   python bench/sidd_crops.py [--images 2] [--repeats 5] [--out scratch/sidd_crops]
 
-Makes a fake SIDD-Medium download of `--images` 5328x3000 noisy/GT pairs (real SIDD noise:
-the noisy block of ../shared/data/sidd_pair mirrored across the frame, so PNG compression
-behaves like a real noisy photo; a smooth pattern when ../shared is absent), then measures
+Makes a fake SIDD-Medium download of `--images` 5328x3000 noisy/GT pairs (scikit-image
+photos upscaled, plus Gaussian noise of std 8 in the noisy one, so that PNG sizes behave like
+real noisy and clean photos), then measures
   A. decode one whole noisy PNG and cut a 256x256 crop (what a naive loader does per crop);
   B. `sassid_jax.data.tiles.tile_batches` over the prepared `sidd_medium_srgb` builder
      (512 tiles at stride 256, ArrayRecord), batch 8 of 256x256 crops;
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,21 +27,20 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_NOISY = REPO.parent / "shared" / "data" / "sidd_pair" / "noisy.png"
+sys.path.insert(0, str(REPO))
 HEIGHT, WIDTH = 3000, 5328
 
 
-def fake_photo(seed: int) -> np.ndarray:
-    """(3000, 5328, 3) uint8 with real SIDD noise texture (or a smooth pattern)."""
-    if SHARED_NOISY.is_file():
-        block = np.asarray(Image.open(SHARED_NOISY).convert("RGB"))
-        reps = (-(-HEIGHT // block.shape[0]), -(-WIDTH // block.shape[1]), 1)
-        mirrored = np.concatenate([block, block[::-1]], 0)
-        mirrored = np.concatenate([mirrored, mirrored[:, ::-1]], 1)
-        photo = np.tile(mirrored, (reps[0] // 2 + 1, reps[1] // 2 + 1, 1))[:HEIGHT, :WIDTH]
-        return np.roll(photo, seed * 37, axis=1)
-    y, x = np.mgrid[:HEIGHT, :WIDTH]
-    return np.stack([(x + seed) % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
+def fake_pair(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy, clean) (3000, 5328, 3) uint8: a scikit-image photo upscaled (smooth, so its
+    PNG compresses like a clean photo) plus Gaussian noise of std 8 (so the noisy PNG
+    compresses like a real noisy one: noise dominates the bytes)."""
+    from skimage import data
+
+    photo = (data.astronaut(), data.coffee(), data.chelsea(), data.rocket())[seed % 4]
+    clean = np.asarray(Image.fromarray(photo).resize((WIDTH, HEIGHT), Image.BICUBIC))
+    noise = np.random.default_rng(seed).normal(0.0, 8.0, clean.shape)
+    return np.clip(clean + noise, 0, 255).astype(np.uint8), clean
 
 
 def write_download(root: Path, images: int) -> list[Path]:
@@ -48,9 +48,9 @@ def write_download(root: Path, images: int) -> list[Path]:
     for i in range(images):
         scene = root / "SIDD_Medium_Srgb" / "Data" / f"{i + 1:04d}_001_S6_00100_00060_3200_L"
         scene.mkdir(parents=True)
-        photo = fake_photo(i)
-        Image.fromarray(photo).save(scene / f"{i + 1:04d}_NOISY_SRGB_010.PNG")
-        Image.fromarray(photo // 2 + 64).save(scene / f"{i + 1:04d}_GT_SRGB_010.PNG")
+        noisy, clean = fake_pair(i)
+        Image.fromarray(noisy).save(scene / f"{i + 1:04d}_NOISY_SRGB_010.PNG")
+        Image.fromarray(clean).save(scene / f"{i + 1:04d}_GT_SRGB_010.PNG")
         noisy_paths.append(scene / f"{i + 1:04d}_NOISY_SRGB_010.PNG")
     return noisy_paths
 
@@ -113,7 +113,7 @@ def main() -> None:
             "prepare_seconds": prepare_s,
             "download_bytes": folder_bytes(root / "dl"),
             "prepared_bytes": folder_bytes(root / "tfds"),
-            "real_noise_texture": SHARED_NOISY.is_file(), "cpu_count": os.cpu_count(),
+            "cpu_count": os.cpu_count(),
             "loadavg": os.getloadavg(),
         }
     print(f"{'loader':<36} {'crops/s':>9}")

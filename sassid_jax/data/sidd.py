@@ -19,10 +19,12 @@ folders in sorted order (the only place their metadata is published).
 
 Storage of SIDD-Medium: decoding a 12-megapixel PNG costs ~0.5 s, so training cannot decode
 whole images per crop. The builder cuts every pair into overlapping `tile x tile` tiles at
-`stride` (default 512 at 256, covering every 256x256 window of every image exactly once
-inside some tile) and stores them as PNGs in ArrayRecord files, which TFDS reads by index:
-a training crop is one random-access read and one 512x512 decode (`bench/sidd_crops.py`
-measures both ways). The price is ~4x the PNG bytes of the originals (overlap 2x2).
+`stride` (default 512 at 256: every 256x256 window of an image lies inside some tile) and
+stores them as PNGs in ArrayRecord files, which TFDS reads by index: a training crop is one
+random-access read and one 512x512 decode. `bench/sidd_crops.py` measured, on 2 CPU cores
+under load, 2.0 crops/s decoding whole 5328x3000 PNGs against 159 crops/s from the tiles
+(batch 8 of 256x256, 4 reader threads). The price is disk: the tiles took 3.5x the bytes of
+the download (2x2 overlap), i.e. ~45 GB for SIDD-Medium's ~13 GB.
 """
 
 from __future__ import annotations
