@@ -16,7 +16,7 @@ def splits(tmp_path_factory) -> dict[str, list[dict]]:
 
 def test_builder_name_and_version():
     assert SaslEmbedded.name == "sasl_embedded"
-    assert str(SaslEmbedded.VERSION) == "2.0.0"
+    assert str(SaslEmbedded.VERSION) == "3.0.0"
 
 
 def test_splits_non_empty_and_held_out(splits):
