@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 0  # 0: evaluate at the end of each stage only
     c.train.checkpoint_every = 100
     c.train.keep_checkpoints = 2
+    # Frozen teachers of stages 2 and 3: "online" runs them on every batch (the paper's
+    # form); "precomputed" runs them once per training image (sassid_jax/teacher_cache.py).
+    c.train.teachers = "online"
 
     c.eval = ml_collections.ConfigDict()
     c.eval.max_images = 0  # 0: the whole eval split

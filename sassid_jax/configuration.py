@@ -11,6 +11,7 @@ import ml_collections
 from sassid_jax.data.sources import check_dataset_name
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
 from sassid_jax.stages import check_order, make_stage
+from sassid_jax.teacher_cache import check_mode as check_teacher_mode
 
 # Fields that may differ between a run and its resumption (they change no result).
 RESUMABLE_FIELDS = (
@@ -76,6 +77,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"stages.{name}.lr must be positive, got {sc.lr!r}")
         stages.append(make_stage(name, sc.learners, sc.losses))
     check_order(stages)
+    check_teacher_mode(config.train.get("teachers", "online"))
+    if config.train.get("teachers") == "precomputed" and config.dataset.name == "sidd_medium_srgb":
+        raise ValueError("train.teachers='precomputed' keeps teacher outputs of every training "
+                         "pixel in memory: not for sidd_medium_srgb (use 'online')")
     for field in ("log_every", "checkpoint_every", "keep_checkpoints"):
         _positive_int(config.train[field], f"train.{field}")
     block = config.eval.bnn_block

@@ -32,7 +32,7 @@ import optax
 import orbax.checkpoint as ocp
 from clu import metric_writers
 
-from sassid_jax import evaluate, sharding
+from sassid_jax import evaluate, sharding, teacher_cache
 from sassid_jax.configuration import check_resume_compatible, validate_config
 from sassid_jax.data import pipeline, sources, tiles
 from sassid_jax.nn import make_network
@@ -102,16 +102,23 @@ def make_train_step(
     lower: float,
     upper: float,
     mesh: jax.sharding.Mesh,
+    teachers_mode: str = "online",
 ) -> Callable[[State, Mapping[str, Any], jax.Array], tuple[State, dict[str, jax.Array]]]:
     """Jitted SPMD (state, teacher_params, x) -> (state, metrics); state is donated.
 
     x: (N, H, W, 3) noisy crops in [0, 255], split over the mesh's 'data' axis; state,
-    teachers and metrics are replicated. Teachers run forward only.
+    teachers and metrics are replicated. Teachers run forward only ("online"), or, with
+    teachers_mode="precomputed", x carries their outputs as extra channels (see
+    `teacher_cache.split_batch`) and teacher_params is unused.
     """
+    teacher_cache.check_mode(teachers_mode, "teachers_mode")
+    given = stage.teachers if teachers_mode == "precomputed" else ()
 
     def loss_fn(params: Mapping[str, Any], teachers: Mapping[str, Any], x: jax.Array):
+        x, outputs = teacher_cache.split_batch(x, given)
         every = {**teachers, **params}
-        outputs = {n: networks[n].apply({"params": every[n]}, x) for n in stage.uses}
+        outputs.update({n: networks[n].apply({"params": every[n]}, x)
+                        for n in stage.uses if n not in outputs})
         return stage.loss(outputs, x, lower, upper)
 
     def step(state: State, teachers: Mapping[str, Any], x: jax.Array):
@@ -197,7 +204,8 @@ class RunContext:
         raise ValueError(f"no stage before #{before} trains {name!r}")
 
 
-def _batches(ctx: RunContext, stage_index: int, start: int, steps: int) -> Iterator[np.ndarray]:
+def _batches(ctx: RunContext, stage_index: int, start: int, steps: int,
+             aux: list[np.ndarray] | None = None) -> Iterator[np.ndarray]:
     kwargs = {
         "crop_size": ctx.config.crop_size,
         "batch_size": ctx.config.batch_size,
@@ -209,7 +217,7 @@ def _batches(ctx: RunContext, stage_index: int, start: int, steps: int) -> Itera
     }
     if isinstance(ctx.train_images, tiles.TileSource):  # SIDD-Medium: random-access tiles
         return tiles.tile_batches(ctx.train_images, **kwargs)
-    return pipeline.numpy_batches(pipeline.train_dataset(ctx.train_images, **kwargs))
+    return pipeline.numpy_batches(pipeline.train_dataset(ctx.train_images, aux=aux, **kwargs))
 
 
 def _format_eta(seconds: float) -> str:
@@ -250,14 +258,22 @@ def _train_from(ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager,
         state = ctx.restore(stage, latest, mgr)
         start = latest
         logging.info("stage %s: resuming at step %d of %d", stage.name, start, steps)
+    mode = cfg.train.get("teachers", "online")
+    aux = None
+    if mode == "precomputed" and stage.teachers:
+        t0 = time.perf_counter()
+        aux = teacher_cache.precompute(ctx.networks, teachers, stage.teachers, ctx.train_images)
+        logging.info("stage %s: teachers %s precomputed on %d images in %.1f s", stage.name,
+                     stage.teachers, len(aux), time.perf_counter() - t0)
+        teachers = {}
     step_fn = make_train_step(ctx.networks, stage, tx, cfg.alpha.lower, cfg.alpha.upper,
-                              ctx.mesh)
+                              ctx.mesh, mode)
     data_sharding = sharding.batch_sharding(ctx.mesh)
     tc = cfg.train
     t_window, n_window, losses = time.perf_counter(), 0, []
     history: list[tuple[int, float]] = []
     step = start
-    for batch in _batches(ctx, stage_index, start, steps):
+    for batch in _batches(ctx, stage_index, start, steps, aux):
         x = sharding.global_batch(batch, data_sharding)
         state, metrics = step_fn(state, teachers, x)
         step += 1

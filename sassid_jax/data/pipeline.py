@@ -79,6 +79,7 @@ def train_dataset(
     process_index: int = 0,
     process_count: int = 1,
     augment: bool = True,
+    aux: Sequence[np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Random square crops of `images` for training, batched per process.
 
@@ -91,9 +92,13 @@ def train_dataset(
       num_steps: number of steps to produce from start_step; None for an endless stream.
       process_index, process_count: this process and the number of processes.
       augment: apply the random flips and transpose.
+      aux: optional per-image float32 maps (H_i, W_i, K), cropped and flipped together with
+        their image and appended as K more channels (precomputed teacher outputs, see
+        sassid_jax.teacher_cache); the image channels are the same as without aux.
     Returns:
       A dataset whose n-th element is the local batch of step start_step + n: float32
-      (batch_size // process_count, crop_size, crop_size, 3) in [0, 255].
+      (batch_size // process_count, crop_size, crop_size, 3 + K) in [0, 255] (K = 0 without
+      aux).
     Raises:
       ValueError: on non-positive sizes, a batch not divisible by process_count, a bad
         process_index, or an image that is not (H, W, 3) uint8 or smaller than the crop.
@@ -105,6 +110,7 @@ def train_dataset(
         raise ValueError(f"need start_step >= 0 and num_steps >= 0, got {start_step}, {num_steps}")
     hide_gpus_from_tf()
     local = batch_size // process_count
+    aux_crop = None if aux is None else _aux_cropper(images, aux, crop_size)
 
     heights = np.array([im.shape[0] for im in images], dtype=np.int64)
     widths = np.array([im.shape[1] for im in images], dtype=np.int64)
@@ -135,6 +141,8 @@ def train_dataset(
         start = offsets_t[idx] + top * width * 3 + left * 3
         gather_index = start + rows[:, None] * width * 3 + cols[None, :]
         crop = tf.reshape(tf.gather(flat, gather_index), [crop_size, crop_size, 3])
+        if aux_crop is not None:
+            crop = tf.concat([tf.cast(crop, tf.float32), aux_crop(idx, top, left)], axis=-1)
         if augment:
             flips = [tf.random.stateless_uniform([], s) < 0.5 for s in tf.unstack(seeds[3:])]
             crop = tf.cond(flips[0], lambda: tf.reverse(crop, [0]), lambda: crop)
@@ -157,6 +165,32 @@ def train_dataset(
         sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     return ds.batch(local, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _aux_cropper(images: Sequence[np.ndarray], aux: Sequence[np.ndarray], crop_size: int):
+    """(image index, top, left) -> the (crop, crop, K) float32 window of that image's aux map."""
+    aux = [np.asarray(a, dtype=np.float32) for a in aux]
+    if len(aux) != len(images) or any(
+        a.ndim != 3 or a.shape[:2] != im.shape[:2] or a.shape[2] != aux[0].shape[2]
+        for a, im in zip(aux, images, strict=False)
+    ):
+        raise ValueError("aux must hold one (H, W, K) map per image, same H, W and K for all: "
+                         f"got {[a.shape for a in aux]} for images {[im.shape for im in images]}")
+    k = aux[0].shape[2]
+    widths = tf.constant(np.array([a.shape[1] for a in aux], dtype=np.int64))
+    sizes = np.array([a.size for a in aux], dtype=np.int64)
+    offsets = tf.constant(np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64))
+    flat = tf.constant(np.concatenate([a.reshape(-1) for a in aux]))
+    rows = tf.range(crop_size, dtype=tf.int64)
+    cols = tf.range(crop_size * k, dtype=tf.int64)
+
+    def crop(idx: tf.Tensor, top: tf.Tensor, left: tf.Tensor) -> tf.Tensor:
+        row = widths[idx] * k
+        start = offsets[idx] + top * row + left * k
+        window = tf.gather(flat, start + rows[:, None] * row + cols[None, :])
+        return tf.reshape(window, [crop_size, crop_size, k])
+
+    return crop
 
 
 def numpy_batches(ds: tf.data.Dataset) -> Iterator[np.ndarray]:

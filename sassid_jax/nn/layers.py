@@ -16,6 +16,7 @@ and return sRGB in [0, 255] float32); nothing here rescales.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -51,11 +52,75 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, upward: bool = False) -> jax.Arra
       upward: shift convolution (output row i depends on input rows <= i only).
     Returns:
       (N, H, W, C_out) in x's dtype.
+    k = 1 is a matrix product over channels. For k > 1 forward and input gradient are XLA's
+    convolutions; the kernel gradient may take the per-tap form of `tap_kernel_grad` (see
+    `_conv_vjp`), the same values on every backend.
     """
-    padding = conv_padding(kernel.shape[0], upward)
+    if kernel.shape[0] == 1:  # a matrix product over channels (XLA:CPU's 1x1-conv kernel
+        # gradient is ~20x slower than this dot's; bench/NOTES.md)
+        return lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())))
+    return _conv_tapgrad(x, kernel, conv_padding(kernel.shape[0], upward))
+
+
+Padding = tuple[tuple[int, int], tuple[int, int]]
+# XLA:CPU computes the kernel gradient of a 3x3 conv over many pixels 2-4x slower than the
+# equivalent per-tap matrix products (bench/NOTES.md); from this many output pixels
+# (N * H * W) on, the CPU backend uses `tap_kernel_grad` instead.
+TAP_GRAD_MIN_PIXELS = 65536
+
+
+def _conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
     return lax.conv_general_dilated(
         x, kernel, window_strides=(1, 1), padding=padding, dimension_numbers=DIMENSION_NUMBERS
     )
+
+
+def tap_kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...],
+                    padding: Padding) -> jax.Array:
+    """Gradient of sum(dy * conv(x, k)) w.r.t. k as kh * kw matrix products.
+
+    Tap (i, j) of the kernel gradient is dy^T @ x_pad[:, i:i+H, j:j+W] over all N*H*W
+    pixels: one transpose of dy shared by every tap, then plain (O x M) @ (M x C) products
+    (float32 accumulation), stacked into (kh, kw, C, O).
+    """
+    kh, kw, c, o = kernel_shape
+    n, h, w, _ = dy.shape
+    xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    dyt = dy.reshape(n * h * w, o).T
+    taps = [
+        lax.dot(dyt, xp[:, i:i + h, j:j + w].reshape(n * h * w, c),
+                preferred_element_type=jnp.float32)
+        for i in range(kh) for j in range(kw)
+    ]
+    return jnp.stack(taps).reshape(kh, kw, o, c).transpose(0, 1, 3, 2)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_tapgrad(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
+    return _conv(x, kernel, padding)
+
+
+def _conv_fwd(x: jax.Array, kernel: jax.Array, padding: Padding):
+    return _conv(x, kernel, padding), (x, kernel)
+
+
+def _conv_vjp(padding: Padding, residuals, dy: jax.Array):
+    """Input gradient: XLA's. Kernel gradient: per tap on CPU for large inputs, else XLA's."""
+    x, kernel = residuals
+    dx = jax.vjp(lambda x_: _conv(x_, kernel, padding), x)[1](dy)[0]
+
+    def xla_grad(x, dy):
+        return jax.vjp(lambda k: _conv(x, k, padding), kernel)[1](dy)[0]
+
+    def tap_grad(x, dy):
+        return tap_kernel_grad(x, dy, kernel.shape, padding).astype(kernel.dtype)
+
+    if dy.shape[0] * dy.shape[1] * dy.shape[2] < TAP_GRAD_MIN_PIXELS:
+        return dx, xla_grad(x, dy)
+    return dx, lax.platform_dependent(x, dy, cpu=tap_grad, default=xla_grad)
+
+
+_conv_tapgrad.defvjp(_conv_fwd, _conv_vjp)
 
 
 def shift_down(x: jax.Array, rows: int) -> jax.Array:

@@ -1,0 +1,489 @@
+"""JAX (sassid_jax) against PyTorch (bench/torch_nets.py), side by side, on this machine.
+
+  python bench/speed.py [--quick] [--rows REGEX] [--readme] [--out FILE]
+
+Rows (paper widths: BNN C=48 b=9, LAN 64, U-Net C=48; shapes 1x256^2 and 8x128^2):
+  fwd/<net>/<shape>      forward pass (PyTorch under no_grad);
+  train/<net>/<shape>    the network's own train step: L1(net(x), target) + Adam (for the BNN
+                         target = x: this IS stage 1);
+  stage/<lan|unet>/<online|precomputed>/<shape>   the full stage step of `sassid_jax.train`
+                         (`make_train_step`): teachers run forward on every batch ("online",
+                         the paper's form) or arrive precomputed with the batch
+                         (sassid_jax/teacher_cache.py); PyTorch does the same two things;
+  ceil/matmul, ceil/conv3x3   the machine's ceilings in the same run.
+Each side runs in its own worker process with the same number of threads (XLA's default is
+one per available core; torch.set_num_threads gets the same number), so neither thread pool
+disturbs the other. Per row both sides compile and warm up, then repeats alternate AB, BA, ...
+(interleaved, so a change of machine load hits both); the table shows medians and the
+1-minute load average seen during the row. GFLOP/s use XLA's cost analysis of the JAX program
+(the PyTorch program does the same arithmetic). Before timing, the PyTorch networks are
+checked against the authors' reference outputs (bench/torch_parity.py).
+Results: a table on stdout, JSON in bench/results/ (or --out), and with --readme the table
+in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+SHAPES = {"1x256": (1, 256), "8x128": (8, 128)}
+LR = 3e-4
+# The issue's targets: JAX/PyTorch time per row kind, and stage step / student step.
+TARGETS = {"fwd": 0.7, "train/bnn": 0.7, "train/lan": 1.0, "train/unet": 1.0}
+STAGE_VS_STUDENT = 1.3
+STAGE_STUDENT = {"lan": "lan", "unet": "unet"}
+MATMUL_N = 2048
+CONV_CEIL = (1, 128, 96)  # N, H=W, C_in = C_out of the 3x3 conv ceiling
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    name: str
+    kind: str  # fwd | train | stage | ceil
+    net: str = ""
+    shape: str = ""
+    mode: str = ""
+
+    @property
+    def nhw(self) -> tuple[int, int]:
+        return SHAPES[self.shape]
+
+
+def all_rows(shapes: list[str]) -> list[Row]:
+    rows = [Row("ceil/matmul", "ceil", "matmul"), Row("ceil/conv3x3", "ceil", "conv3x3")]
+    for kind in ("fwd", "train"):
+        for net in ("bnn", "lan", "unet"):
+            rows += [Row(f"{kind}/{net}/{s}", kind, net, s) for s in shapes]
+    for net in ("lan", "unet"):
+        for mode in ("online", "precomputed"):
+            rows += [Row(f"stage/{net}/{mode}/{s}", "stage", net, s, mode) for s in shapes]
+    return rows
+
+
+# ----------------------------------------------------------------------------------- JAX side
+
+
+def _jax_inputs(n: int, size: int, channels: int = 3, seed: int = 0):
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.uniform(0, 255, (n, size, size, channels)).astype(np.float32))
+
+
+def _jax_student_step(net, tx):
+    """L1(net(x), y) + Adam, state donated: the shape of `train.make_train_step`."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def step(state, x, y):
+        def loss_fn(p):
+            return jnp.mean(jnp.abs(net.apply({"params": p}, x) - y))
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def build_jax(row: Row):
+    """(run: () -> None that blocks, info dict with 'flops')."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from sassid_jax import sharding, train
+    from sassid_jax.nn import make_network
+    from sassid_jax.nn.layers import conv2d
+    from sassid_jax.stages import make_stage
+
+    if row.kind == "ceil":
+        if row.net == "matmul":
+            rng = np.random.default_rng(0)
+            a = jnp.asarray(rng.standard_normal((MATMUL_N, MATMUL_N), np.float32))
+            b = jnp.asarray(rng.standard_normal((MATMUL_N, MATMUL_N), np.float32))
+            fn, args = jax.jit(jnp.dot), (a, b)
+        else:
+            n, s, c = CONV_CEIL
+            x = _jax_inputs(n, s, c)
+            k = jnp.asarray(np.random.default_rng(1).standard_normal((3, 3, c, c), np.float32))
+            fn, args = jax.jit(conv2d), (x, k)
+        compiled = fn.lower(*args).compile()
+        return (lambda: compiled(*args).block_until_ready()), _info(compiled)
+
+    n, size = row.nhw
+    net = make_network(row.net)
+    x = _jax_inputs(n, size)
+    if row.kind == "fwd":
+        params = net.init(jax.random.key(0), x[:1])
+        compiled = jax.jit(net.apply).lower(params, x).compile()
+        return (lambda: compiled(params, x).block_until_ready()), _info(compiled)
+
+    tx = optax.adam(LR)
+    if row.kind == "train":
+        params = net.init(jax.random.key(0), x[:1])["params"]
+        y = x if row.net == "bnn" else _jax_inputs(n, size, seed=1)
+        step = _jax_student_step(net, tx)
+        box = {"state": {"params": params, "opt": tx.init(params)}}
+        compiled = step.lower(box["state"], x, y).compile()
+
+        def run_train():
+            box["state"], loss = compiled(box["state"], x, y)
+            loss.block_until_ready()
+
+        return run_train, _info(compiled)
+
+    # stage rows: the library's own step
+    stage = make_stage(row.net, (row.net,), (row.net,))
+    networks = {name: make_network(name) for name in ("bnn", "lan", "unet")}
+    mesh = sharding.make_mesh()
+    state = train.init_state(networks, stage, tx, jax.random.key(0), size)
+    if row.mode == "online":
+        teachers = {t: networks[t].init(jax.random.key(i + 1), x[:1])["params"]
+                    for i, t in enumerate(stage.teachers)}
+        batch = x
+    else:
+        teachers = {}
+        targets = [_jax_inputs(n, size, seed=i + 1) for i, _ in enumerate(stage.teachers)]
+        batch = jnp.concatenate([x, *targets], axis=-1)
+    step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh, row.mode)
+    box = {"state": state}
+    compiled = step.lower(box["state"], teachers, batch).compile()
+
+    def run_stage():
+        box["state"], metrics = compiled(box["state"], teachers, batch)
+        metrics["loss"].block_until_ready()
+
+    return run_stage, _info(compiled)
+
+
+def _info(compiled) -> dict:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return {"flops": float(cost.get("flops", 0.0))}
+
+
+# ------------------------------------------------------------------------------- PyTorch side
+
+
+def _torch_inputs(n: int, size: int, seed: int = 0):
+    import torch
+
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.uniform(0, 255, (n, 3, size, size)).astype(np.float32))
+
+
+def build_torch(row: Row):
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+    import torch_nets
+
+    if row.kind == "ceil":
+        g = torch.Generator().manual_seed(0)
+        if row.net == "matmul":
+            a = torch.randn(MATMUL_N, MATMUL_N, generator=g)
+            b = torch.randn(MATMUL_N, MATMUL_N, generator=g)
+            return (lambda: torch.mm(a, b)), {}
+        n, s, c = CONV_CEIL
+        x, k = torch.randn(n, c, s, s, generator=g), torch.randn(c, c, 3, 3, generator=g)
+        return (lambda: F.conv2d(x, k, padding=1)), {}
+
+    n, size = row.nhw
+    torch.manual_seed(0)
+    net = torch_nets.NETWORKS[row.net]()
+    x = _torch_inputs(n, size)
+    if row.kind == "fwd":
+        net.eval()
+
+        def run_fwd():
+            with torch.no_grad():
+                net(x)
+
+        return run_fwd, {}
+
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    if row.kind == "train":
+        y = x if row.net == "bnn" else _torch_inputs(n, size, seed=1)
+        return (lambda: _torch_step(net, opt, lambda out: F.l1_loss(out, y), x)), {}
+
+    teacher_names = ("bnn",) if row.net == "lan" else ("bnn", "lan")
+    teachers = {t: torch_nets.NETWORKS[t]().eval() for t in teacher_names}
+    fixed = {t: _torch_inputs(n, size, seed=i + 1) for i, t in enumerate(teacher_names)}
+
+    def run_stage():
+        if row.mode == "online":
+            with torch.no_grad():
+                outs = {t: m(x) for t, m in teachers.items()}
+        else:
+            outs = fixed
+        if row.net == "lan":
+            loss_fn = lambda out: F.l1_loss(out, outs["bnn"])
+        else:
+            with torch.no_grad():
+                alpha = torch_nets.flatness_alpha(outs["bnn"])
+            loss_fn = lambda out: torch_nets.adaptive_loss(out, outs["bnn"], outs["lan"], alpha)
+        _torch_step(net, opt, loss_fn, x)
+
+    return run_stage, {}
+
+
+def _torch_step(net, opt, loss_fn, x) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(net(x))
+    loss.backward()
+    opt.step()
+
+
+# ------------------------------------------------------------------------------------ workers
+
+
+def _worker(conn, backend: str, threads: int) -> None:
+    """Serve ('setup', row) / ('run',) / ('drop',) / ('stop',) for one backend."""
+    sys.path[:0] = [str(REPO), str(BENCH)]
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        import torch_parity
+
+        conn.send({"parity": torch_parity.check(torch_parity.DEFAULT_DATA),
+                   "version": torch.__version__, "threads": torch.get_num_threads()})
+        build = build_torch
+    else:
+        import jax
+
+        conn.send({"version": jax.__version__, "devices": str(jax.devices())})
+        build = build_jax
+    run = None
+    while True:
+        msg = conn.recv()
+        if msg[0] == "setup":
+            run = None
+            gc.collect()
+            t = time.perf_counter()
+            run, info = build(msg[1])
+            run()  # warm-up (first call after compilation)
+            info["setup_s"] = time.perf_counter() - t
+            conn.send(info)
+        elif msg[0] == "run":
+            t = time.perf_counter()
+            run()
+            conn.send(time.perf_counter() - t)
+        elif msg[0] == "drop":
+            run = None
+            gc.collect()
+            conn.send(None)
+        else:
+            conn.send(None)
+            return
+
+
+class Worker:
+    def __init__(self, backend: str, threads: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, backend, threads), daemon=True)
+        self.proc.start()
+        self.hello = self.conn.recv()
+
+    def ask(self, *msg):
+        self.conn.send(msg)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.ask("stop")
+        self.proc.join(30)
+
+
+# ------------------------------------------------------------------------------------- driver
+
+
+def measure_row(row: Row, jx: Worker, pt: Worker, lo: int, hi: int, budget: float) -> dict:
+    sides = {"jax": jx, "torch": pt}
+    info = {k: w.ask("setup", row) for k, w in sides.items()}
+    times: dict[str, list[float]] = {"jax": [], "torch": []}
+    loads = [os.getloadavg()]
+    repeats = hi
+    i = 0
+    while i < repeats:
+        order = ("jax", "torch") if i % 2 == 0 else ("torch", "jax")
+        for k in order:
+            times[k].append(sides[k].ask("run"))
+        loads.append(os.getloadavg())
+        if i == 0:  # fit the row into its time budget, within [lo, hi] repeats
+            pair = times["jax"][0] + times["torch"][0]
+            repeats = int(min(hi, max(lo, budget // max(pair, 1e-9))))
+        i += 1
+    for w in sides.values():
+        w.ask("drop")
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    flops = info["jax"].get("flops", 0.0)
+    if row.kind == "ceil":
+        flops = _ceiling_flops(row.net)
+    return {
+        "row": row.name, "kind": row.kind, "net": row.net, "shape": row.shape, "mode": row.mode,
+        "jax_s": med["jax"], "torch_s": med["torch"], "ratio": med["jax"] / med["torch"],
+        "times": times, "loadavg": loads, "flops": flops,
+        "jax_gflops": flops / med["jax"] / 1e9, "torch_gflops": flops / med["torch"] / 1e9,
+        "setup_s": {k: v["setup_s"] for k, v in info.items()},
+    }
+
+
+def _ceiling_flops(which: str) -> float:
+    if which == "matmul":
+        return 2.0 * MATMUL_N**3
+    n, s, c = CONV_CEIL
+    return 2.0 * n * s * s * 9 * c * c
+
+
+def target_of(r: dict) -> float | None:
+    if r["kind"] == "fwd":
+        return TARGETS["fwd"]
+    return TARGETS.get(f"{r['kind']}/{r['net']}")
+
+
+def add_stage_ratios(results: list[dict]) -> None:
+    by_name = {r["row"]: r for r in results}
+    for r in results:
+        if r["kind"] == "stage":
+            student = by_name.get(f"train/{STAGE_STUDENT[r['net']]}/{r['shape']}")
+            if student:
+                r["jax_vs_student"] = r["jax_s"] / student["jax_s"]
+                r["torch_vs_student"] = r["torch_s"] / student["torch_s"]
+
+
+def machine() -> dict:
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    flags = Path("/proc/cpuinfo").read_text()
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+        "avx512": "avx512f" in flags, "python": platform.python_version(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def format_table(results: list[dict], meta: dict) -> str:
+    ceil = {r["net"]: r for r in results if r["kind"] == "ceil"}
+    best_jax = max((r["jax_gflops"] for r in ceil.values()), default=0.0)
+    lines = [
+        "| row | JAX ms | PyTorch ms | JAX/PyTorch | target | met | stage/student JAX "
+        "(PyTorch) | JAX GFLOP/s | PyTorch GFLOP/s | JAX % of best ceiling | load 1-min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        t = target_of(r)
+        met = "" if t is None else ("yes" if r["ratio"] <= t else "**no**")
+        vs = ""
+        if "jax_vs_student" in r:
+            ok = "yes" if r["jax_vs_student"] <= STAGE_VS_STUDENT else "**no**"
+            vs = f"{r['jax_vs_student']:.2f} ({r['torch_vs_student']:.2f}) <= 1.3: {ok}"
+        loads = [a[0] for a in r["loadavg"]]
+        pct = 100 * r["jax_gflops"] / best_jax if best_jax else 0.0
+        lines.append(
+            f"| {r['row']} | {1e3 * r['jax_s']:.0f} | {1e3 * r['torch_s']:.0f} | "
+            f"{r['ratio']:.2f} | {'' if t is None else f'<= {t}'} | {met} | {vs} | "
+            f"{r['jax_gflops']:.0f} | {r['torch_gflops']:.0f} | {pct:.0f} | "
+            f"{min(loads):.1f}-{max(loads):.1f} |"
+        )
+    m = meta["machine"]
+    loaded = meta["load_max"] > 0.5 * m["affinity"]
+    state = "the machine was shared and loaded: read ratios, not absolutes" if loaded else "quiet"
+    head = (
+        f"Run {meta['started']} ({meta['mode']} mode, {meta['wall_s'] / 60:.1f} min): "
+        f"{m['cpu']}, {m['affinity']} cores available (AVX-512: {m['avx512']}), "
+        f"{meta['threads']} threads on both sides; jax {meta['jax']}, torch {meta['torch']}; "
+        f"XLA_FLAGS={m['xla_flags'] or '(none)'}. Medians of {meta['repeats']} interleaved "
+        f"repeats per row. 1-minute load average during the runs: "
+        f"{meta['load_min']:.1f}-{meta['load_max']:.1f} "
+        f"({state})."
+    )
+    return head + "\n\n" + "\n".join(lines) + "\n"
+
+
+def update_readme(table: str) -> None:
+    path = BENCH / "README.md"
+    start, end = "<!-- speed-table:start -->", "<!-- speed-table:end -->"
+    text = path.read_text() if path.exists() else f"{start}\n{end}\n"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    path.write_text(pattern.sub(lambda _: f"{start}\n{table}{end}", text))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="1-2 repeats per row and a shorter per-row budget (a few minutes)")
+    ap.add_argument("--rows", default="", help="regex: keep only matching row names")
+    ap.add_argument("--shapes", default="1x256,8x128")
+    ap.add_argument("--min-repeats", type=int, default=None)
+    ap.add_argument("--max-repeats", type=int, default=None)
+    ap.add_argument("--row-budget", type=float, default=None,
+                    help="seconds of timed runs per row (repeats shrink to fit, not below min)")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--readme", action="store_true", help="write the table into bench/README.md")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    lo = args.min_repeats or (1 if args.quick else 3)
+    hi = args.max_repeats or (2 if args.quick else 7)
+    budget = args.row_budget or (8.0 if args.quick else 30.0)
+    rows = [r for r in all_rows(args.shapes.split(",")) if re.search(args.rows, r.name)]
+
+    t0, started = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
+    pt = Worker("torch", args.threads)
+    bad = {k: v for k, v in pt.hello["parity"].items() if v > 1}
+    if bad:
+        sys.exit(f"PyTorch networks disagree with the reference outputs: {bad}")
+    print("PyTorch networks match the authors' reference outputs "
+          f"(worst max|diff|/tolerance {max(pt.hello['parity'].values()):.3f})", flush=True)
+    jx = Worker("jax", args.threads)
+    results = []
+    for row in rows:
+        r = measure_row(row, jx, pt, lo, hi, budget)
+        results.append(r)
+        print(f"{r['row']:32s} jax {1e3 * r['jax_s']:9.1f} ms  torch {1e3 * r['torch_s']:9.1f} ms"
+              f"  ratio {r['ratio']:.2f}  jax {r['jax_gflops']:.0f} GFLOP/s  "
+              f"load {r['loadavg'][-1][0]:.1f}  (n={len(r['times']['jax'])})", flush=True)
+    jx.close()
+    pt.close()
+    add_stage_ratios(results)
+    loads = [a[0] for r in results for a in r["loadavg"]]
+    meta = {
+        "started": started, "mode": "quick" if args.quick else "default",
+        "wall_s": time.perf_counter() - t0, "machine": machine(), "threads": args.threads,
+        "jax": jx.hello["version"], "torch": pt.hello["version"],
+        "repeats": f"{lo}-{hi}", "load_min": min(loads), "load_max": max(loads),
+        "parity": pt.hello["parity"], "command": " ".join(sys.argv),
+    }
+    table = format_table(results, meta)
+    print("\n" + table)
+    out = args.out or BENCH / "results" / f"speed-{started.replace(':', '')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": results}, indent=1))
+    print(f"wrote {out}")
+    if args.readme:
+        update_readme(table)
+        print("updated bench/README.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Check bench/torch_nets.py against the authors' reference outputs (../shared/data/parity).
+
+  python bench/torch_parity.py [--data ../shared/data]
+
+Loads the parity checkpoints into the PyTorch networks of the benchmark and compares their
+outputs, sigma, alpha and the stage-3 loss with `reference_outputs.npz`, at the tolerances of
+the data README (networks: max|diff| <= 1e-5 x max|ref|). Exits 1 on a mismatch. The speed
+benchmark (bench/speed.py) runs the same check before timing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch_nets  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CHECKPOINTS = {
+    "bnn": ("parity/bnn_b9_c48_seed0.pth", "bnn_out_nchw"),
+    "unet": ("parity/unet_c48_seed0.pth", "unet_out_nchw"),
+    "lan": ("weights/official_LAN.pth", "lan_out_nchw"),
+}
+
+
+def load_network(name: str, data: Path) -> torch.nn.Module:
+    """A torch_nets network (paper sizes) with the parity checkpoint's weights, eval mode."""
+    net = torch_nets.NETWORKS[name]()
+    state = torch.load(data / CHECKPOINTS[name][0], map_location="cpu")
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def check(data: Path) -> dict[str, float]:
+    """{quantity: max|diff| / tolerance}; every value must be <= 1."""
+    with np.load(data / "parity" / "reference_outputs.npz") as f:
+        ref = {k: torch.from_numpy(np.asarray(v)) for k, v in f.items()}
+    x = ref["input_nchw"]
+    ratios, outs = {}, {}
+    with torch.no_grad():
+        for name, (_, key) in CHECKPOINTS.items():
+            outs[name] = load_network(name, data)(x)
+            diff = (outs[name] - ref[key]).abs().max().item()
+            ratios[name] = diff / (1e-5 * ref[key].abs().max().item())
+        sigma = torch_nets.local_std(ref["bnn_out_nchw"])
+        diff = (sigma - ref["sigma_nchw"]).abs().max().item()
+        ratios["sigma"] = diff / (1e-6 * ref["sigma_nchw"].abs().max().item())
+        for source, key in (("bnn_out_nchw", "alpha_nchw"), ("gt_nchw", "alpha_of_gt_nchw"),
+                            ("lan_out_nchw", "alpha_of_lan_out_nchw")):
+            alpha = torch_nets.flatness_alpha(ref[source])
+            ratios[f"alpha({source})"] = (alpha - ref[key]).abs().max().item() / 1e-5
+        loss = torch_nets.adaptive_loss(ref["unet_out_nchw"], ref["bnn_out_nchw"],
+                                        ref["lan_out_nchw"], torch_nets.flatness_alpha(
+                                            ref["bnn_out_nchw"]))
+        expected = ref["loss_stage3"].item()
+        ratios["loss_stage3"] = abs(loss.item() - expected) / (1e-5 * abs(expected))
+    return ratios
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = ap.parse_args()
+    ratios = check(args.data)
+    for k, r in ratios.items():
+        print(f"{k:28s} max|diff| / tolerance = {r:.3f}  {'ok' if r <= 1 else 'FAIL'}")
+    sys.exit(0 if all(r <= 1 for r in ratios.values()) else 1)
+
+
+if __name__ == "__main__":
+    main()
