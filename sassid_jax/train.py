@@ -262,7 +262,8 @@ def _train_from(ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager,
     aux = None
     if mode == "precomputed" and stage.teachers:
         t0 = time.perf_counter()
-        aux = teacher_cache.precompute(ctx.networks, teachers, stage.teachers, ctx.train_images)
+        aux = teacher_cache.precompute(ctx.networks, teachers, stage.teachers, ctx.train_images,
+                                       bnn_block=cfg.crop_size)
         logging.info("stage %s: teachers %s precomputed on %d images in %.1f s", stage.name,
                      stage.teachers, len(aux), time.perf_counter() - t0)
         teachers = {}

@@ -49,15 +49,18 @@ def test_aux_of_the_wrong_size_is_refused(images):
                       aux=[np.zeros((40, 64, 3), np.float32)])
 
 
-def test_precompute_is_each_teacher_on_the_whole_image(images):
+def test_precompute_bnn_on_blocks_lan_on_the_whole_image(images):
     networks = {"bnn": make_network("bnn", width=4), "lan": make_network("lan", width=8,
                                                                            num_blocks=1)}
     x = jnp.zeros((1, 32, 32, 3))
     params = {n: networks[n].init(jax.random.key(i), x)["params"]
               for i, n in enumerate(networks)}
-    maps = teacher_cache.precompute(networks, params, ("bnn", "lan"), images)
+    maps = teacher_cache.precompute(networks, params, ("bnn", "lan"), images, bnn_block=32)
     for image, m in zip(images, maps, strict=True):
         assert m.shape == image.shape[:2] + (6,) and m.dtype == np.float32
+        block = jnp.asarray(image[None, :32, :32], jnp.float32)  # the first isolated block
+        bnn = networks["bnn"].apply({"params": params["bnn"]}, block)
+        np.testing.assert_allclose(m[:32, :32, :3], np.asarray(bnn[0]), rtol=1e-5, atol=1e-4)
         lan = networks["lan"].apply({"params": params["lan"]},
                                     jnp.asarray(image[None], jnp.float32))
         np.testing.assert_allclose(m[..., 3:], np.asarray(lan[0]), rtol=1e-5, atol=1e-4)
