@@ -80,8 +80,12 @@ def test_two_processes_end_like_one(data_dir, tmp_path):  # noqa: F811
     assert [r["process"] for r in results] == [0, 1]
     assert all(r["count"] == 2 and r["devices"] == 2 for r in results)
     a, b = final_params(multi, config), final_params(single, config)
+    # Two processes sum gradients in another order; Adam divides by sqrt(v), which turns the
+    # float32 rounding of near-zero gradients into parameter differences of up to ~1e-5
+    # (1.4e-5 seen). atol 5e-5 is 2% of the largest change lr * steps = 3e-3 that 3 steps can
+    # make, so a wrong split of the batch (changes of order 1e-3) still fails.
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=5e-5)
     assert (multi / "results.json").exists()
 
 
