@@ -55,11 +55,11 @@ def denoise_images(apply_fn: ApplyFn, images: Sequence[np.ndarray], *, ensemble:
             chunk = members[start:start + batch]
             total = np.zeros((len(chunk), *shape), np.float64)
             for t in transforms:
-                stack = np.stack([pad_to_multiple(np.asarray(
-                    dihedral(np.asarray(images[i], np.float32), t))) for i in chunk])
+                h, w = shape[1::-1] if t % 2 else shape[:2]  # odd transforms swap H and W
+                stack = np.stack([pad_to_multiple(
+                    dihedral(np.asarray(images[i], np.float32), t)) for i in chunk])
                 result = np.asarray(apply_fn(stack), np.float32)
                 for k in range(len(chunk)):
-                    h, w = dihedral(np.empty(shape[:2]), t).shape
                     total[k] += inverse_dihedral(result[k, :h, :w], t)
             for k, i in enumerate(chunk):
                 outputs[i] = (total[k] / len(transforms)).astype(np.float32)

@@ -41,18 +41,18 @@ def read_boxes(manual_dir: str | os.PathLike[str]) -> np.ndarray:
         raise DndFilesError(f"{path}: file not found (unpack the DND benchmark there)")
     try:
         with h5py.File(path, "r") as f:
-            refs = np.asarray(f["info"]["boundingboxes"]).reshape(-1)
-            if refs.size != NUM_IMAGES:
-                raise DndFilesError(f"{path}: info.boundingboxes has {refs.size} entries, "
-                                    f"expected {NUM_IMAGES}")
-            boxes = np.stack([np.asarray(f[r]).T for r in refs])
+            per_image = [np.asarray(f[r]).T
+                         for r in np.asarray(f["info"]["boundingboxes"]).reshape(-1)]
     except (OSError, KeyError, TypeError, ValueError) as e:
-        if isinstance(e, DndFilesError):
-            raise
         raise DndFilesError(f"{path}: no readable info.boundingboxes ({e})") from e
-    if boxes.shape != (NUM_IMAGES, BOXES_PER_IMAGE, 4):
-        raise DndFilesError(f"{path}: boxes of shape {boxes.shape}, expected "
-                            f"({NUM_IMAGES}, {BOXES_PER_IMAGE}, 4)")
+    if len(per_image) != NUM_IMAGES:
+        raise DndFilesError(f"{path}: info.boundingboxes has {len(per_image)} entries, "
+                            f"expected {NUM_IMAGES}")
+    shapes = {b.shape for b in per_image}
+    if shapes != {(BOXES_PER_IMAGE, 4)}:
+        raise DndFilesError(f"{path}: boxes of shapes {sorted(shapes)}, expected "
+                            f"({BOXES_PER_IMAGE}, 4) per image")
+    boxes = np.stack(per_image)
     boxes = boxes.astype(np.int64)
     boxes[..., :2] -= 1  # 1-based inclusive -> 0-based half-open
     return boxes

@@ -29,6 +29,21 @@ def is_hdf5(path: Path) -> bool:
     return h5py.is_hdf5(str(path))
 
 
+def _read_variable(path: Path, key: str) -> np.ndarray | None:
+    """The variable `key` in MATLAB's axis order, or None when the file has no such name."""
+    if is_hdf5(path):
+        with h5py.File(path, "r") as f:
+            return np.asarray(f[key][()]).transpose() if key in f else None
+    return scipy.io.loadmat(path, variable_names=[key]).get(key)
+
+
+def _variable_names(path: Path) -> list[str]:
+    if is_hdf5(path):
+        with h5py.File(path, "r") as f:
+            return sorted(f.keys())
+    return [name for name, *_ in scipy.io.whosmat(path)]
+
+
 def read_array(
     path: str | os.PathLike[str],
     key: str,
@@ -50,21 +65,11 @@ def read_array(
     if not path.is_file():
         raise MatFileError(f"{path}: file not found")
     try:
-        if is_hdf5(path):
-            with h5py.File(path, "r") as f:
-                if key not in f:
-                    raise MatFileError(f"{path}: no variable {key!r} (has {sorted(f.keys())})")
-                array = np.asarray(f[key][()]).transpose()
-        else:
-            contents = scipy.io.loadmat(path, variable_names=[key])
-            if key not in contents:
-                names = [n for n, *_ in scipy.io.whosmat(path)]
-                raise MatFileError(f"{path}: no variable {key!r} (has {names})")
-            array = contents[key]
+        array = _read_variable(path, key)
     except (OSError, ValueError, TypeError) as e:
-        if isinstance(e, MatFileError):
-            raise
         raise MatFileError(f"{path}: not a readable .mat file ({e})") from e
+    if array is None:
+        raise MatFileError(f"{path}: no variable {key!r} (has {_variable_names(path)})")
     if shape is not None and (array.ndim != len(shape) or any(
         s is not None and s != a for s, a in zip(shape, array.shape, strict=True)
     )):
