@@ -146,7 +146,8 @@ def test_benchmark_blocks_without_metadata(tmp_path):
     assert len(sources.load_train_images(cfg)) == 2  # "trained on the test set itself"
 
 
-@pytest.mark.parametrize("problem", ["missing", "key", "shape", "mismatch", "unprepared"])
+@pytest.mark.parametrize("problem", ["missing", "key", "shape", "mismatch", "truncated",
+                                     "unprepared"])
 def test_bad_block_files_name_the_file(tmp_path, problem):
     noisy, gt = fake_blocks()
     dl = tmp_path / "dl"
@@ -160,6 +161,10 @@ def test_bad_block_files_name_the_file(tmp_path, problem):
     elif problem == "shape":
         write_blocks(dl, noisy[..., 0], gt)
         match = r"ValidationNoisyBlocksSrgb.mat: 'ValidationNoisyBlocksSrgb' has shape"
+    elif problem == "truncated":
+        write_blocks(dl, noisy, gt)
+        (dl / "ValidationNoisyBlocksSrgb.mat").write_bytes(b"garbage")
+        match = "ValidationNoisyBlocksSrgb.mat: not a readable .mat file"
     elif problem == "mismatch":
         write_blocks(dl, noisy, gt[:1])
         match = "ValidationGtBlocksSrgb.mat: shape .* differs from the noisy blocks"

@@ -66,7 +66,7 @@ def read_array(
         raise MatFileError(f"{path}: file not found")
     try:
         array = _read_variable(path, key)
-    except (OSError, ValueError, TypeError) as e:
+    except (OSError, ValueError, TypeError, scipy.io.matlab.MatReadError) as e:
         raise MatFileError(f"{path}: not a readable .mat file ({e})") from e
     if array is None:
         raise MatFileError(f"{path}: no variable {key!r} (has {_variable_names(path)})")
