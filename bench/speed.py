@@ -1,6 +1,7 @@
 """JAX (sassid_jax) against PyTorch (bench/torch_nets.py), side by side, on this machine.
 
   python bench/speed.py [--quick] [--rows REGEX] [--readme] [--out FILE]
+  python bench/speed.py --from-json bench/results/speed-....json [--readme]
 
 Rows (paper widths: BNN C=48 b=9, LAN 64, U-Net C=48; shapes 1x256^2 and 8x128^2):
   fwd/<net>/<shape>      forward pass (PyTorch under no_grad);
@@ -409,7 +410,8 @@ def format_table(results: list[dict], meta: dict) -> str:
             f"{min(loads):.1f}-{max(loads):.1f} |"
         )
     m = meta["machine"]
-    loaded = meta["load_max"] > 0.5 * m["affinity"]
+    # The bench's own threads account for a load of about `threads`; more means other work.
+    loaded = meta["load_max"] > meta["threads"] + 1
     state = "the machine was shared and loaded: read ratios, not absolutes" if loaded else "quiet"
     head = (
         f"Run {meta['started']} ({meta['mode']} mode, {meta['wall_s'] / 60:.1f} min): "
@@ -444,7 +446,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--readme", action="store_true", help="write the table into bench/README.md")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="print (and with --readme write) the table of a saved run; no timing")
     args = ap.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        table = format_table(saved["rows"], saved["meta"])
+        print(table)
+        if args.readme:
+            update_readme(table)
+        return
     lo = args.min_repeats or (1 if args.quick else 3)
     hi = args.max_repeats or (2 if args.quick else 7)
     budget = args.row_budget or (8.0 if args.quick else 30.0)
