@@ -28,7 +28,7 @@ import numpy as np
 import tqdm
 
 from sassid_jax import metrics
-from sassid_jax.inference import dihedral, inverse_dihedral, jit_apply, pad_to_multiple
+from sassid_jax.inference import jit_apply, pad_to_multiple, self_ensemble
 
 ApplyFn = Callable[[Any], Any]
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -45,24 +45,21 @@ def denoise_images(apply_fn: ApplyFn, images: Sequence[np.ndarray], *, ensemble:
     (H, W, 3) outputs on [0, 255], in input order. progress(n) is called after each batch
     with the number of images it finished (counted once, in the last ensemble pass).
     """
+    def run(stack: np.ndarray) -> np.ndarray:  # (N, H, W, 3) -> (N, H, W, 3) float32
+        padded = np.stack([pad_to_multiple(x) for x in stack])
+        return np.asarray(apply_fn(padded), np.float32)[:, :stack.shape[1], :stack.shape[2]]
+
     groups: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
     for i, image in enumerate(images):
         groups[np.shape(image)].append(i)
     outputs: list[np.ndarray | None] = [None] * len(images)
-    transforms = range(8) if ensemble else range(1)
-    for shape, members in groups.items():
+    for members in groups.values():
         for start in range(0, len(members), batch):
             chunk = members[start:start + batch]
-            total = np.zeros((len(chunk), *shape), np.float64)
-            for t in transforms:
-                h, w = shape[1::-1] if t % 2 else shape[:2]  # odd transforms swap H and W
-                stack = np.stack([pad_to_multiple(
-                    dihedral(np.asarray(images[i], np.float32), t)) for i in chunk])
-                result = np.asarray(apply_fn(stack), np.float32)
-                for k in range(len(chunk)):
-                    total[k] += inverse_dihedral(result[k, :h, :w], t)
+            stack = np.stack([np.asarray(images[i], np.float32) for i in chunk])
+            result = self_ensemble(run, stack) if ensemble else run(stack)
             for k, i in enumerate(chunk):
-                outputs[i] = (total[k] / len(transforms)).astype(np.float32)
+                outputs[i] = result[k]
             if progress is not None:
                 progress(len(chunk))
     return outputs  # type: ignore[return-value]

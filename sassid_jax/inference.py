@@ -242,24 +242,24 @@ def denoise(
 
 
 def dihedral(image: np.ndarray, index: int) -> np.ndarray:
-    """Transform `index` in 0..7 of (H, W, C): rot90 by index % 4 after a left-right flip
-    when index >= 4."""
+    """Transform `index` in 0..7 of (..., H, W, C): rot90 over (H, W) by index % 4 after a
+    left-right flip when index >= 4 (leading axes, e.g. a batch, are left alone)."""
     if index >= 4:
-        image = image[:, ::-1]
-    return np.rot90(image, index % 4, axes=(0, 1))
+        image = np.flip(image, axis=-2)
+    return np.rot90(image, index % 4, axes=(-3, -2))
 
 
 def inverse_dihedral(image: np.ndarray, index: int) -> np.ndarray:
-    """Undo `dihedral(., index)`."""
-    image = np.rot90(image, -(index % 4), axes=(0, 1))
-    return image[:, ::-1] if index >= 4 else image
+    """Undo `dihedral(., index)` on (..., H, W, C)."""
+    image = np.rot90(image, -(index % 4), axes=(-3, -2))
+    return np.flip(image, axis=-2) if index >= 4 else image
 
 
 def self_ensemble(fn: ImageFn, image: np.ndarray) -> np.ndarray:
     """x8 self-ensemble: mean over the 8 flips x rotations of inverse(fn(transform(image))).
 
-    fn maps (H', W', 3) -> (H', W', 3) float32 (H', W' are H, W or swapped); returns
-    (H, W, 3) float32.
+    image: (H, W, 3), or a batch (N, H, W, 3). fn maps the transformed input (H and W
+    possibly swapped) to an output of the same shape, float32; returns image's shape, float32.
     """
     total = np.zeros(np.shape(image), np.float64)
     for index in range(8):

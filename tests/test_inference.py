@@ -136,6 +136,18 @@ def test_self_ensemble_is_mean_of_the_eight_transforms():
     np.testing.assert_allclose(self_ensemble(fn, image), expected, rtol=1e-6, atol=1e-4)
 
 
+def test_self_ensemble_of_a_batch_is_per_image():
+    batch = np.stack([_noisy(24, 40), _noisy(24, 40)[::-1]])
+
+    def fn(x):  # per image, not equivariant: depends on the row index and the batch index
+        rows = np.arange(x.shape[-3], dtype=np.float32)[:, None, None]
+        return x * 0.5 + rows + (10.0 * np.arange(len(x)))[:, None, None, None]
+
+    for i in range(2):
+        alone = self_ensemble(lambda x, i=i: fn(x[None])[0] + 10.0 * i, batch[i])
+        np.testing.assert_allclose(self_ensemble(fn, batch)[i], alone, rtol=1e-6, atol=1e-4)
+
+
 def test_denoise_ensemble_matches_manual_mean(small_unet):
     image = _noisy(40, 72)
     expected = np.mean([inverse_dihedral(predict_image(small_unet, dihedral(image, k)), k)
