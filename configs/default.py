@@ -67,6 +67,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Frozen teachers of stages 2 and 3: "online" runs them on every batch (the paper's
     # form); "precomputed" runs them once per training image (sassid_jax/teacher_cache.py).
     c.train.teachers = "online"
+    # Train steps per jitted call (K batches stacked, K steps unrolled in one program). Same
+    # arithmetic; on CPU one call allocates XLA's temporaries once instead of K times
+    # (bench/NOTES.md, section 7e). log/checkpoint/eval intervals must be multiples of it.
+    c.train.steps_per_call = 1
 
     c.eval = ml_collections.ConfigDict()
     c.eval.max_images = 0  # 0: the whole eval split

@@ -18,6 +18,7 @@ RESUMABLE_FIELDS = (
     "train.log_every",
     "train.eval_every",
     "train.keep_checkpoints",
+    "train.steps_per_call",
     "eval.max_images",
     "eval.save_panels",
     "eval.bnn_block",
@@ -92,6 +93,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     if not isinstance(config.train.eval_every, int) or config.train.eval_every < 0:
         raise ValueError(f"train.eval_every must be >= 0, got {config.train.eval_every!r}")
+    per_call = config.train.get("steps_per_call", 1)
+    _positive_int(per_call, "train.steps_per_call")
+    for field in ("log_every", "checkpoint_every", "eval_every"):
+        if config.train[field] % per_call:
+            raise ValueError(f"train.{field} ({config.train[field]}) must be a multiple of "
+                             f"train.steps_per_call ({per_call}): logs, checkpoints and "
+                             "evaluations happen between calls")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -37,6 +37,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def steps_batch_sharding(mesh: Mesh) -> NamedSharding:
+    """(K, N, H, W, C) stacks of K steps' batches: N split over the 'data' axis."""
+    return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     """Parameters, optimizer state, teachers, scalars: a full copy on every device."""
     return NamedSharding(mesh, PartitionSpec())

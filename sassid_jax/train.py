@@ -103,6 +103,7 @@ def make_train_step(
     upper: float,
     mesh: jax.sharding.Mesh,
     teachers_mode: str = "online",
+    steps_per_call: bool = False,
 ) -> Callable[[State, Mapping[str, Any], jax.Array], tuple[State, dict[str, jax.Array]]]:
     """Jitted SPMD (state, teacher_params, x) -> (state, metrics); state is donated.
 
@@ -110,6 +111,9 @@ def make_train_step(
     teachers and metrics are replicated. Teachers run forward only ("online"), or, with
     teachers_mode="precomputed", x carries their outputs as extra channels (see
     `teacher_cache.split_batch`) and teacher_params is unused.
+    steps_per_call: the function takes (K, N, H, W, C), runs K consecutive steps in one
+    call (one compiled program per K) and returns metrics of shape (K,). Same arithmetic as
+    K calls; one call allocates XLA's temporaries once instead of K times.
     """
     teacher_cache.check_mode(teachers_mode, "teachers_mode")
     given = stage.teachers if teachers_mode == "precomputed" else ()
@@ -129,9 +133,22 @@ def make_train_step(
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(
-        step, in_shardings=(repl, repl, data), out_shardings=(repl, repl), donate_argnums=0
-    )
+    if not steps_per_call:
+        return jax.jit(
+            step, in_shardings=(repl, repl, data), out_shardings=(repl, repl), donate_argnums=0
+        )
+
+    def steps(state: State, teachers: Mapping[str, Any], xs: jax.Array):
+        # Unrolled on purpose: XLA:CPU runs convolutions inside a loop body (lax.scan) far
+        # slower than in straight-line code (bench/NOTES.md, section 7e).
+        metrics = []
+        for i in range(xs.shape[0]):
+            state, m = step(state, teachers, xs[i])
+            metrics.append(m)
+        return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+
+    return jax.jit(steps, in_shardings=(repl, repl, sharding.steps_batch_sharding(mesh)),
+                   out_shardings=(repl, repl), donate_argnums=0)
 
 
 class _SigtermFlag:
@@ -220,6 +237,22 @@ def _batches(ctx: RunContext, stage_index: int, start: int, steps: int,
     return pipeline.numpy_batches(pipeline.train_dataset(ctx.train_images, aux=aux, **kwargs))
 
 
+def _groups(batches: Iterator[np.ndarray], start: int, size: int) -> Iterator[list[np.ndarray]]:
+    """Consecutive batches in groups that end at multiples of `size` (the first and last
+    groups may be shorter), so that steps reached after a group are the same whatever step
+    a run resumed from."""
+    group: list[np.ndarray] = []
+    step = start
+    for batch in batches:
+        group.append(batch)
+        step += 1
+        if step % size == 0:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 def _format_eta(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s"
@@ -267,21 +300,23 @@ def _train_from(ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager,
         logging.info("stage %s: teachers %s precomputed on %d images in %.1f s", stage.name,
                      stage.teachers, len(aux), time.perf_counter() - t0)
         teachers = {}
-    step_fn = make_train_step(ctx.networks, stage, tx, cfg.alpha.lower, cfg.alpha.upper,
-                              ctx.mesh, mode)
-    data_sharding = sharding.batch_sharding(ctx.mesh)
     tc = cfg.train
+    per_call = tc.get("steps_per_call", 1)
+    step_fn = make_train_step(ctx.networks, stage, tx, cfg.alpha.lower, cfg.alpha.upper,
+                              ctx.mesh, mode, steps_per_call=per_call > 1)
+    data_sharding = (sharding.steps_batch_sharding(ctx.mesh) if per_call > 1
+                     else sharding.batch_sharding(ctx.mesh))
     t_window, n_window, losses = time.perf_counter(), 0, []
     history: list[tuple[int, float]] = []
     step = start
-    for batch in _batches(ctx, stage_index, start, steps, aux):
-        x = sharding.global_batch(batch, data_sharding)
+    for group in _groups(_batches(ctx, stage_index, start, steps, aux), start, per_call):
+        x = sharding.global_batch(np.stack(group) if per_call > 1 else group[0], data_sharding)
         state, metrics = step_fn(state, teachers, x)
-        step += 1
-        n_window += 1
+        step += len(group)
+        n_window += len(group)
         losses.append(metrics["loss"])
         if step % tc.log_every == 0 or step == steps:
-            loss = float(np.mean(jax.device_get(losses)))
+            loss = float(np.mean(np.concatenate([np.ravel(v) for v in jax.device_get(losses)])))
             rate = n_window / (time.perf_counter() - t_window)
             lr = learning_rate(cfg, stage.name, step)
             history.append((step, loss))

@@ -108,6 +108,31 @@ def test_resume_mid_stage_is_exact(data_dir, tmp_path, uninterrupted):
     assert_same_params(final_params(tmp_path, config), final_params(ref_dir, config))
 
 
+def test_several_steps_per_call_give_the_same_run(data_dir, tmp_path, uninterrupted,
+                                                  monkeypatch):
+    ref_dir, ref_config, _ = uninterrupted
+    calls, groups = [], train._groups
+
+    def spy(batches, start, size):
+        for group in groups(batches, start, size):
+            calls.append(len(group))
+            yield group
+
+    monkeypatch.setattr(train, "_groups", spy)
+    config = tiny_config(data_dir)
+    config.train.steps_per_call = 4  # bnn: 6 steps = a call of 4, then a call of 2
+    config.train.log_every = config.train.checkpoint_every = 4
+    with pytest.raises(train.Preempted):
+        train.train_and_evaluate(config, tmp_path, stop_after=("bnn", 4))
+    results = train.train_and_evaluate(config, tmp_path)  # resumes at 4: one call of 2
+    assert [s for s, _ in results["loss_history"]["bnn"]] == [6]
+    assert [s for s, _ in results["loss_history"]["lan"]] == [4]
+    assert calls == [4, 2, 4, 4]  # bnn to step 4 | bnn 5-6, lan 1-4, unet 1-4
+    got, want = final_params(tmp_path, config), final_params(ref_dir, ref_config)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
 def test_restart_after_stage_one_continues_at_stage_two(data_dir, tmp_path, uninterrupted):
     ref_dir, config, _ = uninterrupted
     with pytest.raises(train.Preempted):
@@ -173,6 +198,9 @@ def test_sigterm_checkpoints_then_restart_matches(data_dir, tmp_path):
         ("stage_order", ("bnn", "lam"), "stage_order: unknown stage name 'lam'"),
         ("stage_order", ("lan", "bnn"), "stage 'lan' reads ['bnn'] as frozen teachers"),
         ("compute_dtype", "float16", "compute_dtype must be 'float32' or 'bfloat16'"),
+        ("train.steps_per_call", 0, "train.steps_per_call must be a positive integer, got 0"),
+        ("train.steps_per_call", 3,
+         "train.log_every (25) must be a multiple of train.steps_per_call (3)"),
     ],
 )
 def test_bad_config_names_field_and_value(field, value, message):

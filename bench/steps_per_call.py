@@ -1,0 +1,97 @@
+"""Train steps per jitted call: the library's step (`train.make_train_step`) run one step per
+call against K steps per call (`train.steps_per_call`), time per step, interleaved repeats.
+
+  python bench/steps_per_call.py [--k 4] [--repeats 3] [--rows REGEX] [--out FILE]
+
+Rows: stage/<student>/<teachers mode>/<N>x<size>, paper widths, random inputs and
+initial parameters (only the time is measured). Each repeat times one call of each form
+back to back (1, K, 1, K, ...); the table gives medians of seconds per step and their ratio.
+JSON goes to bench/results/ (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = (("unet", "precomputed", 1, 256), ("unet", "precomputed", 8, 128),
+        ("lan", "precomputed", 1, 256), ("bnn", "online", 1, 256))
+
+
+def measure(student: str, mode: str, n: int, size: int, k: int, repeats: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from sassid_jax import sharding, train
+    from sassid_jax.nn import make_network
+    from sassid_jax.stages import make_stage
+
+    stage = make_stage(student, (student,), (student,))
+    networks = {name: make_network(name) for name in ("bnn", "lan", "unet")}
+    mesh, tx = sharding.make_mesh(), optax.adam(3e-4)
+    channels = 3 + 3 * len(stage.teachers) if mode == "precomputed" else 3
+    xs = np.random.default_rng(0).uniform(0, 255, (k, n, size, size, channels)).astype(np.float32)
+    blank = jnp.zeros((1, size, size, 3))
+    teachers = {} if mode == "precomputed" else {
+        t: networks[t].init(jax.random.key(1), blank)["params"] for t in stage.teachers}
+    forms = {}
+    for per_call in (1, k):
+        state = train.init_state(networks, stage, tx, jax.random.key(0), size)
+        step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh, mode,
+                                     steps_per_call=per_call > 1)
+        x = jnp.asarray(xs if per_call > 1 else xs[0])
+        state, metrics = step(state, teachers, x)  # compile and warm up
+        jax.block_until_ready(metrics)
+        forms[per_call] = {"step": step, "state": state, "x": x, "times": []}
+    for _ in range(repeats):
+        for per_call, form in forms.items():
+            t = time.perf_counter()
+            form["state"], metrics = form["step"](form["state"], teachers, form["x"])
+            jax.block_until_ready(metrics)
+            form["times"].append((time.perf_counter() - t) / per_call)
+    one, many = (float(np.median(forms[p]["times"])) for p in (1, k))
+    return {"row": f"stage/{student}/{mode}/{n}x{size}", "k": k, "s_per_step_1": one,
+            "s_per_step_k": many, "ratio": many / one,
+            "times": {str(p): f["times"] for p, f in forms.items()},
+            "loadavg": os.getloadavg()[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", default="", help="regex: keep only matching row names")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    results = []
+    for student, mode, n, size in ROWS:
+        if re.search(args.rows, f"stage/{student}/{mode}/{n}x{size}"):
+            r = measure(student, mode, n, size, args.k, args.repeats)
+            results.append(r)
+            print(json.dumps({k: v for k, v in r.items() if k != "times"}), flush=True)
+    lines = [f"Run {started}: medians of {args.repeats} interleaved repeats, seconds per step",
+             "", f"| row | 1 step per call | {args.k} steps per call | ratio | load 1-min |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['row']} | {r['s_per_step_1']:.3f} | {r['s_per_step_k']:.3f} | "
+              f"{r['ratio']:.2f} | {r['loadavg']:.1f} |" for r in results]
+    print("\n".join(lines))
+    out = args.out or REPO / "bench" / "results" / f"steps_per_call-{started.replace(':', '')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"started": started, "k": args.k, "rows": results}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
