@@ -103,7 +103,7 @@ def make_train_step(
     upper: float,
     mesh: jax.sharding.Mesh,
     teachers_mode: str = "online",
-    steps_per_call: bool = False,
+    several_steps: bool = False,
 ) -> Callable[[State, Mapping[str, Any], jax.Array], tuple[State, dict[str, jax.Array]]]:
     """Jitted SPMD (state, teacher_params, x) -> (state, metrics); state is donated.
 
@@ -111,7 +111,7 @@ def make_train_step(
     teachers and metrics are replicated. Teachers run forward only ("online"), or, with
     teachers_mode="precomputed", x carries their outputs as extra channels (see
     `teacher_cache.split_batch`) and teacher_params is unused.
-    steps_per_call: the function takes (K, N, H, W, C), runs K consecutive steps in one
+    several_steps: the function takes (K, N, H, W, C), runs K consecutive steps in one
     call (one compiled program per K) and returns metrics of shape (K,). Same arithmetic as
     K calls; one call allocates XLA's temporaries once instead of K times.
     """
@@ -133,7 +133,7 @@ def make_train_step(
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    if not steps_per_call:
+    if not several_steps:
         return jax.jit(
             step, in_shardings=(repl, repl, data), out_shardings=(repl, repl), donate_argnums=0
         )
@@ -302,15 +302,16 @@ def _train_from(ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager,
         teachers = {}
     tc = cfg.train
     per_call = tc.get("steps_per_call", 1)
+    several = per_call > 1
     step_fn = make_train_step(ctx.networks, stage, tx, cfg.alpha.lower, cfg.alpha.upper,
-                              ctx.mesh, mode, steps_per_call=per_call > 1)
-    data_sharding = (sharding.steps_batch_sharding(ctx.mesh) if per_call > 1
+                              ctx.mesh, mode, several_steps=several)
+    data_sharding = (sharding.steps_batch_sharding(ctx.mesh) if several
                      else sharding.batch_sharding(ctx.mesh))
     t_window, n_window, losses = time.perf_counter(), 0, []
     history: list[tuple[int, float]] = []
     step = start
     for group in _groups(_batches(ctx, stage_index, start, steps, aux), start, per_call):
-        x = sharding.global_batch(np.stack(group) if per_call > 1 else group[0], data_sharding)
+        x = sharding.global_batch(np.stack(group) if several else group[0], data_sharding)
         state, metrics = step_fn(state, teachers, x)
         step += len(group)
         n_window += len(group)
