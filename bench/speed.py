@@ -1,6 +1,7 @@
 """JAX (sassid_jax) against PyTorch (bench/torch_nets.py), side by side, on this machine.
 
   python bench/speed.py [--quick] [--rows REGEX] [--readme] [--out FILE]
+  python bench/speed.py --device cuda --rows '^(fwd|train|stage)' --inner 20   # on a GPU
   python bench/speed.py --from-json bench/results/speed-....json [--readme]
 
 Rows (paper widths: BNN C=48 b=9, LAN 64, U-Net C=48; shapes 1x256^2 and 8x128^2):
@@ -19,8 +20,11 @@ disturbs the other. Per row both sides compile and warm up, then repeats alterna
 1-minute load average seen during the row. GFLOP/s use XLA's cost analysis of the JAX program
 (the PyTorch program does the same arithmetic). Before timing, the PyTorch networks are
 checked against the authors' reference outputs (bench/torch_parity.py).
-Results: a table on stdout, JSON in bench/results/ (or --out), and with --readme the table
-in bench/README.md.
+--device cuda: JAX runs on its default device (the GPU), PyTorch on CUDA (synchronised after
+each call); both with their default float32 conv precision (TF32 on Ampere and later); the
+ceiling rows are CPU ones, leave them out. --inner N times N calls per repeat (GPU steps take
+milliseconds). Results: a table on stdout, JSON in bench/results/ (or --out), and with
+--readme the table in bench/README.md.
 """
 
 from __future__ import annotations
@@ -186,14 +190,15 @@ def _info(compiled) -> dict:
 # ------------------------------------------------------------------------------- PyTorch side
 
 
-def _torch_inputs(n: int, size: int, seed: int = 0):
+def _torch_inputs(n: int, size: int, seed: int = 0, device: str = "cpu"):
     import torch
 
     rng = np.random.default_rng(seed)
-    return torch.from_numpy(rng.uniform(0, 255, (n, 3, size, size)).astype(np.float32))
+    x = torch.from_numpy(rng.uniform(0, 255, (n, 3, size, size)).astype(np.float32))
+    return x.to(device)
 
 
-def build_torch(row: Row):
+def build_torch(row: Row, device: str = "cpu"):
     import torch
     import torch.nn.functional as F  # noqa: N812
     import torch_nets
@@ -210,8 +215,8 @@ def build_torch(row: Row):
 
     n, size = row.nhw
     torch.manual_seed(0)
-    net = torch_nets.NETWORKS[row.net]()
-    x = _torch_inputs(n, size)
+    net = torch_nets.NETWORKS[row.net]().to(device)
+    x = _torch_inputs(n, size, device=device)
     if row.kind == "fwd":
         net.eval()
 
@@ -223,12 +228,13 @@ def build_torch(row: Row):
 
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     if row.kind == "train":
-        y = x if row.net == "bnn" else _torch_inputs(n, size, seed=1)
+        y = x if row.net == "bnn" else _torch_inputs(n, size, seed=1, device=device)
         return (lambda: _torch_step(net, opt, lambda out: F.l1_loss(out, y), x)), {}
 
     teacher_names = ("bnn",) if row.net == "lan" else ("bnn", "lan")
-    teachers = {t: torch_nets.NETWORKS[t]().eval() for t in teacher_names}
-    fixed = {t: _torch_inputs(n, size, seed=i + 1) for i, t in enumerate(teacher_names)}
+    teachers = {t: torch_nets.NETWORKS[t]().to(device).eval() for t in teacher_names}
+    fixed = {t: _torch_inputs(n, size, seed=i + 1, device=device)
+             for i, t in enumerate(teacher_names)}
 
     def run_stage():
         if row.mode == "online":
@@ -257,8 +263,23 @@ def _torch_step(net, opt, loss_fn, x) -> None:
 # ------------------------------------------------------------------------------------ workers
 
 
-def _worker(conn, backend: str, threads: int) -> None:
-    """Serve ('setup', row) / ('run',) / ('drop',) / ('stop',) for one backend."""
+def _synchronised(run, device: str):
+    """run, followed by a wait for the CUDA queue when device is a GPU (JAX's runs block)."""
+    if device == "cpu":
+        return run
+    import torch
+
+    def run_sync():
+        run()
+        torch.cuda.synchronize()
+
+    return run_sync
+
+
+def _worker(conn, backend: str, threads: int, device: str = "cpu", inner: int = 1) -> None:
+    """Serve ('setup', row) / ('run',) / ('drop',) / ('stop',) for one backend.
+
+    A 'run' times `inner` consecutive calls."""
     sys.path[:0] = [str(REPO), str(BENCH)]
     if backend == "torch":
         import torch
@@ -267,8 +288,12 @@ def _worker(conn, backend: str, threads: int) -> None:
         import torch_parity
 
         conn.send({"parity": torch_parity.check(torch_parity.DEFAULT_DATA),
-                   "version": torch.__version__, "threads": torch.get_num_threads()})
-        build = build_torch
+                   "version": torch.__version__, "threads": torch.get_num_threads(),
+                   "devices": device if device == "cpu" else torch.cuda.get_device_name()})
+
+        def build(row):
+            run, info = build_torch(row, device)
+            return _synchronised(run, device), info
     else:
         import jax
 
@@ -287,8 +312,9 @@ def _worker(conn, backend: str, threads: int) -> None:
             conn.send(info)
         elif msg[0] == "run":
             t = time.perf_counter()
-            run()
-            conn.send(time.perf_counter() - t)
+            for _ in range(inner):
+                run()
+            conn.send((time.perf_counter() - t) / inner)
         elif msg[0] == "drop":
             run = None
             gc.collect()
@@ -299,10 +325,11 @@ def _worker(conn, backend: str, threads: int) -> None:
 
 
 class Worker:
-    def __init__(self, backend: str, threads: int) -> None:
+    def __init__(self, backend: str, threads: int, device: str = "cpu", inner: int = 1) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, backend, threads), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, backend, threads, device, inner),
+                                daemon=True)
         self.proc.start()
         self.hello = self.conn.recv()
 
@@ -422,6 +449,9 @@ def format_table(results: list[dict], meta: dict) -> str:
         f"{meta['load_min']:.1f}-{meta['load_max']:.1f} "
         f"({state})."
     )
+    if meta.get("device", "cpu") != "cpu":
+        head += (f" Accelerator: JAX on {meta['jax_devices']}, PyTorch on "
+                 f"{meta['torch_devices']}; {meta['inner']} calls per timed repeat.")
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -444,6 +474,9 @@ def main() -> None:
     ap.add_argument("--row-budget", type=float, default=None,
                     help="seconds of timed runs per row (repeats shrink to fit, not below min)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: PyTorch on the GPU (JAX uses its default device)")
+    ap.add_argument("--inner", type=int, default=1, help="calls timed together per repeat")
     ap.add_argument("--readme", action="store_true", help="write the table into bench/README.md")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--from-json", type=Path, default=None,
@@ -462,13 +495,13 @@ def main() -> None:
     rows = [r for r in all_rows(args.shapes.split(",")) if re.search(args.rows, r.name)]
 
     t0, started = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
-    pt = Worker("torch", args.threads)
+    pt = Worker("torch", args.threads, args.device, args.inner)
     bad = {k: v for k, v in pt.hello["parity"].items() if v > 1}
     if bad:
         sys.exit(f"PyTorch networks disagree with the reference outputs: {bad}")
     print("PyTorch networks match the authors' reference outputs "
           f"(worst max|diff|/tolerance {max(pt.hello['parity'].values()):.3f})", flush=True)
-    jx = Worker("jax", args.threads)
+    jx = Worker("jax", args.threads, "cpu", args.inner)
     results = []
     for row in rows:
         r = measure_row(row, jx, pt, lo, hi, budget)
@@ -486,6 +519,8 @@ def main() -> None:
         "jax": jx.hello["version"], "torch": pt.hello["version"],
         "repeats": f"{lo}-{hi}", "load_min": min(loads), "load_max": max(loads),
         "parity": pt.hello["parity"], "command": " ".join(sys.argv),
+        "device": args.device, "inner": args.inner,
+        "jax_devices": jx.hello["devices"], "torch_devices": pt.hello["devices"],
     }
     table = format_table(results, meta)
     print("\n" + table)
