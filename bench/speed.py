@@ -110,6 +110,32 @@ def _jax_student_step(net, tx):
     return jax.jit(step, donate_argnums=0)
 
 
+def stage_problem(student: str, mode: str, batch_shape: tuple[int, ...]):
+    """(networks, stage, teachers, batch): the student's stage step on random data.
+
+    batch_shape: the batch's shape without channels, ending in (N, H, W): (N, H, W) for one
+    step per call, (K, N, H, W) for K. Channels: 3, plus 3 per teacher output when mode is
+    "precomputed" (then teachers is {}); online teachers get random initial parameters.
+    Values uniform in [0, 255] (only the time is measured).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from sassid_jax.nn import make_network
+    from sassid_jax.stages import make_stage
+
+    stage = make_stage(student, (student,), (student,))
+    networks = {name: make_network(name) for name in ("bnn", "lan", "unet")}
+    channels = 3 + 3 * len(stage.teachers) if mode == "precomputed" else 3
+    rng = np.random.default_rng(0)
+    batch = jnp.asarray(rng.uniform(0, 255, (*batch_shape, channels)).astype(np.float32))
+    blank = jnp.zeros((1, *batch_shape[-2:], 3))
+    teachers = {} if mode == "precomputed" else {
+        t: networks[t].init(jax.random.key(i + 1), blank)["params"]
+        for i, t in enumerate(stage.teachers)}
+    return networks, stage, teachers, batch
+
+
 def build_jax(row: Row):
     """(run: () -> None that blocks, info dict with 'flops')."""
     import jax
@@ -119,7 +145,6 @@ def build_jax(row: Row):
     from sassid_jax import sharding, train
     from sassid_jax.nn import make_network
     from sassid_jax.nn.layers import conv2d
-    from sassid_jax.stages import make_stage
 
     if row.kind == "ceil":
         if row.net == "matmul":
@@ -158,19 +183,9 @@ def build_jax(row: Row):
         return run_train, _info(compiled)
 
     # stage rows: the library's own step
-    stage = make_stage(row.net, (row.net,), (row.net,))
-    networks = {name: make_network(name) for name in ("bnn", "lan", "unet")}
-    mesh = sharding.make_mesh()
+    networks, stage, teachers, batch = stage_problem(row.net, row.mode, (n, size, size))
     state = train.init_state(networks, stage, tx, jax.random.key(0), size)
-    if row.mode == "online":
-        teachers = {t: networks[t].init(jax.random.key(i + 1), x[:1])["params"]
-                    for i, t in enumerate(stage.teachers)}
-        batch = x
-    else:
-        teachers = {}
-        targets = [_jax_inputs(n, size, seed=i + 1) for i, _ in enumerate(stage.teachers)]
-        batch = jnp.concatenate([x, *targets], axis=-1)
-    step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh, row.mode)
+    step = train.make_train_step(networks, stage, tx, 1.0, 5.0, sharding.make_mesh(), row.mode)
     box = {"state": state}
     compiled = step.lower(box["state"], teachers, batch).compile()
 
@@ -279,7 +294,8 @@ def _synchronised(run, device: str):
 def _worker(conn, backend: str, threads: int, device: str = "cpu", inner: int = 1) -> None:
     """Serve ('setup', row) / ('run',) / ('drop',) / ('stop',) for one backend.
 
-    A 'run' times `inner` consecutive calls."""
+    A 'run' times `inner` consecutive calls. device matters to PyTorch only: JAX runs on its
+    default device."""
     sys.path[:0] = [str(REPO), str(BENCH)]
     if backend == "torch":
         import torch
@@ -513,7 +529,7 @@ def main() -> None:
         sys.exit(f"PyTorch networks disagree with the reference outputs: {bad}")
     print("PyTorch networks match the authors' reference outputs "
           f"(worst max|diff|/tolerance {max(pt.hello['parity'].values()):.3f})", flush=True)
-    jx = Worker("jax", args.threads, "cpu", args.inner)
+    jx = Worker("jax", args.threads, args.device, args.inner)
     results = []
     for row in rows:
         r = measure_row(row, jx, pt, lo, hi, budget)

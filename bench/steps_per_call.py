@@ -29,27 +29,19 @@ ROWS = (("unet", "precomputed", 1, 256), ("unet", "precomputed", 8, 128),
 
 def measure(student: str, mode: str, n: int, size: int, k: int, repeats: int) -> dict:
     import jax
-    import jax.numpy as jnp
     import optax
+    from speed import stage_problem
 
     from sassid_jax import sharding, train
-    from sassid_jax.nn import make_network
-    from sassid_jax.stages import make_stage
 
-    stage = make_stage(student, (student,), (student,))
-    networks = {name: make_network(name) for name in ("bnn", "lan", "unet")}
+    networks, stage, teachers, xs = stage_problem(student, mode, (k, n, size, size))
     mesh, tx = sharding.make_mesh(), optax.adam(3e-4)
-    channels = 3 + 3 * len(stage.teachers) if mode == "precomputed" else 3
-    xs = np.random.default_rng(0).uniform(0, 255, (k, n, size, size, channels)).astype(np.float32)
-    blank = jnp.zeros((1, size, size, 3))
-    teachers = {} if mode == "precomputed" else {
-        t: networks[t].init(jax.random.key(1), blank)["params"] for t in stage.teachers}
     forms = {}
     for per_call in (1, k):
         state = train.init_state(networks, stage, tx, jax.random.key(0), size)
         step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh, mode,
                                      several_steps=per_call > 1)
-        x = jnp.asarray(xs if per_call > 1 else xs[0])
+        x = xs if per_call > 1 else xs[0]
         state, metrics = step(state, teachers, x)  # compile and warm up
         jax.block_until_ready(metrics)
         forms[per_call] = {"step": step, "state": state, "x": x, "times": []}
