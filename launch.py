@@ -1,9 +1,9 @@
 """The one entry point. All logic lives in the sassid_jax library; this file parses flags.
 
-  python launch.py --config configs/default.py --workdir runs/default            # train
-  python launch.py --mode denoise --checkpoint runs/default --input IN --output OUT
-  python launch.py --mode eval --config configs/sidd_validation.py --checkpoint CKPT --output DIR
-  python launch.py --mode submit --config configs/dnd.py --checkpoint CKPT --output DIR
+python launch.py --config configs/default.py --workdir runs/default            # train
+python launch.py --mode denoise --checkpoint runs/default --input IN --output OUT
+python launch.py --mode eval --config configs/sidd_validation.py --checkpoint CKPT --output DIR
+python launch.py --mode submit --config configs/dnd.py --checkpoint CKPT --output DIR
 """
 
 from __future__ import annotations
@@ -17,22 +17,36 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config file (get_config()).")
 flags.DEFINE_enum("mode", "train", ["train", "denoise", "eval", "submit"], "What to do.")
 flags.DEFINE_string("workdir", None, "train: run folder (checkpoints, logs, results).")
-flags.DEFINE_bool("allow_config_change", False,
-                  "train: resume a workdir even if its config.json differs from --config.")
-flags.DEFINE_string("checkpoint", None, "denoise/eval/submit: our run folder (or a checkpoint "
-                    "in it) or an authors' .pth (eval/submit: config.eval.network picks which).")
+flags.DEFINE_bool(
+    "allow_config_change",
+    False,
+    "train: resume a workdir even if its config.json differs from --config.",
+)
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "denoise/eval/submit: our run folder (or a checkpoint "
+    "in it) or an authors' .pth (eval/submit: config.eval.network picks which).",
+)
 flags.DEFINE_string("input", None, "denoise: an image file or a folder of images.")
 flags.DEFINE_string("output", None, "denoise: output file or folder; eval/submit: folder.")
 flags.DEFINE_bool("ensemble", False, "denoise: average the 8 flips/rotations (x8 slower).")
 flags.DEFINE_bool("overwrite", False, "denoise: redo outputs that already exist.")
 flags.DEFINE_integer("tile", 1024, "denoise: tile side in pixels (memory ~ tile^2).")
-flags.DEFINE_string("coordinator_address", None,
-                    "multi-process: host:port of process 0 (else JAX reads SLURM/TPU env).")
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "multi-process: host:port of process 0 (else JAX reads SLURM/TPU env).",
+)
 flags.DEFINE_integer("num_processes", None, "multi-process: number of processes.")
 flags.DEFINE_integer("process_id", None, "multi-process: this process's index.")
 
-REQUIRED = {"train": ("workdir",), "denoise": ("checkpoint", "input", "output"),
-            "eval": ("checkpoint", "output"), "submit": ("checkpoint", "output")}
+REQUIRED = {
+    "train": ("workdir",),
+    "denoise": ("checkpoint", "input", "output"),
+    "eval": ("checkpoint", "output"),
+    "submit": ("checkpoint", "output"),
+}
 
 
 def _run(mode: str) -> int:
@@ -46,12 +60,18 @@ def _run(mode: str) -> int:
         elif mode == "submit":
             benchmark.run_submit(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
         else:
-            sharding.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                            FLAGS.process_id)
-            train.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                                     allow_config_change=FLAGS.allow_config_change)
-    except (ValueError, DatasetUnavailableError, CheckpointInputError,
-            sharding.ClusterJoinError) as e:
+            sharding.initialize_distributed(
+                FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+            )
+            train.train_and_evaluate(
+                FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change
+            )
+    except (
+        ValueError,
+        DatasetUnavailableError,
+        CheckpointInputError,
+        sharding.ClusterJoinError,
+    ) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -71,8 +91,14 @@ def main(argv: list[str]) -> int:
     if FLAGS.mode == "denoise":
         from sassid_jax.denoise import run_denoise
 
-        return run_denoise(FLAGS.checkpoint, FLAGS.input, FLAGS.output,
-                           ensemble=FLAGS.ensemble, overwrite=FLAGS.overwrite, tile=FLAGS.tile)
+        return run_denoise(
+            FLAGS.checkpoint,
+            FLAGS.input,
+            FLAGS.output,
+            ensemble=FLAGS.ensemble,
+            overwrite=FLAGS.overwrite,
+            tile=FLAGS.tile,
+        )
     return _run(FLAGS.mode)
 
 

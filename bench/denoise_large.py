@@ -73,30 +73,47 @@ def main() -> None:
 
     start = time.perf_counter()  # compile of the tile shape happens in the first call: timed
     first: list[float] = []
-    out = inference.denoise(apply_fn, image, tile=args.tile, margin=args.margin,
-                            batch=args.batch,
-                            progress=lambda d, t: first.append(time.perf_counter() - start))
+    out = inference.denoise(
+        apply_fn,
+        image,
+        tile=args.tile,
+        margin=args.margin,
+        batch=args.batch,
+        progress=lambda d, t: first.append(time.perf_counter() - start),
+    )
     seconds = time.perf_counter() - start
     assert out.shape == (*image.shape[:2], 3) and np.isfinite(out).all()
     steady = (seconds - first[0]) / max(1, len(first) - 1) if len(first) > 1 else seconds
     result = {
-        "image": [args.height, args.width_px], "unet_width": args.width, "tile": args.tile,
-        "margin": args.margin, "batch": args.batch, "tile_shape": list(plan.tile_shape),
-        "tiles": plan.num_tiles, "apply_calls": calls,
-        "computed_over_image_pixels": plan.num_tiles * math.prod(plan.tile_shape)
+        "image": [args.height, args.width_px],
+        "unet_width": args.width,
+        "tile": args.tile,
+        "margin": args.margin,
+        "batch": args.batch,
+        "tile_shape": list(plan.tile_shape),
+        "tiles": plan.num_tiles,
+        "apply_calls": calls,
+        "computed_over_image_pixels": plan.num_tiles
+        * math.prod(plan.tile_shape)
         / (args.height * args.width_px),
-        "seconds": seconds, "first_call_seconds_incl_compile": first[0],
-        "steady_seconds_per_call": steady, "tflops_total": flops * calls / 1e12,
+        "seconds": seconds,
+        "first_call_seconds_incl_compile": first[0],
+        "steady_seconds_per_call": steady,
+        "tflops_total": flops * calls / 1e12,
         "gflops_per_s": flops * calls / seconds / 1e9,
-        "gflops_per_s_steady": flops / steady / 1e9, "peak_rss_gb": peak_rss_gb(),
-        "cpu_count": jax.local_device_count(), "backend": jax.default_backend(),
+        "gflops_per_s_steady": flops / steady / 1e9,
+        "peak_rss_gb": peak_rss_gb(),
+        "cpu_count": jax.local_device_count(),
+        "backend": jax.default_backend(),
         "machine": platform.processor() or platform.machine(),
         "targets": {"seconds": 120, "peak_rss_gb": 3.0},
     }
     print(json.dumps(result, indent=2))
     rss = result["peak_rss_gb"]
-    print(f"{args.width_px}x{args.height}: {seconds:.1f} s, peak RSS {rss:.2f} GB,"
-          f" {result['gflops_per_s']:.1f} GFLOP/s ({plan.num_tiles} tiles of {plan.tile_shape})")
+    print(
+        f"{args.width_px}x{args.height}: {seconds:.1f} s, peak RSS {rss:.2f} GB,"
+        f" {result['gflops_per_s']:.1f} GFLOP/s ({plan.num_tiles} tiles of {plan.tile_shape})"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"denoise_large-{time.strftime('%Y%m%d-%H%M%S')}.json"
     (RESULTS / name).write_text(json.dumps(result, indent=2))

@@ -63,8 +63,9 @@ SHARED = REPO.parent / "shared" / "data"  # --shared overrides
 def _data_paths(shared: Path) -> None:
     global SHARED, SIDD_PAIR, SIDD_NOISY, DND_NOISY
     SHARED = shared
-    SIDD_PAIR, SIDD_NOISY, DND_NOISY = (shared / n for n in ("sidd_pair", "sidd_noisy",
-                                                            "dnd_noisy"))
+    SIDD_PAIR, SIDD_NOISY, DND_NOISY = (
+        shared / n for n in ("sidd_pair", "sidd_noisy", "dnd_noisy")
+    )
 
 
 _data_paths(SHARED)
@@ -80,8 +81,7 @@ METHODS = {"sasl": 9, "bsn": 1, "sasl_b5": 5}  # method -> BNN blind size
 # lags <= 2) is an experiment, asked for with --methods.
 DEFAULT_METHODS = ("sasl", "bsn")
 LABELS = {
-    "sasl": {"bnn": "BNN b=9 (stage 1)", "lan": "LAN (stage 2 of SASL)",
-             "unet": "SASL U-Net"},
+    "sasl": {"bnn": "BNN b=9 (stage 1)", "lan": "LAN (stage 2 of SASL)", "unet": "SASL U-Net"},
     "sasl_b5": {"bnn": "BNN b=5 (stage 1)", "lan": "b=5 -> LAN", "unet": "SASL b=5 U-Net"},
     "bsn": {"bnn": "BSN b=1 (stage 1)", "lan": "BSN b=1 -> LAN", "unet": "BSN b=1 -> U-Net"},
 }
@@ -112,12 +112,20 @@ def prepare_sidd_folders(out: Path, with_extra: bool) -> dict[str, str]:
             _link(p, train / f"sidd_noisy_{p.name}")
     _link(SIDD_PAIR / "noisy.png", data / "eval_noisy" / EVAL_NAME)
     _link(SIDD_PAIR / "gt.png", data / "eval_clean" / EVAL_NAME)
-    return {"noisy_dir": str(train), "eval_noisy_dir": str(data / "eval_noisy"),
-            "eval_clean_dir": str(data / "eval_clean")}
+    return {
+        "noisy_dir": str(train),
+        "eval_noisy_dir": str(data / "eval_noisy"),
+        "eval_clean_dir": str(data / "eval_clean"),
+    }
 
 
-def make_config(method: str, steps: tuple[int, int, int], dirs: dict[str, str], seed: int,
-                args: argparse.Namespace):
+def make_config(
+    method: str,
+    steps: tuple[int, int, int],
+    dirs: dict[str, str],
+    seed: int,
+    args: argparse.Namespace,
+):
     from configs import default
 
     c = default.get_config()
@@ -185,15 +193,17 @@ class StageClock(logging.Handler):
             if "end" not in s:
                 continue
             rates = s["rates"][1:] or s["rates"]  # the first window includes compilation
-            out[name] = {"wall_s": round(s["end"] - s["start"], 1), "steps": s["steps"],
-                         "steps_per_s": round(sum(rates) / len(rates), 3),
-                         "final_loss": s["final_loss"],
-                         "eval_curve": s.get("eval_curve", [])}
+            out[name] = {
+                "wall_s": round(s["end"] - s["start"], 1),
+                "steps": s["steps"],
+                "steps_per_s": round(sum(rates) / len(rates), 3),
+                "final_loss": s["final_loss"],
+                "eval_curve": s.get("eval_curve", []),
+            }
         return out
 
 
-def train_run(config, workdir: Path, allow_config_change: bool = False
-              ) -> dict[str, Any]:
+def train_run(config, workdir: Path, allow_config_change: bool = False) -> dict[str, Any]:
     """train_and_evaluate in workdir; per-stage wall times kept in workdir/timing.json."""
     from sassid_jax import train
 
@@ -202,8 +212,7 @@ def train_run(config, workdir: Path, allow_config_change: bool = False
     root.addHandler(clock)
     t0 = time.perf_counter()
     try:
-        results = train.train_and_evaluate(config, workdir,
-                                           allow_config_change=allow_config_change)
+        results = train.train_and_evaluate(config, workdir, allow_config_change=allow_config_change)
     finally:  # also when stopped (SIGTERM): the stages that finished keep their times
         root.removeHandler(clock)
         payload = _write_timing(workdir, clock.summary(), time.perf_counter() - t0)
@@ -213,8 +222,7 @@ def train_run(config, workdir: Path, allow_config_change: bool = False
 def _write_timing(workdir: Path, stages: dict[str, Any], wall: float) -> dict[str, Any]:
     timing_path = workdir / "timing.json"
     old = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-    payload = {"stages": {**old.get("stages", {}), **stages},
-               "last_call_wall_s": round(wall, 1)}
+    payload = {"stages": {**old.get("stages", {}), **stages}, "last_call_wall_s": round(wall, 1)}
     timing_path.write_text(json.dumps(payload, indent=2))
     return payload
 
@@ -258,16 +266,23 @@ def _finished(workdir: Path, requested) -> tuple[Any, dict[str, Any]] | None:
     for name in requested.stage_order:
         if not (workdir / "checkpoints" / name / str(config.stages[name].steps)).is_dir():
             return None
-    for field in ("networks.bnn.blind_size", "dataset.noisy_dir", "seed", "crop_size",
-                  *(f"stages.{n}.steps" for n in requested.stage_order)):
+    for field in (
+        "networks.bnn.blind_size",
+        "dataset.noisy_dir",
+        "seed",
+        "crop_size",
+        *(f"stages.{n}.steps" for n in requested.stage_order),
+    ):
         a, b = config, requested
         for part in field.split("."):
             a, b = a[part], b[part]
         if field == "dataset.noisy_dir":  # same images (e.g. a copied run): fine
             a, b = _folder_content(a), _folder_content(b)
         if a != b:
-            sys.exit(f"{workdir}: a finished run with {field} = {a!r}, requested {b!r}; "
-                     "use another --out")
+            sys.exit(
+                f"{workdir}: a finished run with {field} = {a!r}, requested {b!r}; "
+                "use another --out"
+            )
     config.stage_order = tuple(requested.stage_order)
     lib = workdir / "results.json"
     results = json.loads(lib.read_text()) if lib.exists() else {}
@@ -357,9 +372,14 @@ def run_sidd(args: argparse.Namespace) -> None:
             t = time.perf_counter()
             den, sigma = bm3d_denoise(noisy, factor)
             label = f"BM3D (sigma est. x{factor:g})"
-            rows.append({"method": label, **_score(clean, den),
-                         "sigma_255": round(sigma * factor, 3),
-                         "wall_s": round(time.perf_counter() - t, 1)})
+            rows.append(
+                {
+                    "method": label,
+                    **_score(clean, den),
+                    "sigma_255": round(sigma * factor, 3),
+                    "wall_s": round(time.perf_counter() - t, 1),
+                }
+            )
             images[label] = den
             bm3d_info[label] = rows[-1]
 
@@ -370,8 +390,11 @@ def run_sidd(args: argparse.Namespace) -> None:
         for seed in args.seeds:
             config = make_config(method, tuple(steps), dirs, seed, args)
             workdir = out / "runs" / f"{method}_seed{seed}"
-            print(f"\n=== {method} (b={METHODS[method]}) seed {seed}: steps {steps}, "
-                  f"train folder {dirs['noisy_dir']} ===", flush=True)
+            print(
+                f"\n=== {method} (b={METHODS[method]}) seed {seed}: steps {steps}, "
+                f"train folder {dirs['noisy_dir']} ===",
+                flush=True,
+            )
             done = _finished(workdir, config)
             if done is not None:  # evaluate the finished run as it was trained
                 print(f"{workdir}: finished earlier, not retraining", flush=True)
@@ -385,11 +408,15 @@ def run_sidd(args: argparse.Namespace) -> None:
             scores = {name: _score(clean, outs[name][0]) for name in outs}
             scores["bnn_whole"] = _score(clean, whole["bnn"][0])
             diagnostics.setdefault("bnn_eval_size", {})[f"{method}_seed{seed}"] = (
-                bnn_eval_size_sweep(nets, params["bnn"], example, whole["bnn"][0]))
+                bnn_eval_size_sweep(nets, params["bnn"], example, whole["bnn"][0])
+            )
             timing = info["timing"]["stages"]
             runs[f"{method}_seed{seed}"] = {
-                "method": method, "blind_size": METHODS[method], "seed": seed,
-                "scores": scores, "timing": timing,
+                "method": method,
+                "blind_size": METHODS[method],
+                "seed": seed,
+                "scores": scores,
+                "timing": timing,
                 "config": json.loads(config.to_json_best_effort()),
                 "loss_history": info["library_results"].get("loss_history"),
             }
@@ -402,29 +429,35 @@ def run_sidd(args: argparse.Namespace) -> None:
                         images[lab[name]] = outs[name][0]
                 if method != "bsn" and "lan" in outs:
                     diagnostics.setdefault("stage3_targets", {})[method] = stage3_targets(
-                        clean, outs["bnn"][0], outs["lan"][0])
+                        clean, outs["bnn"][0], outs["lan"][0]
+                    )
                 if method == "sasl" and "lan" in outs:
-                    alpha_img = np.asarray(flatness_alpha(
-                        outs["bnn"][0][None], config.alpha.lower, config.alpha.upper))[0]
+                    alpha_img = np.asarray(
+                        flatness_alpha(outs["bnn"][0][None], config.alpha.lower, config.alpha.upper)
+                    )[0]
                     for name in outs:
                         Image.fromarray(metrics.quantize(outs[name][0]).astype(np.uint8)).save(
-                            out / f"sidd_{method}_{name}.png")
+                            out / f"sidd_{method}_{name}.png"
+                        )
 
     # Table rows for the networks: mean (and spread) over seeds.
     def add_row(method: str, key: str, label: str) -> None:
-        vals = [r["scores"][key] for r in runs.values()
-                if r["method"] == method and key in r["scores"]]
+        vals = [
+            r["scores"][key] for r in runs.values() if r["method"] == method and key in r["scores"]
+        ]
         if not vals:
             return
         stage = "bnn" if key == "bnn_whole" else key
         t = [r["timing"].get(stage, {}) for r in runs.values() if r["method"] == method]
-        row = {"method": label,
-               "psnr": round(float(np.mean([v["psnr"] for v in vals])), 3),
-               "ssim": round(float(np.mean([v["ssim"] for v in vals])), 4),
-               "psnr_per_seed": [v["psnr"] for v in vals],
-               "stage_wall_s": [x.get("wall_s") for x in t],
-               "steps": [x.get("steps") for x in t],
-               "steps_per_s": [x.get("steps_per_s") for x in t]}
+        row = {
+            "method": label,
+            "psnr": round(float(np.mean([v["psnr"] for v in vals])), 3),
+            "ssim": round(float(np.mean([v["ssim"] for v in vals])), 4),
+            "psnr_per_seed": [v["psnr"] for v in vals],
+            "stage_wall_s": [x.get("wall_s") for x in t],
+            "steps": [x.get("steps") for x in t],
+            "steps_per_s": [x.get("steps_per_s") for x in t],
+        }
         rows.append(row)
 
     for method in args.methods:
@@ -435,15 +468,18 @@ def run_sidd(args: argparse.Namespace) -> None:
         add_row(method, "unet", lab["unet"])
 
     table = format_table(rows)
-    print("noise autocorrelation (analysis only, uses the ground truth):",
-          json.dumps(diagnostics["noise_autocorrelation"]))
+    print(
+        "noise autocorrelation (analysis only, uses the ground truth):",
+        json.dumps(diagnostics["noise_autocorrelation"]),
+    )
     for key, val in diagnostics.get("bnn_eval_size", {}).items():
         print(f"BNN evaluation size sweep {key}: {val}")
     for method, targets in diagnostics.get("stage3_targets", {}).items():
         for key, val in targets.items():
             print(f"stage-3 target of {method}, thresholds {key}: {val}")
-    print(f"\nSIDD pair (real noise, ground truth), protocol {args.protocol}:\n{table}\n",
-          flush=True)
+    print(
+        f"\nSIDD pair (real noise, ground truth), protocol {args.protocol}:\n{table}\n", flush=True
+    )
     (out / "table.txt").write_text(table + "\n")
 
     # The same crop of every method side by side (upscaled for visibility).
@@ -451,26 +487,47 @@ def run_sidd(args: argparse.Namespace) -> None:
     cols = []
     for label, img in images.items():
         s = _score(clean, img)["psnr"]
-        cols.append((f"{label} {s:.2f} dB", _upscale(np.asarray(img, np.float32)[y:y + size,
-                                                                             x:x + size], k)))
+        cols.append(
+            (
+                f"{label} {s:.2f} dB",
+                _upscale(np.asarray(img, np.float32)[y : y + size, x : x + size], k),
+            )
+        )
     if alpha_img is not None:
-        cols.append(("alpha of BNN b=9 (white = texture)", _upscale(alpha_img[y:y + size,
-                                                                             x:x + size], k)))
-    cols.append(("ground truth", _upscale(clean[y:y + size, x:x + size], k)))
+        cols.append(
+            (
+                "alpha of BNN b=9 (white = texture)",
+                _upscale(alpha_img[y : y + size, x : x + size], k),
+            )
+        )
+    cols.append(("ground truth", _upscale(clean[y : y + size, x : x + size], k)))
     half = (len(cols) + 1) // 2
-    visualize.save_panel(out / "panel_sidd.png", cols[:half],
-                         caption=f"SIDD pair crop y={y} x={x} {size}px x{k}, protocol "
-                                 f"{args.protocol} (1/2)")
-    visualize.save_panel(out / "panel_sidd_2.png", cols[half:],
-                         caption=f"(2/2) protocol {args.protocol}")
+    visualize.save_panel(
+        out / "panel_sidd.png",
+        cols[:half],
+        caption=f"SIDD pair crop y={y} x={x} {size}px x{k}, protocol {args.protocol} (1/2)",
+    )
+    visualize.save_panel(
+        out / "panel_sidd_2.png", cols[half:], caption=f"(2/2) protocol {args.protocol}"
+    )
 
     payload = {
-        "protocol": args.protocol, "steps": steps, "extra_training_images": extra,
+        "protocol": args.protocol,
+        "steps": steps,
+        "extra_training_images": extra,
         "train_images": sorted(os.listdir(dirs["noisy_dir"])),
-        "table": rows, "runs": runs, "bm3d": bm3d_info, "diagnostics": diagnostics,
-        "command": " ".join(sys.argv), "library": _library_version(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]},
+        "table": rows,
+        "runs": runs,
+        "bm3d": bm3d_info,
+        "diagnostics": diagnostics,
+        "command": " ".join(sys.argv),
+        "library": _library_version(),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "jax": jax.__version__,
+            "devices": [str(d) for d in jax.devices()],
+        },
     }
     evaluate.write_json(out / "results.json", payload)
     print(f"wrote {out / 'results.json'}, {out / 'panel_sidd.png'}", flush=True)
@@ -504,7 +561,7 @@ def _region_psnr(clean, image, mask) -> float:
     from sassid_jax.metrics import quantize
 
     d = quantize(np.asarray(image, np.float32)) - clean.astype(np.float32)
-    return round(float(10 * np.log10(255.0 ** 2 / np.mean(d[mask] ** 2))), 3)
+    return round(float(10 * np.log10(255.0**2 / np.mean(d[mask] ** 2))), 3)
 
 
 def bnn_eval_size_sweep(nets, bnn_params, example, whole) -> dict[str, Any]:
@@ -553,9 +610,11 @@ def stage3_targets(clean, bnn, lan) -> dict[str, dict[str, float]]:
         hard = np.where(a < 0.5, bnn, np.where(a > 0.5, lan, 0.5 * (bnn + lan)))
         soft = (1 - a) * bnn + a * lan
         res[f"{lower}/{upper}"] = {
-            "hard_psnr": _score(clean, hard)["psnr"], "soft_psnr": _score(clean, soft)["psnr"],
+            "hard_psnr": _score(clean, hard)["psnr"],
+            "soft_psnr": _score(clean, soft)["psnr"],
             "frac_flat": round(float((a < 0.5).mean()), 3),
-            "frac_texture": round(float((a > 0.5).mean()), 3)}
+            "frac_texture": round(float((a > 0.5).mean()), 3),
+        }
     return res
 
 
@@ -571,24 +630,29 @@ def _library_version() -> dict[str, str]:
     if snap.exists():  # a copy of the library outside git (see bench/REAL_NOISE.md)
         info["snapshot_of"] = snap.read_text().strip()
         return info
-    for key, cmd in (("commit", ["git", "rev-parse", "HEAD"]),
-                     ("dirty_files", ["git", "status", "--short", "--", "sassid_jax",
-                                      "configs"])):
+    for key, cmd in (
+        ("commit", ["git", "rev-parse", "HEAD"]),
+        ("dirty_files", ["git", "status", "--short", "--", "sassid_jax", "configs"]),
+    ):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            info[key] = subprocess.run(cmd, cwd=root, capture_output=True, text=True,
-                                       timeout=20).stdout.strip()
+            info[key] = subprocess.run(
+                cmd, cwd=root, capture_output=True, text=True, timeout=20
+            ).stdout.strip()
     return info
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'method':<34} {'PSNR dB':>8} {'SSIM':>7}  {'stage wall s':>12} {'steps':>6}",
-             "-" * 74]
+    lines = [
+        f"{'method':<34} {'PSNR dB':>8} {'SSIM':>7}  {'stage wall s':>12} {'steps':>6}",
+        "-" * 74,
+    ]
     for r in rows:
         wall = r.get("stage_wall_s") or ([r["wall_s"]] if "wall_s" in r else [])
         wall_s = "/".join(f"{w:.0f}" for w in wall if w is not None)
         steps = "/".join(str(s) for s in r.get("steps", []) if s is not None)
-        lines.append(f"{r['method']:<34} {r['psnr']:>8.2f} {r['ssim']:>7.4f}  {wall_s:>12} "
-                     f"{steps:>6}")
+        lines.append(
+            f"{r['method']:<34} {r['psnr']:>8.2f} {r['ssim']:>7.4f}  {wall_s:>12} {steps:>6}"
+        )
     return "\n".join(lines)
 
 
@@ -608,7 +672,7 @@ def flat_residual_std(image, mask) -> float:
     x = np.asarray(image, np.float64)
     local = uniform_filter(x, size=(7, 7, 1), mode="reflect")
     r = (x - local)[mask]
-    return float(np.sqrt(np.mean(r ** 2)))
+    return float(np.sqrt(np.mean(r**2)))
 
 
 def lowpass_bias(image, noisy, size: int = 15) -> float:
@@ -658,8 +722,10 @@ def run_dnd(args: argparse.Namespace) -> None:
     # The SIDD pair rides along as a sanity check of the measure (it has a ground truth);
     # it is reported separately and kept out of the DND means.
     jobs = [(p, None) for p in files] + [(SIDD_PAIR / "noisy.png", SIDD_PAIR / "gt.png")]
-    masks_def = {"flat": "alpha < 0.5 (7x7 std of BNN output < alpha.lower)",
-                 "non_texture": "alpha <= 0.5 (7x7 std of BNN output <= alpha.upper)"}
+    masks_def = {
+        "flat": "alpha < 0.5 (7x7 std of BNN output < alpha.lower)",
+        "non_texture": "alpha <= 0.5 (7x7 std of BNN output <= alpha.upper)",
+    }
     per_image, panels = [], set(args.dnd_panels)
     t0 = time.perf_counter()
     for i, (path, gt_path) in enumerate(jobs):
@@ -667,16 +733,18 @@ def run_dnd(args: argparse.Namespace) -> None:
         noisy = np.asarray(Image.open(path).convert("RGB"))
         outs: dict[str, Any] = {"Noisy": noisy.astype(np.float32)}
         bnn = predict_blocks(sasl["bnn"], noisy, sasl_cfg.eval.bnn_block)
-        alpha = np.asarray(flatness_alpha(bnn[None], sasl_cfg.alpha.lower,
-                                          sasl_cfg.alpha.upper))[0, ..., 0]
+        alpha = np.asarray(flatness_alpha(bnn[None], sasl_cfg.alpha.lower, sasl_cfg.alpha.upper))[
+            0, ..., 0
+        ]
         masks = {"flat": alpha < 0.5, "non_texture": alpha <= 0.5}
         with_bm3d = not args.skip_bm3d and (gt_path or i < (args.bm3d_max or len(jobs)))
         if with_bm3d:
             outs["BM3D (sigma est.)"], sigma = bm3d_denoise(noisy)
         for method, (cfg, fns) in nets_by_method.items():
             lab = LABELS[method]
-            outs[lab["bnn"]] = (bnn if method == "sasl" else
-                                predict_blocks(fns["bnn"], noisy, cfg.eval.bnn_block))
+            outs[lab["bnn"]] = (
+                bnn if method == "sasl" else predict_blocks(fns["bnn"], noisy, cfg.eval.bnn_block)
+            )
             for net in ("lan", "unet"):
                 if net in fns:
                     outs[lab[net]] = predict_image(fns[net], noisy)
@@ -684,26 +752,31 @@ def run_dnd(args: argparse.Namespace) -> None:
             outs["Ground truth"] = np.asarray(Image.open(gt_path).convert("RGB"), np.float32)
         q = {k: metrics.quantize(v) for k, v in outs.items()}
         rec: dict[str, Any] = {"name": name}
-        rec["lowpass_bias"] = {k: round(lowpass_bias(v, noisy), 3) for k, v in q.items()
-                               if k != "Noisy"}
+        rec["lowpass_bias"] = {
+            k: round(lowpass_bias(v, noisy), 3) for k, v in q.items() if k != "Noisy"
+        }
         for mname, mask in masks.items():
             rec[f"{mname}_fraction"] = round(float(mask.mean()), 4)
             if mask.sum() >= 100:
-                rec[f"{mname}_residual_std"] = {k: round(flat_residual_std(v, mask), 3)
-                                                for k, v in q.items()}
+                rec[f"{mname}_residual_std"] = {
+                    k: round(flat_residual_std(v, mask), 3) for k, v in q.items()
+                }
         if with_bm3d:
             rec["bm3d_sigma_255"] = round(sigma, 3)
         per_image.append(rec)
-        print(f"[{i + 1}/{len(jobs)}] {name} flat {rec['flat_fraction']:.3f} "
-              + " ".join(f"{k}={v:.2f}" for k, v in rec.get("flat_residual_std", {}).items()),
-              flush=True)
+        print(
+            f"[{i + 1}/{len(jobs)}] {name} flat {rec['flat_fraction']:.3f} "
+            + " ".join(f"{k}={v:.2f}" for k, v in rec.get("flat_residual_std", {}).items()),
+            flush=True,
+        )
         if gt_path or name in panels or i < args.dnd_num_panels:
             cols = [(k, q[k]) for k in q] + [("alpha of BNN (white = texture)", alpha)]
             half = (len(cols) + 1) // 2
             visualize.save_panel(out / f"dnd_{name}_1.png", cols[:half], caption=path.name)
             visualize.save_panel(out / f"dnd_{name}_2.png", cols[half:], caption=path.name)
             Image.fromarray(q[LABELS["sasl"]["unet"]].astype(np.uint8)).save(
-                out / f"dnd_{name}_sasl_unet.png")
+                out / f"dnd_{name}_sasl_unet.png"
+            )
     dnd = [r for r in per_image if r["name"] != "sidd_pair"]
     summary: dict[str, Any] = {}
     lines = []
@@ -714,57 +787,89 @@ def run_dnd(args: argparse.Namespace) -> None:
         summary[mname] = {
             "num_crops": len(with_std),
             "mean_fraction": round(float(np.mean([r[f"{mname}_fraction"] for r in dnd])), 4),
-            "residual_std": {k: round(float(np.mean([r[key][k] for r in with_std
-                                                     if k in r[key]])), 3)
-                             for k in methods},
-            "num_crops_per_method": {k: sum(k in r[key] for r in with_std) for k in methods}}
+            "residual_std": {
+                k: round(float(np.mean([r[key][k] for r in with_std if k in r[key]])), 3)
+                for k in methods
+            },
+            "num_crops_per_method": {k: sum(k in r[key] for r in with_std) for k in methods},
+        }
         sidd = per_image[-1].get(key, {})
-        lines += [f"{mname}: {masks_def[mname]}; {len(with_std)}/{len(dnd)} DND crops with "
-                  f">= 100 such pixels, mean fraction {summary[mname]['mean_fraction']:.3f}",
-                  f"{'method':<28} {'DND mean':>9} {'crops':>6} {'SIDD pair':>10}", "-" * 56]
-        lines += [f"{k:<28} {v:>9.2f} {summary[mname]['num_crops_per_method'][k]:>6} "
-                  f"{sidd.get(k, float('nan')):>10.2f}"
-                  for k, v in summary[mname]["residual_std"].items()]
+        lines += [
+            f"{mname}: {masks_def[mname]}; {len(with_std)}/{len(dnd)} DND crops with "
+            f">= 100 such pixels, mean fraction {summary[mname]['mean_fraction']:.3f}",
+            f"{'method':<28} {'DND mean':>9} {'crops':>6} {'SIDD pair':>10}",
+            "-" * 56,
+        ]
+        lines += [
+            f"{k:<28} {v:>9.2f} {summary[mname]['num_crops_per_method'][k]:>6} "
+            f"{sidd.get(k, float('nan')):>10.2f}"
+            for k, v in summary[mname]["residual_std"].items()
+        ]
         if "Ground truth" in sidd:
             lines.append(f"{'Ground truth':<28} {'':>9} {sidd['Ground truth']:>10.2f}")
         lines.append("")
     with_bias = [r["lowpass_bias"] for r in dnd]
     bias_methods = list(dict.fromkeys(k for r in with_bias for k in r))
-    summary["lowpass_bias"] = {k: round(float(np.mean([r[k] for r in with_bias if k in r])),
-                                        3) for k in bias_methods}
-    lines += ["lowpass bias: RMS of (15x15 mean of output - 15x15 mean of noisy input), "
-              "all pixels (colour casts / brightness shifts)",
-              f"{'method':<28} {'DND mean':>9} {'SIDD pair':>10}", "-" * 49]
+    summary["lowpass_bias"] = {
+        k: round(float(np.mean([r[k] for r in with_bias if k in r])), 3) for k in bias_methods
+    }
+    lines += [
+        "lowpass bias: RMS of (15x15 mean of output - 15x15 mean of noisy input), "
+        "all pixels (colour casts / brightness shifts)",
+        f"{'method':<28} {'DND mean':>9} {'SIDD pair':>10}",
+        "-" * 49,
+    ]
     sidd_bias = per_image[-1]["lowpass_bias"]
-    lines += [f"{k:<28} {v:>9.2f} {sidd_bias.get(k, float('nan')):>10.2f}"
-              for k, v in summary["lowpass_bias"].items()]
+    lines += [
+        f"{k:<28} {v:>9.2f} {sidd_bias.get(k, float('nan')):>10.2f}"
+        for k, v in summary["lowpass_bias"].items()
+    ]
     if "Ground truth" in sidd_bias:
         lines.append(f"{'Ground truth':<28} {'':>9} {sidd_bias['Ground truth']:>10.2f}")
     table = "\n".join(lines)
     print(f"\nResidual std (image minus its 7x7 local mean, 0-255 scale):\n{table}")
     (out / "table_dnd.txt").write_text(table + "\n")
-    evaluate.write_json(out / "results_dnd.json", {
-        "from_run": str(src), "summary": summary, "per_image": per_image,
-        "mask_definitions": masks_def,
-        "wall_s": round(time.perf_counter() - t0, 1), "command": " ".join(sys.argv),
-        "devices": [str(d) for d in jax.devices()]})
+    evaluate.write_json(
+        out / "results_dnd.json",
+        {
+            "from_run": str(src),
+            "summary": summary,
+            "per_image": per_image,
+            "mask_definitions": masks_def,
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "command": " ".join(sys.argv),
+            "devices": [str(d) for d in jax.devices()],
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("part", choices=("sidd", "dnd", "timing"),
-                   help="timing: rebuild --workdir's timing.json from --log")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "part",
+        choices=("sidd", "dnd", "timing"),
+        help="timing: rebuild --workdir's timing.json from --log",
+    )
     p.add_argument("--log", default="")
     p.add_argument("--workdir", default="")
-    p.add_argument("--stage1-only", nargs="*", default=[], choices=tuple(METHODS),
-                   help="methods trained (or evaluated) for stage 1 only")
-    p.add_argument("--allow-config-change", action="store_true",
-                   help="resume a workdir made with another config (e.g. other LAN/U-Net "
-                        "steps after a finished BNN stage)")
+    p.add_argument(
+        "--stage1-only",
+        nargs="*",
+        default=[],
+        choices=tuple(METHODS),
+        help="methods trained (or evaluated) for stage 1 only",
+    )
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume a workdir made with another config (e.g. other LAN/U-Net "
+        "steps after a finished BNN stage)",
+    )
     p.add_argument("--out", default=str(REPO / "scratch" / "quality_real"))
     p.add_argument("--protocol", choices=("short", "full"), default="short")
     p.add_argument("--methods", nargs="+", choices=tuple(METHODS), default=list(DEFAULT_METHODS))
@@ -772,15 +877,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=0, help="steps of every stage (0: protocol's)")
     for name in STAGES:
         p.add_argument(f"--steps-{name}", type=int, default=0)
-    p.add_argument("--extra", dest="extra", action="store_true", default=None,
-                   help="add the four SIDD noisy blocks to training (default: full only)")
+    p.add_argument(
+        "--extra",
+        dest="extra",
+        action="store_true",
+        default=None,
+        help="add the four SIDD noisy blocks to training (default: full only)",
+    )
     p.add_argument("--no-extra", dest="extra", action="store_false")
     p.add_argument("--crop", type=int, default=64)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--eval-every", type=int, default=0,
-                   help="also score on the SIDD pair every N steps (convergence curve)")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="also score on the SIDD pair every N steps (convergence curve)",
+    )
     p.add_argument("--skip-bm3d", action="store_true")
     p.add_argument("--crop-y", type=int, default=64)
     p.add_argument("--crop-x", type=int, default=64)
@@ -789,15 +903,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--from-run", default="", help="dnd: a sidd --out folder to take nets from")
     p.add_argument("--max-images", type=int, default=0)
     p.add_argument("--dnd-num-panels", type=int, default=3)
-    p.add_argument("--bm3d-max", type=int, default=0,
-                   help="dnd: BM3D on the first N crops only (0: all); it is the slow part")
+    p.add_argument(
+        "--bm3d-max",
+        type=int,
+        default=0,
+        help="dnd: BM3D on the first N crops only (0: all); it is the slow part",
+    )
     p.add_argument("--dnd-panels", nargs="*", default=[])
-    p.add_argument("--shared", default=str(SHARED),
-                   help="the shared data folder (sidd_pair/, sidd_noisy/, dnd_noisy/)")
+    p.add_argument(
+        "--shared",
+        default=str(SHARED),
+        help="the shared data folder (sidd_pair/, sidd_noisy/, dnd_noisy/)",
+    )
     args = p.parse_args(argv)
     _data_paths(Path(args.shared).resolve())
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        stream=sys.stdout)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     for noisy in ("absl", "orbax", "jax", "tensorflow", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.part == "timing":

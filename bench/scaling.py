@@ -37,8 +37,9 @@ def measure(batch: int, crop: int, width: int, repeats: int) -> dict:
     stage = make_stage("unet", ("unet",), ("unet",))
     tx = train.make_optimizer(config, "unet")
     x0 = np.zeros((1, crop, crop, 3), np.float32)
-    teachers = {n: networks[n].init(jax.random.key(i), x0)["params"]
-                for i, n in enumerate(("bnn", "lan"))}
+    teachers = {
+        n: networks[n].init(jax.random.key(i), x0)["params"] for i, n in enumerate(("bnn", "lan"))
+    }
     teachers = sharding.replicate(teachers, mesh)
     state = sharding.replicate(train.init_state(networks, stage, tx, jax.random.key(0), crop), mesh)
     step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh)
@@ -69,18 +70,32 @@ def main() -> None:
         return
     rows = []
     for n in (1, 2, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
-                   JAX_PLATFORMS="cpu")
-        cmd = [sys.executable, __file__, "--child", "--batch", str(args.batch), "--crop",
-               str(args.crop), "--width", str(args.width), "--repeats", str(args.repeats)]
+        env = dict(
+            os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu"
+        )
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--batch",
+            str(args.batch),
+            "--crop",
+            str(args.crop),
+            "--width",
+            str(args.width),
+            "--repeats",
+            str(args.repeats),
+        ]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     base = rows[0]["median_step_s"]
     print(f"U-Net stage step, global batch {args.batch} x {args.crop}^2, width {args.width}")
     print(f"{'devices':>8} {'step (ms)':>10} {'steps/s':>8} {'vs 1 dev':>9}")
     for r in rows:
-        print(f"{r['devices']:>8} {1000 * r['median_step_s']:>10.1f} {r['steps_per_s']:>8.2f} "
-              f"{base / r['median_step_s']:>8.2f}x")
+        print(
+            f"{r['devices']:>8} {1000 * r['median_step_s']:>10.1f} {r['steps_per_s']:>8.2f} "
+            f"{base / r['median_step_s']:>8.2f}x"
+        )
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "scaling.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))

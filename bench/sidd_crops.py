@@ -63,7 +63,7 @@ def whole_png_crops_per_s(paths: list[Path], repeats: int, crop: int = 256) -> f
         with Image.open(paths[r % len(paths)]) as im:
             pixels = np.asarray(im)
         top, left = rng.integers(0, HEIGHT - crop), rng.integers(0, WIDTH - crop)
-        _ = pixels[top:top + crop, left:left + crop].astype(np.float32)
+        _ = pixels[top : top + crop, left : left + crop].astype(np.float32)
         times.append(time.perf_counter() - start)
     return 1.0 / statistics.median(times)
 
@@ -74,8 +74,9 @@ def tile_crops_per_s(tiles_source, repeats: int, steps: int = 10, batch: int = 8
     rates = []
     for r in range(repeats):
         start = time.perf_counter()
-        for _ in tile_batches(tiles_source, crop_size=256, batch_size=batch, seed=r,
-                              num_steps=steps):
+        for _ in tile_batches(
+            tiles_source, crop_size=256, batch_size=batch, seed=r, num_steps=steps
+        ):
             pass
         rates.append(steps * batch / (time.perf_counter() - start))
     return statistics.median(rates)
@@ -99,17 +100,27 @@ def main() -> None:
         root = Path(tmp)
         paths = write_download(root / "dl", args.images)
         whole = whole_png_crops_per_s(paths, args.repeats)
-        cfg = ml_collections.ConfigDict({
-            "name": "sidd_medium_srgb", "data_dir": str(root / "tfds"),
-            "manual_dir": str(root / "dl"), "tile": 512, "tile_stride": 256})
+        cfg = ml_collections.ConfigDict(
+            {
+                "name": "sidd_medium_srgb",
+                "data_dir": str(root / "tfds"),
+                "manual_dir": str(root / "dl"),
+                "tile": 512,
+                "tile_stride": 256,
+            }
+        )
         start = time.perf_counter()
         tiles_source = sources.sidd_medium_tiles(cfg)
         prepare_s = time.perf_counter() - start
         tiled = tile_crops_per_s(tiles_source, args.repeats)
         result = {
-            "images": args.images, "image_size": [HEIGHT, WIDTH], "crop": 256,
-            "whole_png_crops_per_s": whole, "tile_crops_per_s": tiled,
-            "speedup": tiled / whole, "tiles": len(tiles_source),
+            "images": args.images,
+            "image_size": [HEIGHT, WIDTH],
+            "crop": 256,
+            "whole_png_crops_per_s": whole,
+            "tile_crops_per_s": tiled,
+            "speedup": tiled / whole,
+            "tiles": len(tiles_source),
             "prepare_seconds": prepare_s,
             "download_bytes": folder_bytes(root / "dl"),
             "prepared_bytes": folder_bytes(root / "tfds"),
@@ -119,9 +130,11 @@ def main() -> None:
     print(f"{'loader':<36} {'crops/s':>9}")
     print(f"{'A. whole 12 MP PNG decode per crop':<36} {whole:>9.1f}")
     print(f"{'B. 512 tiles (ArrayRecord), batch 8':<36} {tiled:>9.1f}")
-    print(f"speed-up {tiled / whole:.0f}x; {len(tiles_source)} tiles from {args.images} images, "
-          f"prepared in {prepare_s:.0f} s; disk {result['prepared_bytes'] / 1e6:.0f} MB "
-          f"vs {result['download_bytes'] / 1e6:.0f} MB downloaded (noisy + GT)")
+    print(
+        f"speed-up {tiled / whole:.0f}x; {len(tiles_source)} tiles from {args.images} images, "
+        f"prepared in {prepare_s:.0f} s; disk {result['prepared_bytes'] / 1e6:.0f} MB "
+        f"vs {result['download_bytes'] / 1e6:.0f} MB downloaded (noisy + GT)"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sidd_crops.json").write_text(json.dumps(result, indent=2))

@@ -79,8 +79,10 @@ def all_rows(shapes: list[str]) -> list[Row]:
             rows += [Row(f"stage/{net}/{mode}/{s}", "stage", net, s, mode) for s in shapes]
     # Ceilings again at the end: on a shared machine the load drifts during a run, and the
     # table uses the best of the two measurements.
-    return rows + [Row("ceil/matmul/end", "ceil", "matmul"), Row("ceil/conv3x3/end", "ceil",
-                                                                 "conv3x3")]
+    return rows + [
+        Row("ceil/matmul/end", "ceil", "matmul"),
+        Row("ceil/conv3x3/end", "ceil", "conv3x3"),
+    ]
 
 
 # ----------------------------------------------------------------------------------- JAX side
@@ -130,9 +132,14 @@ def stage_problem(student: str, mode: str, batch_shape: tuple[int, ...]):
     rng = np.random.default_rng(0)
     batch = jnp.asarray(rng.uniform(0, 255, (*batch_shape, channels)).astype(np.float32))
     blank = jnp.zeros((1, *batch_shape[-2:], 3))
-    teachers = {} if mode == "precomputed" else {
-        t: networks[t].init(jax.random.key(i + 1), blank)["params"]
-        for i, t in enumerate(stage.teachers)}
+    teachers = (
+        {}
+        if mode == "precomputed"
+        else {
+            t: networks[t].init(jax.random.key(i + 1), blank)["params"]
+            for i, t in enumerate(stage.teachers)
+        }
+    )
     return networks, stage, teachers, batch
 
 
@@ -248,8 +255,9 @@ def build_torch(row: Row, device: str = "cpu"):
 
     teacher_names = ("bnn",) if row.net == "lan" else ("bnn", "lan")
     teachers = {t: torch_nets.NETWORKS[t]().to(device).eval() for t in teacher_names}
-    fixed = {t: _torch_inputs(n, size, seed=i + 1, device=device)
-             for i, t in enumerate(teacher_names)}
+    fixed = {
+        t: _torch_inputs(n, size, seed=i + 1, device=device) for i, t in enumerate(teacher_names)
+    }
 
     def run_stage():
         if row.mode == "online":
@@ -303,9 +311,14 @@ def _worker(conn, backend: str, threads: int, device: str = "cpu", inner: int = 
         torch.set_num_threads(threads)
         import torch_parity
 
-        conn.send({"parity": torch_parity.check(torch_parity.DEFAULT_DATA),
-                   "version": torch.__version__, "threads": torch.get_num_threads(),
-                   "devices": device if device == "cpu" else torch.cuda.get_device_name()})
+        conn.send(
+            {
+                "parity": torch_parity.check(torch_parity.DEFAULT_DATA),
+                "version": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "devices": device if device == "cpu" else torch.cuda.get_device_name(),
+            }
+        )
 
         def build(row):
             run, info = build_torch(row, device)
@@ -344,8 +357,9 @@ class Worker:
     def __init__(self, backend: str, threads: int, device: str = "cpu", inner: int = 1) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, backend, threads, device, inner),
-                                daemon=True)
+        self.proc = ctx.Process(
+            target=_worker, args=(child, backend, threads, device, inner), daemon=True
+        )
         self.backend = backend
         self.proc.start()
         self.hello = self._receive()
@@ -354,8 +368,10 @@ class Worker:
         """The worker's answer; exits with a message if the worker died (no endless wait)."""
         while not self.conn.poll(1.0):
             if not self.proc.is_alive():
-                sys.exit(f"speed.py: the {self.backend} worker died (exit code "
-                         f"{self.proc.exitcode}); its traceback is printed above")
+                sys.exit(
+                    f"speed.py: the {self.backend} worker died (exit code "
+                    f"{self.proc.exitcode}); its traceback is printed above"
+                )
         return self.conn.recv()
 
     def ask(self, *msg):
@@ -393,10 +409,19 @@ def measure_row(row: Row, jx: Worker, pt: Worker, lo: int, hi: int, budget: floa
     if row.kind == "ceil":
         flops = _ceiling_flops(row.net)
     return {
-        "row": row.name, "kind": row.kind, "net": row.net, "shape": row.shape, "mode": row.mode,
-        "jax_s": med["jax"], "torch_s": med["torch"], "ratio": med["jax"] / med["torch"],
-        "times": times, "loadavg": loads, "flops": flops,
-        "jax_gflops": flops / med["jax"] / 1e9, "torch_gflops": flops / med["torch"] / 1e9,
+        "row": row.name,
+        "kind": row.kind,
+        "net": row.net,
+        "shape": row.shape,
+        "mode": row.mode,
+        "jax_s": med["jax"],
+        "torch_s": med["torch"],
+        "ratio": med["jax"] / med["torch"],
+        "times": times,
+        "loadavg": loads,
+        "flops": flops,
+        "jax_gflops": flops / med["jax"] / 1e9,
+        "torch_gflops": flops / med["torch"] / 1e9,
         "setup_s": {k: v["setup_s"] for k, v in info.items()},
     }
 
@@ -433,8 +458,11 @@ def machine() -> dict:
                 break
     flags = Path("/proc/cpuinfo").read_text()
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-        "avx512": "avx512f" in flags, "python": platform.python_version(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "avx512": "avx512f" in flags,
+        "python": platform.python_version(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
@@ -475,8 +503,10 @@ def format_table(results: list[dict], meta: dict) -> str:
         f"({state})."
     )
     if meta.get("device", "cpu") != "cpu":
-        head += (f" Accelerator: JAX on {meta['jax_devices']}, PyTorch on "
-                 f"{meta['torch_devices']}; {meta['inner']} calls per timed repeat.")
+        head += (
+            f" Accelerator: JAX on {meta['jax_devices']}, PyTorch on "
+            f"{meta['torch_devices']}; {meta['inner']} calls per timed repeat."
+        )
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
@@ -490,22 +520,37 @@ def update_readme(table: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="1-2 repeats per row and a shorter per-row budget (a few minutes)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="1-2 repeats per row and a shorter per-row budget (a few minutes)",
+    )
     ap.add_argument("--rows", default="", help="regex: keep only matching row names")
     ap.add_argument("--shapes", default="1x256,8x128")
     ap.add_argument("--min-repeats", type=int, default=None)
     ap.add_argument("--max-repeats", type=int, default=None)
-    ap.add_argument("--row-budget", type=float, default=None,
-                    help="seconds of timed runs per row (repeats shrink to fit, not below min)")
+    ap.add_argument(
+        "--row-budget",
+        type=float,
+        default=None,
+        help="seconds of timed runs per row (repeats shrink to fit, not below min)",
+    )
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                    help="cuda: PyTorch on the GPU (JAX uses its default device)")
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: PyTorch on the GPU (JAX uses its default device)",
+    )
     ap.add_argument("--inner", type=int, default=1, help="calls timed together per repeat")
     ap.add_argument("--readme", action="store_true", help="write the table into bench/README.md")
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--from-json", type=Path, default=None,
-                    help="print (and with --readme write) the table of a saved run; no timing")
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="print (and with --readme write) the table of a saved run; no timing",
+    )
     args = ap.parse_args()
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
@@ -527,28 +572,43 @@ def main() -> None:
     bad = {k: v for k, v in pt.hello["parity"].items() if v > 1}
     if bad:
         sys.exit(f"PyTorch networks disagree with the reference outputs: {bad}")
-    print("PyTorch networks match the authors' reference outputs "
-          f"(worst max|diff|/tolerance {max(pt.hello['parity'].values()):.3f})", flush=True)
+    print(
+        "PyTorch networks match the authors' reference outputs "
+        f"(worst max|diff|/tolerance {max(pt.hello['parity'].values()):.3f})",
+        flush=True,
+    )
     jx = Worker("jax", args.threads, args.device, args.inner)
     results = []
     for row in rows:
         r = measure_row(row, jx, pt, lo, hi, budget)
         results.append(r)
-        print(f"{r['row']:32s} jax {1e3 * r['jax_s']:9.1f} ms  torch {1e3 * r['torch_s']:9.1f} ms"
-              f"  ratio {r['ratio']:.2f}  jax {r['jax_gflops']:.0f} GFLOP/s  "
-              f"load {r['loadavg'][-1][0]:.1f}  (n={len(r['times']['jax'])})", flush=True)
+        print(
+            f"{r['row']:32s} jax {1e3 * r['jax_s']:9.1f} ms  torch {1e3 * r['torch_s']:9.1f} ms"
+            f"  ratio {r['ratio']:.2f}  jax {r['jax_gflops']:.0f} GFLOP/s  "
+            f"load {r['loadavg'][-1][0]:.1f}  (n={len(r['times']['jax'])})",
+            flush=True,
+        )
     jx.close()
     pt.close()
     add_stage_ratios(results)
     loads = [a[0] for r in results for a in r["loadavg"]]
     meta = {
-        "started": started, "mode": "quick" if args.quick else "default",
-        "wall_s": time.perf_counter() - t0, "machine": machine(), "threads": args.threads,
-        "jax": jx.hello["version"], "torch": pt.hello["version"],
-        "repeats": f"{lo}-{hi}", "load_min": min(loads), "load_max": max(loads),
-        "parity": pt.hello["parity"], "command": " ".join(sys.argv),
-        "device": args.device, "inner": args.inner,
-        "jax_devices": jx.hello["devices"], "torch_devices": pt.hello["devices"],
+        "started": started,
+        "mode": "quick" if args.quick else "default",
+        "wall_s": time.perf_counter() - t0,
+        "machine": machine(),
+        "threads": args.threads,
+        "jax": jx.hello["version"],
+        "torch": pt.hello["version"],
+        "repeats": f"{lo}-{hi}",
+        "load_min": min(loads),
+        "load_max": max(loads),
+        "parity": pt.hello["parity"],
+        "command": " ".join(sys.argv),
+        "device": args.device,
+        "inner": args.inner,
+        "jax_devices": jx.hello["devices"],
+        "torch_devices": pt.hello["devices"],
     }
     table = format_table(results, meta)
     print("\n" + table)

@@ -23,8 +23,12 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-ROWS = (("unet", "precomputed", 1, 256), ("unet", "precomputed", 8, 128),
-        ("lan", "precomputed", 1, 256), ("bnn", "online", 1, 256))
+ROWS = (
+    ("unet", "precomputed", 1, 256),
+    ("unet", "precomputed", 8, 128),
+    ("lan", "precomputed", 1, 256),
+    ("bnn", "online", 1, 256),
+)
 
 
 def measure(student: str, mode: str, n: int, size: int, k: int, repeats: int) -> dict:
@@ -39,8 +43,9 @@ def measure(student: str, mode: str, n: int, size: int, k: int, repeats: int) ->
     forms = {}
     for per_call in (1, k):
         state = train.init_state(networks, stage, tx, jax.random.key(0), size)
-        step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh, mode,
-                                     several_steps=per_call > 1)
+        step = train.make_train_step(
+            networks, stage, tx, 1.0, 5.0, mesh, mode, several_steps=per_call > 1
+        )
         x = xs if per_call > 1 else xs[0]
         state, metrics = step(state, teachers, x)  # compile and warm up
         jax.block_until_ready(metrics)
@@ -52,10 +57,15 @@ def measure(student: str, mode: str, n: int, size: int, k: int, repeats: int) ->
             jax.block_until_ready(metrics)
             form["times"].append((time.perf_counter() - t) / per_call)
     one, many = (float(np.median(forms[p]["times"])) for p in (1, k))
-    return {"row": f"stage/{student}/{mode}/{n}x{size}", "k": k, "s_per_step_1": one,
-            "s_per_step_k": many, "ratio": many / one,
-            "times": {str(p): f["times"] for p, f in forms.items()},
-            "loadavg": os.getloadavg()[0]}
+    return {
+        "row": f"stage/{student}/{mode}/{n}x{size}",
+        "k": k,
+        "s_per_step_1": one,
+        "s_per_step_k": many,
+        "ratio": many / one,
+        "times": {str(p): f["times"] for p, f in forms.items()},
+        "loadavg": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
@@ -73,11 +83,17 @@ def main() -> None:
             r = measure(student, mode, n, size, args.k, args.repeats)
             results.append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "times"}), flush=True)
-    lines = [f"Run {started}: medians of {args.repeats} interleaved repeats, seconds per step",
-             "", f"| row | 1 step per call | {args.k} steps per call | ratio | load 1-min |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['row']} | {r['s_per_step_1']:.3f} | {r['s_per_step_k']:.3f} | "
-              f"{r['ratio']:.2f} | {r['loadavg']:.1f} |" for r in results]
+    lines = [
+        f"Run {started}: medians of {args.repeats} interleaved repeats, seconds per step",
+        "",
+        f"| row | 1 step per call | {args.k} steps per call | ratio | load 1-min |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['row']} | {r['s_per_step_1']:.3f} | {r['s_per_step_k']:.3f} | "
+        f"{r['ratio']:.2f} | {r['loadavg']:.1f} |"
+        for r in results
+    ]
     print("\n".join(lines))
     out = args.out or REPO / "bench" / "results" / f"steps_per_call-{started.replace(':', '')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

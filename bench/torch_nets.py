@@ -58,8 +58,11 @@ class Trunk(nn.Module):
             setattr(self, f"encode_block_{level}", nn.Sequential(conv(c, c), _act()))
         for level in (5, 4, 3, 2, 1):
             cin = {5: 2 * c, 1: 2 * c + 3}.get(level, 3 * c)
-            setattr(self, f"decode_block_{level}",
-                    nn.Sequential(conv(cin, 2 * c), _act(), conv(2 * c, 2 * c), _act()))
+            setattr(
+                self,
+                f"decode_block_{level}",
+                nn.Sequential(conv(cin, 2 * c), _act(), conv(2 * c, 2 * c), _act()),
+            )
 
     def _down(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(shift_down(x, 1) if self.upward else x, 2)
@@ -95,7 +98,10 @@ class TorchBNN(Trunk):
         self.final_shift = (blind_size + 1) // 2
         c8 = 8 * width
         self.output_block = nn.Sequential(
-            nn.Conv2d(c8, c8, 1), _act(), nn.Conv2d(c8, 2 * width, 1), _act(),
+            nn.Conv2d(c8, c8, 1),
+            _act(),
+            nn.Conv2d(c8, 2 * width, 1),
+            _act(),
             nn.Conv2d(2 * width, 3, 1),
         )
 
@@ -103,7 +109,7 @@ class TorchBNN(Trunk):
         n = x.shape[0]
         stacked = torch.cat([torch.rot90(x, r, dims=(2, 3)) for r in range(4)], 0)
         y = shift_down(super().forward(stacked), self.final_shift)
-        branches = [torch.rot90(y[r * n:(r + 1) * n], -r, dims=(2, 3)) for r in range(4)]
+        branches = [torch.rot90(y[r * n : (r + 1) * n], -r, dims=(2, 3)) for r in range(4)]
         return self.output_block(torch.cat(branches, 1))
 
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
@@ -115,8 +121,9 @@ class ChannelAttention(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()
         r = max(c // CA_REDUCTION, 1)
-        self.conv_du = nn.Sequential(nn.Conv2d(c, r, 1), nn.ReLU(inplace=True), nn.Conv2d(r, c, 1),
-                                     nn.Sigmoid())
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(c, r, 1), nn.ReLU(inplace=True), nn.Conv2d(r, c, 1), nn.Sigmoid()
+        )
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.conv_du(y.mean(dim=(2, 3), keepdim=True))
@@ -166,16 +173,15 @@ def local_std(image: torch.Tensor, window: int = 7) -> torch.Tensor:
 
 def flatness_alpha(image: torch.Tensor, lower: float = 1.0, upper: float = 5.0) -> torch.Tensor:
     sigma = local_std(image)
-    alpha = torch.where(sigma < lower, torch.sigmoid(sigma - lower),
-                        torch.full_like(sigma, 0.5))
+    alpha = torch.where(sigma < lower, torch.sigmoid(sigma - lower), torch.full_like(sigma, 0.5))
     return torch.where(sigma > upper, torch.sigmoid(sigma - upper), alpha)
 
 
-def adaptive_loss(unet_out: torch.Tensor, bnn_out: torch.Tensor, lan_out: torch.Tensor,
-                  alpha: torch.Tensor) -> torch.Tensor:
+def adaptive_loss(
+    unet_out: torch.Tensor, bnn_out: torch.Tensor, lan_out: torch.Tensor, alpha: torch.Tensor
+) -> torch.Tensor:
     flat = 1.0 - alpha
-    return (F.l1_loss(bnn_out * flat, unet_out * flat)
-            + F.l1_loss(lan_out * alpha, unet_out * alpha))
+    return F.l1_loss(bnn_out * flat, unet_out * flat) + F.l1_loss(lan_out * alpha, unet_out * alpha)
 
 
 NETWORKS = {"bnn": TorchBNN, "lan": TorchLAN, "unet": TorchUNet}

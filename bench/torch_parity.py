@@ -50,13 +50,19 @@ def check(data: Path) -> dict[str, float]:
         sigma = torch_nets.local_std(ref["bnn_out_nchw"])
         diff = (sigma - ref["sigma_nchw"]).abs().max().item()
         ratios["sigma"] = diff / (1e-6 * ref["sigma_nchw"].abs().max().item())
-        for source, key in (("bnn_out_nchw", "alpha_nchw"), ("gt_nchw", "alpha_of_gt_nchw"),
-                            ("lan_out_nchw", "alpha_of_lan_out_nchw")):
+        for source, key in (
+            ("bnn_out_nchw", "alpha_nchw"),
+            ("gt_nchw", "alpha_of_gt_nchw"),
+            ("lan_out_nchw", "alpha_of_lan_out_nchw"),
+        ):
             alpha = torch_nets.flatness_alpha(ref[source])
             ratios[f"alpha({source})"] = (alpha - ref[key]).abs().max().item() / 1e-5
-        loss = torch_nets.adaptive_loss(ref["unet_out_nchw"], ref["bnn_out_nchw"],
-                                        ref["lan_out_nchw"], torch_nets.flatness_alpha(
-                                            ref["bnn_out_nchw"]))
+        loss = torch_nets.adaptive_loss(
+            ref["unet_out_nchw"],
+            ref["bnn_out_nchw"],
+            ref["lan_out_nchw"],
+            torch_nets.flatness_alpha(ref["bnn_out_nchw"]),
+        )
         expected = ref["loss_stage3"].item()
         ratios["loss_stage3"] = abs(loss.item() - expected) / (1e-5 * abs(expected))
     return ratios

@@ -36,9 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.compute_dtype = "float32"  # or "bfloat16" (parameters, optimizer state, losses stay f32)
 
     c.networks = ml_collections.ConfigDict()
-    c.networks.bnn = ml_collections.ConfigDict(
-        {"blind_size": 9, "width": 32, "normalize": True}
-    )
+    c.networks.bnn = ml_collections.ConfigDict({"blind_size": 9, "width": 32, "normalize": True})
     c.networks.lan = ml_collections.ConfigDict(
         {"blind_size": 3, "width": 64, "num_blocks": 6, "normalize": True}
     )

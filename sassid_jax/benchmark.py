@@ -35,9 +35,14 @@ EXIT_OK, EXIT_BAD_INPUT = 0, 2
 SUBMIT_DATASETS = ("sidd_benchmark_srgb", "dnd_srgb")
 
 
-def denoise_images(apply_fn: ApplyFn, images: Sequence[np.ndarray], *, ensemble: bool = False,
-                   batch: int = 8, progress: Callable[[int], None] | None = None
-                   ) -> list[np.ndarray]:
+def denoise_images(
+    apply_fn: ApplyFn,
+    images: Sequence[np.ndarray],
+    *,
+    ensemble: bool = False,
+    batch: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
     """Denoise (H, W, 3) images on [0, 255] (uint8 or float), batching equal shapes.
 
     Each image is padded (reflect) to a multiple of 32 and cropped back; with ensemble,
@@ -45,9 +50,10 @@ def denoise_images(apply_fn: ApplyFn, images: Sequence[np.ndarray], *, ensemble:
     (H, W, 3) outputs on [0, 255], in input order. progress(n) is called after each batch
     with the number of images it finished (counted once, in the last ensemble pass).
     """
+
     def run(stack: np.ndarray) -> np.ndarray:  # (N, H, W, 3) -> (N, H, W, 3) float32
         padded = np.stack([pad_to_multiple(x) for x in stack])
-        return np.asarray(apply_fn(padded), np.float32)[:, :stack.shape[1], :stack.shape[2]]
+        return np.asarray(apply_fn(padded), np.float32)[:, : stack.shape[1], : stack.shape[2]]
 
     groups: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
     for i, image in enumerate(images):
@@ -55,7 +61,7 @@ def denoise_images(apply_fn: ApplyFn, images: Sequence[np.ndarray], *, ensemble:
     outputs: list[np.ndarray | None] = [None] * len(images)
     for members in groups.values():
         for start in range(0, len(members), batch):
-            chunk = members[start:start + batch]
+            chunk = members[start : start + batch]
             stack = np.stack([np.asarray(images[i], np.float32) for i in chunk])
             result = self_ensemble(run, stack) if ensemble else run(stack)
             for k, i in enumerate(chunk):
@@ -65,15 +71,19 @@ def denoise_images(apply_fn: ApplyFn, images: Sequence[np.ndarray], *, ensemble:
     return outputs  # type: ignore[return-value]
 
 
-def _group_scores(examples: Sequence[dict], psnr: Sequence[float], ssim: Sequence[float],
-                  key: str) -> dict[str, dict[str, float]]:
+def _group_scores(
+    examples: Sequence[dict], psnr: Sequence[float], ssim: Sequence[float], key: str
+) -> dict[str, dict[str, float]]:
     groups: dict[str, list[int]] = collections.defaultdict(list)
     for i, e in enumerate(examples):
         if e.get(key) is not None:
             groups[str(e[key])].append(i)
     return {
-        g: {"psnr": float(np.mean([psnr[i] for i in idx])),
-            "ssim": float(np.mean([ssim[i] for i in idx])), "images": len(idx)}
+        g: {
+            "psnr": float(np.mean([psnr[i] for i in idx])),
+            "ssim": float(np.mean([ssim[i] for i in idx])),
+            "images": len(idx),
+        }
         for g, idx in sorted(groups.items(), key=lambda kv: (len(kv[0]), kv[0]))
     }
 
@@ -82,12 +92,20 @@ def score_examples(examples: Sequence[dict], outputs: Sequence[np.ndarray]) -> d
     """Protocol scores of outputs against the examples' clean references, with per-phone
     and per-ISO means when the examples carry `phone` / `iso`."""
     scores = metrics.evaluate_pairs(
-        (e["clean"], out) for e, out in zip(examples, outputs, strict=True))
+        (e["clean"], out) for e, out in zip(examples, outputs, strict=True)
+    )
     noisy = metrics.evaluate_pairs((e["clean"], e["noisy"]) for e in examples)
-    result = {"psnr": scores["psnr"], "ssim": scores["ssim"], "images": len(examples),
-              "noisy_psnr": noisy["psnr"], "noisy_ssim": noisy["ssim"],
-              "per_image": {e["name"]: {"psnr": p, "ssim": s} for e, p, s in zip(
-                  examples, scores["psnr_list"], scores["ssim_list"], strict=True)}}
+    result = {
+        "psnr": scores["psnr"],
+        "ssim": scores["ssim"],
+        "images": len(examples),
+        "noisy_psnr": noisy["psnr"],
+        "noisy_ssim": noisy["ssim"],
+        "per_image": {
+            e["name"]: {"psnr": p, "ssim": s}
+            for e, p, s in zip(examples, scores["psnr_list"], scores["ssim_list"], strict=True)
+        },
+    }
     for key in ("phone", "iso"):
         groups = _group_scores(examples, scores["psnr_list"], scores["ssim_list"], key)
         if groups:
@@ -97,19 +115,24 @@ def score_examples(examples: Sequence[dict], outputs: Sequence[np.ndarray]) -> d
 
 def format_scores(name: str, result: dict[str, Any]) -> str:
     """Plain-text summary: the means, then the per-phone / per-ISO rows if any."""
-    lines = [f"{name}: {result['images']} images, PSNR {result['psnr']:.2f} dB, "
-             f"SSIM {result['ssim']:.4f} (noisy input {result['noisy_psnr']:.2f} dB, "
-             f"{result['noisy_ssim']:.4f})"]
+    lines = [
+        f"{name}: {result['images']} images, PSNR {result['psnr']:.2f} dB, "
+        f"SSIM {result['ssim']:.4f} (noisy input {result['noisy_psnr']:.2f} dB, "
+        f"{result['noisy_ssim']:.4f})"
+    ]
     for key in ("per_phone", "per_iso"):
         for group, s in result.get(key, {}).items():
-            lines.append(f"  {key[4:]:>5} {group:>6}: {s['psnr']:.2f} dB  {s['ssim']:.4f}  "
-                         f"({s['images']} blocks)")
+            lines.append(
+                f"  {key[4:]:>5} {group:>6}: {s['psnr']:.2f} dB  {s['ssim']:.4f}  "
+                f"({s['images']} blocks)"
+            )
     return "\n".join(lines)
 
 
 def _progress_bar(total: int, what: str) -> tqdm.tqdm:
-    return tqdm.tqdm(total=total, unit=what, file=sys.stderr, dynamic_ncols=True,
-                     disable=None, mininterval=2.0)
+    return tqdm.tqdm(
+        total=total, unit=what, file=sys.stderr, dynamic_ncols=True, disable=None, mininterval=2.0
+    )
 
 
 def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
@@ -125,22 +148,38 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
     name = config.dataset.get("eval_name") or config.dataset.name
     missing = [e["name"] for e in examples if e["clean"] is None]
     if missing:
-        raise ValueError(f"dataset {name!r}: {len(missing)} images have no clean reference "
-                         f"(first: {missing[0]}); use --mode submit or --mode denoise")
+        raise ValueError(
+            f"dataset {name!r}: {len(missing)} images have no clean reference "
+            f"(first: {missing[0]}); use --mode submit or --mode denoise"
+        )
     module, params = load_network(checkpoint, config.eval.network)
     apply_fn = jit_apply(module, params)
     start = time.perf_counter()
     with _progress_bar(len(examples), "img") as bar:
-        outputs = denoise_images(apply_fn, [e["noisy"] for e in examples],
-                                 ensemble=config.eval.ensemble, batch=config.eval.batch,
-                                 progress=bar.update)
+        outputs = denoise_images(
+            apply_fn,
+            [e["noisy"] for e in examples],
+            ensemble=config.eval.ensemble,
+            batch=config.eval.batch,
+            progress=bar.update,
+        )
     seconds = time.perf_counter() - start
     result = score_examples(examples, outputs)
-    result.update({"dataset": name, "checkpoint": str(checkpoint),
-                   "network": config.eval.network, "ensemble": bool(config.eval.ensemble),
-                   "seconds": seconds})
-    print(format_scores(f"{name} ({config.eval.network}"
-                        f"{', x8 ensemble' if config.eval.ensemble else ''})", result))
+    result.update(
+        {
+            "dataset": name,
+            "checkpoint": str(checkpoint),
+            "network": config.eval.network,
+            "ensemble": bool(config.eval.ensemble),
+            "seconds": seconds,
+        }
+    )
+    print(
+        format_scores(
+            f"{name} ({config.eval.network}{', x8 ensemble' if config.eval.ensemble else ''})",
+            result,
+        )
+    )
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"eval_{name}.json", result)
@@ -148,8 +187,9 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
     return result
 
 
-def write_sidd_submission(path: str | Path, examples: Sequence[dict],
-                          outputs: Sequence[np.ndarray], seconds_per_mp: float) -> np.ndarray:
+def write_sidd_submission(
+    path: str | Path, examples: Sequence[dict], outputs: Sequence[np.ndarray], seconds_per_mp: float
+) -> np.ndarray:
     """SubmitSrgb.mat: outputs quantized by the protocol into the (images, blocks, H, W, 3)
     uint8 array 'DenoisedBlocksSrgb' (positions from the examples' image/block indices)."""
     from sassid_jax.data.matfiles import write_atomic_mat
@@ -161,13 +201,13 @@ def write_sidd_submission(path: str | Path, examples: Sequence[dict],
     blocks = np.zeros((n_img, n_blk, *np.shape(outputs[0])), np.uint8)
     for e, out in zip(examples, outputs, strict=True):
         blocks[e["image_index"], e["block_index"]] = metrics.quantize(out).astype(np.uint8)
-    write_atomic_mat(path, {"DenoisedBlocksSrgb": blocks,
-                            "TimeMPSrgb": np.float64(seconds_per_mp)})
+    write_atomic_mat(path, {"DenoisedBlocksSrgb": blocks, "TimeMPSrgb": np.float64(seconds_per_mp)})
     return blocks
 
 
-def submit_sidd(dataset: Any, apply_fn: ApplyFn, out: Path, *, ensemble: bool = False,
-                batch: int = 8) -> Path:
+def submit_sidd(
+    dataset: Any, apply_fn: ApplyFn, out: Path, *, ensemble: bool = False, batch: int = 8
+) -> Path:
     """Denoise the SIDD benchmark blocks of the `dataset` config block into
     out/SubmitSrgb.mat; returns its path."""
     from sassid_jax.data import sources
@@ -175,8 +215,13 @@ def submit_sidd(dataset: Any, apply_fn: ApplyFn, out: Path, *, ensemble: bool = 
     examples = sources.sidd_blocks("sidd_benchmark_srgb", dataset)
     start = time.perf_counter()
     with _progress_bar(len(examples), "block") as bar:
-        outputs = denoise_images(apply_fn, [e["noisy"] for e in examples], ensemble=ensemble,
-                                 batch=batch, progress=bar.update)
+        outputs = denoise_images(
+            apply_fn,
+            [e["noisy"] for e in examples],
+            ensemble=ensemble,
+            batch=batch,
+            progress=bar.update,
+        )
     megapixels = sum(np.shape(e["noisy"])[0] * np.shape(e["noisy"])[1] for e in examples) / 1e6
     path = out / "SubmitSrgb.mat"
     write_sidd_submission(path, examples, outputs, (time.perf_counter() - start) / megapixels)
@@ -186,10 +231,11 @@ def submit_sidd(dataset: Any, apply_fn: ApplyFn, out: Path, *, ensemble: bool = 
 def denoise_dnd_box(apply_fn: ApplyFn, example: dict[str, Any], ensemble: bool) -> np.ndarray:
     """The denoised box of one dnd_srgb example: its context window x255 through the network,
     the box cut out, /255 and clipped to [0, 1] (float32 (h, w, 3))."""
-    (window,) = denoise_images(apply_fn, [np.asarray(example["noisy"], np.float32) * 255.0],
-                               ensemble=ensemble, batch=1)
+    (window,) = denoise_images(
+        apply_fn, [np.asarray(example["noisy"], np.float32) * 255.0], ensemble=ensemble, batch=1
+    )
     top, left, height, width = (int(v) for v in example["inner"])
-    return np.clip(window[top:top + height, left:left + width] / 255.0, 0.0, 1.0)
+    return np.clip(window[top : top + height, left : left + width] / 255.0, 0.0, 1.0)
 
 
 def submit_dnd(dataset: Any, apply_fn: ApplyFn, out: Path, *, ensemble: bool = False) -> Path:
@@ -218,15 +264,17 @@ def run_submit(config: Any, checkpoint: str, output: str) -> Path:
 
     name = config.dataset.name
     if name not in SUBMIT_DATASETS:
-        raise ValueError(f"dataset.name: --mode submit needs one of {SUBMIT_DATASETS}, "
-                         f"got {name!r}")
+        raise ValueError(
+            f"dataset.name: --mode submit needs one of {SUBMIT_DATASETS}, got {name!r}"
+        )
     module, params = load_network(checkpoint, config.eval.network)
     apply_fn = jit_apply(module, params)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     if name == "sidd_benchmark_srgb":
-        path = submit_sidd(config.dataset, apply_fn, out, ensemble=config.eval.ensemble,
-                           batch=config.eval.batch)
+        path = submit_sidd(
+            config.dataset, apply_fn, out, ensemble=config.eval.ensemble, batch=config.eval.batch
+        )
     else:
         path = submit_dnd(config.dataset, apply_fn, out, ensemble=config.eval.ensemble)
     print(f"{name}: submission written to {path}")

@@ -42,9 +42,7 @@ def restore_local(item_dir: str | os.PathLike) -> Any:
     path = os.path.abspath(item_dir)
     tree = checkpointer.metadata(path).item_metadata
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree
-    )
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
     return jax.tree.map(np.asarray, checkpointer.restore(path, target))
 
 
@@ -64,8 +62,9 @@ def _pth_module(state: dict[str, np.ndarray], network: str, path: Path) -> nn.Mo
     if "conv.0.weight" not in state or not convs or (max(convs) - 3) % 2:
         raise CheckpointInputError(f"{path}: not a LAN checkpoint (no 'conv.<i>.weight' chain)")
     width = int(state["conv.0.weight"].shape[0])
-    return make_network("lan", blind_size=max(convs) - 2, width=width, num_blocks=len(blocks),
-                        normalize=False)
+    return make_network(
+        "lan", blind_size=max(convs) - 2, width=width, num_blocks=len(blocks), normalize=False
+    )
 
 
 def _load_pth(path: Path, network: str) -> tuple[nn.Module, Any]:
@@ -99,8 +98,9 @@ def _latest_step(stage_dir: Path) -> Path | None:
 def _training_stage(config: dict[str, Any], network: str) -> str | None:
     """The last stage of a run config whose learners include `network`."""
     stages = config.get("stages", {})
-    names = [s for s in config.get("stage_order", [])
-             if network in stages.get(s, {}).get("learners", [])]
+    names = [
+        s for s in config.get("stage_order", []) if network in stages.get(s, {}).get("learners", [])
+    ]
     return names[-1] if names else None
 
 
@@ -131,8 +131,10 @@ def _load_orbax(path: Path, network: str) -> tuple[nn.Module, Any]:
 
     config_path = _find_config(path)
     if config_path is None:
-        raise CheckpointInputError(f"{path}: not a checkpoint (expected a run folder with "
-                                   "config.json and checkpoints/, a folder inside it, or a .pth)")
+        raise CheckpointInputError(
+            f"{path}: not a checkpoint (expected a run folder with "
+            "config.json and checkpoints/, a folder inside it, or a .pth)"
+        )
     config = json.loads(config_path.read_text())
     item = _item_dir(path, config, config_path.parent, network)
     try:
@@ -141,16 +143,16 @@ def _load_orbax(path: Path, network: str) -> tuple[nn.Module, Any]:
         raise CheckpointInputError(f"{item}: cannot restore checkpoint: {e}") from e
     params = state.get("params", {}).get(network) if isinstance(state, dict) else None
     if params is None:
-        raise CheckpointInputError(f"{item}: this checkpoint holds no {LABELS[network]} "
-                                   "parameters")
+        raise CheckpointInputError(f"{item}: this checkpoint holds no {LABELS[network]} parameters")
     module = make_network(network, **config.get("networks", {}).get(network, {}))
     params = flax.traverse_util.unflatten_dict(
         {k: np.asarray(v, np.float32) for k, v in flax.traverse_util.flatten_dict(params).items()}
     )
     got = {k: v.shape for k, v in flax.traverse_util.flatten_dict(params).items()}
     if got != expected_shapes(module):
-        raise CheckpointInputError(f"{item}: {LABELS[network]} parameters do not match "
-                                   f"{config_path}")
+        raise CheckpointInputError(
+            f"{item}: {LABELS[network]} parameters do not match {config_path}"
+        )
     return module, params
 
 

@@ -61,8 +61,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     jnp.dtype(config.compute_dtype)
     if not config.alpha.lower <= config.alpha.upper:
         raise ValueError(
-            f"alpha.lower ({config.alpha.lower}) must not exceed alpha.upper "
-            f"({config.alpha.upper})"
+            f"alpha.lower ({config.alpha.lower}) must not exceed alpha.upper ({config.alpha.upper})"
         )
     if not config.stage_order:
         raise ValueError("stage_order is empty: name at least one stage")
@@ -80,8 +79,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     check_order(stages)
     check_teacher_mode(config.train.get("teachers", "online"))
     if config.train.get("teachers") == "precomputed" and config.dataset.name == "sidd_medium_srgb":
-        raise ValueError("train.teachers='precomputed' keeps teacher outputs of every training "
-                         "pixel in memory: not for sidd_medium_srgb (use 'online')")
+        raise ValueError(
+            "train.teachers='precomputed' keeps teacher outputs of every training "
+            "pixel in memory: not for sidd_medium_srgb (use 'online')"
+        )
     for field in ("log_every", "checkpoint_every", "keep_checkpoints"):
         _positive_int(config.train[field], f"train.{field}")
     block = config.eval.bnn_block
@@ -97,9 +98,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _positive_int(per_call, "train.steps_per_call")
     for field in ("log_every", "checkpoint_every", "eval_every"):
         if config.train[field] % per_call:
-            raise ValueError(f"train.{field} ({config.train[field]}) must be a multiple of "
-                             f"train.steps_per_call ({per_call}): logs, checkpoints and "
-                             "evaluations happen between calls")
+            raise ValueError(
+                f"train.{field} ({config.train[field]}) must be a multiple of "
+                f"train.steps_per_call ({per_call}): logs, checkpoints and "
+                "evaluations happen between calls"
+            )
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

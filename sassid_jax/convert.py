@@ -78,8 +78,12 @@ def _lan_path(torch_module: str, blind_size: int) -> PathTuple | None:
     m = re.fullmatch(r"body\.(\d+)\.(conv1|conv2|cuca\.conv_du\.0|cuca\.conv_du\.2)", rest)
     if not m:
         return None
-    leaf = {"conv1": ("conv1",), "conv2": ("conv2",), "cuca.conv_du.0": ("ca", "down"),
-            "cuca.conv_du.2": ("ca", "up")}[m[2]]
+    leaf = {
+        "conv1": ("conv1",),
+        "conv2": ("conv2",),
+        "cuca.conv_du.0": ("ca", "down"),
+        "cuca.conv_du.2": ("ca", "up"),
+    }[m[2]]
     return ("nrb", f"block_{m[1]}", *leaf)
 
 

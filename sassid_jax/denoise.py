@@ -63,8 +63,8 @@ def load_denoiser(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
 def _png_chunks(data: bytes, path: Path) -> Iterator[tuple[bytes, bytes]]:
     pos = len(PNG_SIGNATURE)
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if len(body) != length:
             raise DenoiseInputError(f"{path}: truncated PNG (chunk {kind!r} cut short)")
         yield kind, body
@@ -104,8 +104,7 @@ def png_unfilter(filters: np.ndarray, rows: np.ndarray, bpp: int) -> np.ndarray:
         c = t - r
         a, b, d = out[r + 1, c], out[r, c + 1], out[r, c]
         f = ftype[r][:, None]
-        pred = np.select([f == 1, f == 2, f == 3, f == 4],
-                         [a, b, (a + b) // 2, _paeth(a, b, d)], 0)
+        pred = np.select([f == 1, f == 2, f == 3, f == 4], [a, b, (a + b) // 2, _paeth(a, b, d)], 0)
         out[r + 1, c + 1] = (raw[r, c] + pred) & 0xFF
     return out[1:, 1:].astype(np.uint8).reshape(h, n)
 
@@ -115,11 +114,12 @@ def read_png16(path: Path, data: bytes) -> np.ndarray:
     w, h, depth, ctype, interlace = png_header(data)
     channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(ctype)
     if depth != 16 or channels is None:
-        raise DenoiseInputError(f"{path}: unsupported PNG (bit depth {depth}, colour type "
-                                f"{ctype})")
+        raise DenoiseInputError(f"{path}: unsupported PNG (bit depth {depth}, colour type {ctype})")
     if interlace:
-        raise DenoiseInputError(f"{path}: interlaced 16-bit PNGs are not supported; re-save it "
-                                "without interlacing (or as 16-bit TIFF)")
+        raise DenoiseInputError(
+            f"{path}: interlaced 16-bit PNGs are not supported; re-save it "
+            "without interlacing (or as 16-bit TIFF)"
+        )
     idat = b"".join(body for kind, body in _png_chunks(data, path) if kind == b"IDAT")
     try:
         raw = zlib.decompressobj().decompress(idat)
@@ -150,8 +150,12 @@ def encode_png16(image: np.ndarray) -> bytes:
     up[1:] -= rows[:-1]  # uint8 arithmetic wraps mod 256, as the filter wants
     body = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1)
     header = struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0)
-    return (PNG_SIGNATURE + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(body.tobytes(), 6)) + _chunk(b"IEND", b""))
+    return (
+        PNG_SIGNATURE
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(body.tobytes(), 6))
+        + _chunk(b"IEND", b"")
+    )
 
 
 # ============================================================================ reading
@@ -179,11 +183,11 @@ class Photo:
     def alpha(self) -> np.ndarray | None:
         """(H, W, 1) alpha channel or None."""
         c = self.pixels.shape[2]
-        return self.pixels[:, :, c - 1:] if c in (2, 4) else None
+        return self.pixels[:, :, c - 1 :] if c in (2, 4) else None
 
     def rgb(self) -> np.ndarray:
         """(H, W, 3) float32 on [0, 255] (16-bit values / 257; grey replicated)."""
-        color = self.pixels[:, :, :self.color_channels].astype(np.float32)
+        color = self.pixels[:, :, : self.color_channels].astype(np.float32)
         if self.bits == 16:
             color /= 257.0
         return np.repeat(color, 3, axis=2) if self.color_channels == 1 else color
@@ -199,8 +203,7 @@ class Photo:
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """(H, W, C) as stored -> upright, for EXIF orientation 1..8 (like ImageOps.exif_transpose).
-    """
+    """(H, W, C) as stored -> upright, for EXIF orientation 1..8 (like ImageOps.exif_transpose)."""
     ops: dict[int, Callable[[np.ndarray], np.ndarray]] = {
         2: lambda a: a[:, ::-1],
         3: lambda a: a[::-1, ::-1],
@@ -253,8 +256,10 @@ def _tiff_pixels(path: Path) -> tuple[np.ndarray, int]:
         if array.ndim == 3 and page.planarconfig == 2:  # separate planes: (C, H, W)
             array = np.moveaxis(array, 0, -1)
     if array.dtype not in (np.uint8, np.uint16):
-        raise DenoiseInputError(f"{path}: unsupported TIFF sample type {array.dtype} "
-                                "(8-bit or 16-bit unsigned integers only)")
+        raise DenoiseInputError(
+            f"{path}: unsupported TIFF sample type {array.dtype} "
+            "(8-bit or 16-bit unsigned integers only)"
+        )
     return (array[:, :, None] if array.ndim == 2 else array), orientation
 
 
@@ -322,15 +327,19 @@ def check_writable(photo: Photo, path: Path) -> None:
     """DenoiseInputError when `path`'s format cannot hold the photo (alpha in JPEG)."""
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
-        raise DenoiseInputError(f"{path}: unsupported output format '{path.suffix}' "
-                                f"(use one of {', '.join(IMAGE_SUFFIXES)})")
+        raise DenoiseInputError(
+            f"{path}: unsupported output format '{path.suffix}' "
+            f"(use one of {', '.join(IMAGE_SUFFIXES)})"
+        )
     if suffix in (".jpg", ".jpeg") and photo.alpha is not None:
-        raise DenoiseInputError(f"{path}: JPEG cannot store the alpha channel of the input; "
-                                "write PNG or TIFF instead")
+        raise DenoiseInputError(
+            f"{path}: JPEG cannot store the alpha channel of the input; write PNG or TIFF instead"
+        )
 
 
-def write_atomic(path: str | os.PathLike, photo: Photo,
-                 encode: Callable[[Photo, IO[bytes], str], None] = _encode) -> None:
+def write_atomic(
+    path: str | os.PathLike, photo: Photo, encode: Callable[[Photo, IO[bytes], str], None] = _encode
+) -> None:
     """Encode photo (format from path's extension) to a temp file beside path, then rename.
 
     On any error or KeyboardInterrupt the temp file is removed and path is left untouched.
@@ -374,13 +383,17 @@ def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> 
         raise DenoiseInputError(f"{source}: no such file or directory")
     if source.is_dir():
         if target.exists() and not target.is_dir():
-            raise DenoiseInputError(f"{target}: the input is a folder, so the output must be "
-                                    "a folder too")
+            raise DenoiseInputError(
+                f"{target}: the input is a folder, so the output must be a folder too"
+            )
         if _same_file(source, target):
-            raise DenoiseInputError(f"{target}: output folder is the input folder; the results "
-                                    "would overwrite the inputs")
-        files = sorted(p for p in source.iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            raise DenoiseInputError(
+                f"{target}: output folder is the input folder; the results "
+                "would overwrite the inputs"
+            )
+        files = sorted(
+            p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
         if not files:
             raise DenoiseInputError(f"{source}: no PNG, JPEG or TIFF images in this folder")
         return [Job(p, target / p.name) for p in files]
@@ -389,8 +402,10 @@ def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> 
     if _same_file(source, target):
         raise DenoiseInputError(f"{target}: output would overwrite the input")
     if target.suffix.lower() not in IMAGE_SUFFIXES:
-        raise DenoiseInputError(f"{target}: unsupported output format '{target.suffix}' "
-                                f"(use one of {', '.join(IMAGE_SUFFIXES)})")
+        raise DenoiseInputError(
+            f"{target}: unsupported output format '{target.suffix}' "
+            f"(use one of {', '.join(IMAGE_SUFFIXES)})"
+        )
     if not target.parent.is_dir():
         raise DenoiseInputError(f"{target.parent}: output folder does not exist")
     return [Job(source, target)]
@@ -417,8 +432,12 @@ class _Progress:
 
     def tiles(self, done: int, total: int) -> None:
         if self._tqdm is None:
-            print(f"\r  tiles {done}/{total}", end="\n" if done == total else "",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\r  tiles {done}/{total}",
+                end="\n" if done == total else "",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         if self._tiles is None:
             self._tiles = self._tqdm(total=total, unit="tile", leave=False, file=sys.stderr)
@@ -438,8 +457,14 @@ class _Progress:
             self._files.close()
 
 
-def denoise_photo(apply_fn: Any, photo: Photo, *, ensemble: bool, tile: int,
-                  progress: Callable[[int, int], None] | None) -> Photo:
+def denoise_photo(
+    apply_fn: Any,
+    photo: Photo,
+    *,
+    ensemble: bool,
+    tile: int,
+    progress: Callable[[int, int], None] | None,
+) -> Photo:
     """The denoised photo (same size, bit depth, channels; alpha unchanged)."""
     from sassid_jax import inference
 
@@ -454,19 +479,33 @@ def _process(job: Job, apply_fn: Any, bars: _Progress, *, ensemble: bool, tile: 
     photo = read_photo(job.source)
     h, w = photo.pixels.shape[:2]
     if h < MIN_SIZE or w < MIN_SIZE:
-        raise DenoiseInputError(f"{job.source}: image of {w}x{h} pixels is too small to "
-                                f"denoise (need at least {MIN_SIZE}x{MIN_SIZE})")
+        raise DenoiseInputError(
+            f"{job.source}: image of {w}x{h} pixels is too small to "
+            f"denoise (need at least {MIN_SIZE}x{MIN_SIZE})"
+        )
     check_writable(photo, job.target)
     result = denoise_photo(apply_fn, photo, ensemble=ensemble, tile=tile, progress=bars.tiles)
     write_atomic(job.target, result)
-    note = " (JPEG output: 8-bit)" if photo.bits == 16 and job.target.suffix.lower() in (
-        ".jpg", ".jpeg") else ""
-    bars.message(f"{job.source} -> {job.target} ({w}x{h}, {photo.bits}-bit{note}, "
-                 f"{time.perf_counter() - start:.1f} s)")
+    note = (
+        " (JPEG output: 8-bit)"
+        if photo.bits == 16 and job.target.suffix.lower() in (".jpg", ".jpeg")
+        else ""
+    )
+    bars.message(
+        f"{job.source} -> {job.target} ({w}x{h}, {photo.bits}-bit{note}, "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
 
 
-def run_denoise(checkpoint: str, input_path: str, output_path: str, *, ensemble: bool = False,
-                overwrite: bool = False, tile: int = 1024) -> int:
+def run_denoise(
+    checkpoint: str,
+    input_path: str,
+    output_path: str,
+    *,
+    ensemble: bool = False,
+    overwrite: bool = False,
+    tile: int = 1024,
+) -> int:
     """Denoise a file or every image of a folder; returns the exit code.
 
     0: all done (or skipped because the output exists); 2: bad input (one line per problem,
@@ -478,8 +517,10 @@ def run_denoise(checkpoint: str, input_path: str, output_path: str, *, ensemble:
     try:
         smallest = 2 * DEFAULT_MARGIN + 32
         if tile < smallest or tile % 32:
-            raise DenoiseInputError(f"--tile {tile}: must be a multiple of 32, at least "
-                                    f"{smallest} (two {DEFAULT_MARGIN}-pixel margins + 32)")
+            raise DenoiseInputError(
+                f"--tile {tile}: must be a multiple of 32, at least "
+                f"{smallest} (two {DEFAULT_MARGIN}-pixel margins + 32)"
+            )
         jobs = plan_jobs(input_path, output_path)
         todo = [j for j in jobs if overwrite or not j.target.exists()]
         for job in jobs:
@@ -506,8 +547,7 @@ def run_denoise(checkpoint: str, input_path: str, output_path: str, *, ensemble:
                 bars.message(f"error: {e}", error=True)
             except OSError as e:  # writing: disk full, permissions, ...
                 failed += 1
-                bars.message(f"error: {job.target}: cannot write ({e.strerror or e})",
-                             error=True)
+                bars.message(f"error: {job.target}: cannot write ({e.strerror or e})", error=True)
             bars.file_done()
     except KeyboardInterrupt:
         bars.close()

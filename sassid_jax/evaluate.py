@@ -96,8 +96,12 @@ def format_table(scores: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _panel_columns(example: dict, outputs: Mapping[str, np.ndarray], alpha: np.ndarray | None,
-                   per_image: Mapping[str, float]) -> list[tuple[str, np.ndarray]]:
+def _panel_columns(
+    example: dict,
+    outputs: Mapping[str, np.ndarray],
+    alpha: np.ndarray | None,
+    per_image: Mapping[str, float],
+) -> list[tuple[str, np.ndarray]]:
     def label(name: str) -> str:
         text = ROW_LABELS.get(name, name)
         return f"{text} {per_image[name]:.2f} dB" if name in per_image else text
@@ -130,8 +134,9 @@ def final_report(
     results: dict[str, Any] = {
         "table": {n: {"psnr": s["psnr"], "ssim": s["ssim"]} for n, s in scores.items()},
         "per_image": {
-            e["name"]: {n: {"psnr": s["psnr_list"][i], "ssim": s["ssim_list"][i]}
-                        for n, s in scores.items()}
+            e["name"]: {
+                n: {"psnr": s["psnr_list"][i], "ssim": s["ssim_list"][i]} for n, s in scores.items()
+            }
             for i, e in enumerate(examples)
         },
         "num_images": len(examples),

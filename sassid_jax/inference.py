@@ -66,8 +66,7 @@ def predict_image(apply_fn: ApplyFn, image: np.ndarray) -> np.ndarray:
     return np.asarray(out[0, :h, :w], dtype=np.float32)
 
 
-def predict_blocks(apply_fn: ApplyFn, image: np.ndarray, block: int, batch: int = 16
-                   ) -> np.ndarray:
+def predict_blocks(apply_fn: ApplyFn, image: np.ndarray, block: int, batch: int = 16) -> np.ndarray:
     """apply_fn on non-overlapping block x block pieces, each seen alone (no context).
 
     This is how a network trained on block x block crops sees its inputs during training
@@ -79,8 +78,10 @@ def predict_blocks(apply_fn: ApplyFn, image: np.ndarray, block: int, batch: int 
     ph, pw = padded.shape[0] // block, padded.shape[1] // block
     blocks = padded.reshape(ph, block, pw, block, 3).transpose(0, 2, 1, 3, 4)
     blocks = blocks.reshape(ph * pw, block, block, 3)
-    outs = [np.asarray(apply_fn(jnp.asarray(blocks[i : i + batch])))
-            for i in range(0, len(blocks), batch)]
+    outs = [
+        np.asarray(apply_fn(jnp.asarray(blocks[i : i + batch])))
+        for i in range(0, len(blocks), batch)
+    ]
     out = np.concatenate(outs).reshape(ph, pw, block, block, 3).transpose(0, 2, 1, 3, 4)
     return out.reshape(ph * block, pw * block, 3)[:h, :w].astype(np.float32)
 
@@ -134,8 +135,9 @@ class TilePlan:
                 yield r, c
 
 
-def axis_spans(size: int, tile: int, margin: int, multiple: int = SIZE_MULTIPLE
-               ) -> tuple[AxisSpan, ...]:
+def axis_spans(
+    size: int, tile: int, margin: int, multiple: int = SIZE_MULTIPLE
+) -> tuple[AxisSpan, ...]:
     """Windows of length min(tile, size) covering [0, size), starts multiples of `multiple`.
 
     Neighbouring windows overlap by >= 2 * margin and are cut in the middle of the overlap,
@@ -149,8 +151,9 @@ def axis_spans(size: int, tile: int, margin: int, multiple: int = SIZE_MULTIPLE
     blocks, tile_blocks = size // multiple, tile // multiple
     max_step = (tile - 2 * margin) // multiple  # in blocks
     if max_step < 1:
-        raise ValueError(f"tile {tile} is too small for margin {margin}: need tile >= "
-                         f"2 * margin + {multiple}")
+        raise ValueError(
+            f"tile {tile} is too small for margin {margin}: need tile >= 2 * margin + {multiple}"
+        )
     n = 1 + math.ceil((blocks - tile_blocks) / max_step)
     # floor(i * q) with q <= max_step: consecutive starts differ by <= max_step blocks
     starts = [(i * (blocks - tile_blocks)) // (n - 1) * multiple for i in range(n)]
@@ -159,8 +162,14 @@ def axis_spans(size: int, tile: int, margin: int, multiple: int = SIZE_MULTIPLE
     return tuple(AxisSpan(s, lo, hi) for s, lo, hi in zip(starts, cuts[:-1], cuts[1:], strict=True))
 
 
-def plan_tiles(height: int, width: int, *, tile: int = DEFAULT_TILE,
-               margin: int = DEFAULT_MARGIN, multiple: int = SIZE_MULTIPLE) -> TilePlan:
+def plan_tiles(
+    height: int,
+    width: int,
+    *,
+    tile: int = DEFAULT_TILE,
+    margin: int = DEFAULT_MARGIN,
+    multiple: int = SIZE_MULTIPLE,
+) -> TilePlan:
     """The tiling of an (height, width) image: see `axis_spans` (per axis, on the padded size)."""
     if tile % multiple or tile <= 0:
         raise ValueError(f"tile must be a positive multiple of {multiple}, got {tile}")
@@ -179,13 +188,14 @@ def check_image(image: np.ndarray, min_size: int = MIN_SIZE) -> None:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
     h, w = image.shape[:2]
     if h < min_size or w < min_size:
-        raise ValueError(f"image of {w}x{h} pixels is too small to denoise: need at least "
-                         f"{min_size}x{min_size}")
+        raise ValueError(
+            f"image of {w}x{h} pixels is too small to denoise: need at least {min_size}x{min_size}"
+        )
 
 
 def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def denoise(
@@ -224,13 +234,15 @@ def denoise(
     tiles = list(plan.tiles())
     done = 0
     for group in _batches(tiles, max(1, batch)):
-        stack = np.stack([padded[r.start:r.start + th, c.start:c.start + tw] for r, c in group])
+        stack = np.stack([padded[r.start : r.start + th, c.start : c.start + tw] for r, c in group])
         if len(group) < batch:  # keep one shape: fill the batch with copies of the last tile
             stack = np.concatenate([stack, np.repeat(stack[-1:], batch - len(group), 0)])
         result = np.asarray(apply_fn(jnp.asarray(stack)), dtype=np.float32)
         for k, (r, c) in enumerate(group):
-            out[r.keep_lo:r.keep_hi, c.keep_lo:c.keep_hi] = result[
-                k, r.keep_lo - r.start:r.keep_hi - r.start, c.keep_lo - c.start:c.keep_hi - c.start
+            out[r.keep_lo : r.keep_hi, c.keep_lo : c.keep_hi] = result[
+                k,
+                r.keep_lo - r.start : r.keep_hi - r.start,
+                c.keep_lo - c.start : c.keep_hi - c.start,
             ]
         done += len(group)
         if progress is not None:
@@ -268,16 +280,16 @@ def self_ensemble(fn: ImageFn, image: np.ndarray) -> np.ndarray:
     return (total / 8).astype(np.float32)
 
 
-def denoise_ensemble(apply_fn: ApplyFn, image: np.ndarray, *, progress: Progress | None = None,
-                     **kwargs: Any) -> np.ndarray:
+def denoise_ensemble(
+    apply_fn: ApplyFn, image: np.ndarray, *, progress: Progress | None = None, **kwargs: Any
+) -> np.ndarray:
     """`denoise` with the x8 self-ensemble; kwargs go to `denoise`. progress counts the
     tiles of all eight passes. Returns (H, W, 3) float32 on [0, 255]."""
     image = np.asarray(image)
     check_image(image)
     h, w = image.shape[:2]
     keys = {k: kwargs[k] for k in ("tile", "margin", "multiple") if k in kwargs}
-    per_pass = [plan_tiles(*((h, w) if i % 2 == 0 else (w, h)), **keys).num_tiles
-                for i in range(8)]
+    per_pass = [plan_tiles(*((h, w) if i % 2 == 0 else (w, h)), **keys).num_tiles for i in range(8)]
     offsets = np.cumsum([0, *per_pass])
     state = {"pass": 0}
 

@@ -154,9 +154,7 @@ def ssim(clean: ArrayLike, denoised: ArrayLike, data_range: float = 255.0) -> ja
 
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2
-    s_map = ((2.0 * ux * uy + c1) * (2.0 * vxy + c2)) / (
-        (ux * ux + uy * uy + c1) * (vx + vy + c2)
-    )
+    s_map = ((2.0 * ux * uy + c1) * (2.0 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return jnp.mean(_spatial_mean(s_map), axis=-1)
 
 

@@ -22,9 +22,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-
 class ClusterJoinError(RuntimeError):
     """This process could not join the multi-process JAX cluster."""
+
 
 def make_mesh(devices: list[Any] | None = None) -> Mesh:
     """A 1-D mesh named 'data' over `devices` (default: all devices of all processes)."""
@@ -102,8 +102,13 @@ def initialize_distributed(
             f"could not join the JAX cluster at {coordinator_address!r} as process "
             f"{process_id} of {num_processes} within {timeout_seconds} s: {e}"
         ) from e
-    logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count())
+    logging.info(
+        "process %d of %d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def wait_for_coordinator(address: str, timeout_seconds: float) -> None:

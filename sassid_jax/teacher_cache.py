@@ -53,9 +53,11 @@ def split_batch(x: jax.Array, teachers: Sequence[str]) -> tuple[jax.Array, dict[
     """(N, H, W, 3 + 3T) -> (noisy (N, H, W, 3), {teacher: (N, H, W, 3)})."""
     expected = RGB * (1 + len(teachers))
     if x.shape[-1] != expected:
-        raise ValueError(f"a batch with precomputed teachers {tuple(teachers)} needs "
-                         f"{expected} channels, got shape {x.shape}")
-    outputs = {t: x[..., RGB * (i + 1):RGB * (i + 2)] for i, t in enumerate(teachers)}
+        raise ValueError(
+            f"a batch with precomputed teachers {tuple(teachers)} needs "
+            f"{expected} channels, got shape {x.shape}"
+        )
+    outputs = {t: x[..., RGB * (i + 1) : RGB * (i + 2)] for i, t in enumerate(teachers)}
     return x[..., :RGB], outputs
 
 
@@ -76,8 +78,10 @@ def precompute(
         was trained on); 0: on the whole image.
     """
     if not isinstance(images, Sequence):
-        raise ValueError("train.teachers='precomputed' needs training images held in memory "
-                         f"(a list of arrays), got {type(images).__name__}; use 'online'")
+        raise ValueError(
+            "train.teachers='precomputed' needs training images held in memory "
+            f"(a list of arrays), got {type(images).__name__}; use 'online'"
+        )
     fns = {t: inference.jit_apply(networks[t], params[t]) for t in teachers}
 
     def run(t: str, image: np.ndarray) -> np.ndarray:

@@ -80,8 +80,9 @@ class _WeightsUnpickler(pickle.Unpickler):
         return ("storage", storage_type.name, str(key), int(numel))
 
 
-def _materialize(entry: Any, archive: zipfile.ZipFile, prefix: str, path: str,
-                 name: str) -> np.ndarray:
+def _materialize(
+    entry: Any, archive: zipfile.ZipFile, prefix: str, path: str, name: str
+) -> np.ndarray:
     if not (isinstance(entry, tuple) and entry and entry[0] == "tensor"):
         raise TorchFormatError(f"{path}: entry '{name}' is not a tensor ({type(entry).__name__})")
     _, (_, type_name, key, numel), offset, size, stride = entry

@@ -121,8 +121,9 @@ def make_train_step(
     def loss_fn(params: Mapping[str, Any], teachers: Mapping[str, Any], x: jax.Array):
         x, outputs = teacher_cache.split_batch(x, given)
         every = {**teachers, **params}
-        outputs.update({n: networks[n].apply({"params": every[n]}, x)
-                        for n in stage.uses if n not in outputs})
+        outputs.update(
+            {n: networks[n].apply({"params": every[n]}, x) for n in stage.uses if n not in outputs}
+        )
         return stage.loss(outputs, x, lower, upper)
 
     def step(state: State, teachers: Mapping[str, Any], x: jax.Array):
@@ -147,8 +148,12 @@ def make_train_step(
             metrics.append(m)
         return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
 
-    return jax.jit(steps, in_shardings=(repl, repl, sharding.steps_batch_sharding(mesh)),
-                   out_shardings=(repl, repl), donate_argnums=0)
+    return jax.jit(
+        steps,
+        in_shardings=(repl, repl, sharding.steps_batch_sharding(mesh)),
+        out_shardings=(repl, repl),
+        donate_argnums=0,
+    )
 
 
 class _SigtermFlag:
@@ -200,11 +205,9 @@ class RunContext:
             lambda: init_state(self.networks, stage, tx, jax.random.key(0), self.config.crop_size)
         )
         repl = sharding.replicated(self.mesh)
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl),
-                            shapes)
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl), shapes)
 
-    def restore(self, stage: Stage, step: int, mgr: ocp.CheckpointManager | None = None
-                ) -> State:
+    def restore(self, stage: Stage, step: int, mgr: ocp.CheckpointManager | None = None) -> State:
         """The stage's state at `step` (through `mgr` if given, else a manager of its own)."""
         args = ocp.args.StandardRestore(self.abstract_state(stage))
         if mgr is not None:
@@ -221,8 +224,9 @@ class RunContext:
         raise ValueError(f"no stage before #{before} trains {name!r}")
 
 
-def _batches(ctx: RunContext, stage_index: int, start: int, steps: int,
-             aux: list[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+def _batches(
+    ctx: RunContext, stage_index: int, start: int, steps: int, aux: list[np.ndarray] | None = None
+) -> Iterator[np.ndarray]:
     kwargs = {
         "crop_size": ctx.config.crop_size,
         "batch_size": ctx.config.batch_size,
@@ -274,8 +278,9 @@ def train_stage(ctx: RunContext, stage_index: int) -> list[tuple[int, float]]:
         return _train_from(ctx, stage_index, mgr, latest)
 
 
-def _train_from(ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager,
-                latest: int | None) -> list[tuple[int, float]]:
+def _train_from(
+    ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager, latest: int | None
+) -> list[tuple[int, float]]:
     """The body of `train_stage` for an unfinished stage; `mgr` is the stage's manager."""
     stage = ctx.stages[stage_index]
     cfg = ctx.config
@@ -284,8 +289,9 @@ def _train_from(ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager,
     tx = make_optimizer(cfg, stage.name)
     if latest is None:
         key = jax.random.fold_in(jax.random.key(cfg.seed), stage_index)
-        state = sharding.replicate(init_state(ctx.networks, stage, tx, key, cfg.crop_size),
-                                   ctx.mesh)
+        state = sharding.replicate(
+            init_state(ctx.networks, stage, tx, key, cfg.crop_size), ctx.mesh
+        )
         start = 0
     else:
         state = ctx.restore(stage, latest, mgr)
@@ -295,18 +301,33 @@ def _train_from(ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager,
     aux = None
     if mode == "precomputed" and stage.teachers:
         t0 = time.perf_counter()
-        aux = teacher_cache.precompute(ctx.networks, teachers, stage.teachers, ctx.train_images,
-                                       bnn_block=cfg.crop_size)
-        logging.info("stage %s: teachers %s precomputed on %d images in %.1f s", stage.name,
-                     stage.teachers, len(aux), time.perf_counter() - t0)
+        aux = teacher_cache.precompute(
+            ctx.networks, teachers, stage.teachers, ctx.train_images, bnn_block=cfg.crop_size
+        )
+        logging.info(
+            "stage %s: teachers %s precomputed on %d images in %.1f s",
+            stage.name,
+            stage.teachers,
+            len(aux),
+            time.perf_counter() - t0,
+        )
         teachers = {}
     tc = cfg.train
     per_call = tc.get("steps_per_call", 1)
     several = per_call > 1
-    step_fn = make_train_step(ctx.networks, stage, tx, cfg.alpha.lower, cfg.alpha.upper,
-                              ctx.mesh, mode, several_steps=several)
-    data_sharding = (sharding.steps_batch_sharding(ctx.mesh) if several
-                     else sharding.batch_sharding(ctx.mesh))
+    step_fn = make_train_step(
+        ctx.networks,
+        stage,
+        tx,
+        cfg.alpha.lower,
+        cfg.alpha.upper,
+        ctx.mesh,
+        mode,
+        several_steps=several,
+    )
+    data_sharding = (
+        sharding.steps_batch_sharding(ctx.mesh) if several else sharding.batch_sharding(ctx.mesh)
+    )
     t_window, n_window, losses = time.perf_counter(), 0, []
     history: list[tuple[int, float]] = []
     step = start
@@ -323,12 +344,21 @@ def _train_from(ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager,
             history.append((step, loss))
             ctx.writer.write_scalars(
                 _global_step(ctx, stage_index, step),
-                {f"{stage.name}/loss": loss, f"{stage.name}/lr": lr,
-                 f"{stage.name}/steps_per_sec": rate},
+                {
+                    f"{stage.name}/loss": loss,
+                    f"{stage.name}/lr": lr,
+                    f"{stage.name}/steps_per_sec": rate,
+                },
             )
             logging.info(
                 "stage %s step %d/%d loss %.4f lr %.2e %.2f steps/s ETA %s",
-                stage.name, step, steps, loss, lr, rate, _format_eta((steps - step) / rate),
+                stage.name,
+                step,
+                steps,
+                loss,
+                lr,
+                rate,
+                _format_eta((steps - step) / rate),
             )
             t_window, n_window, losses = time.perf_counter(), 0, []
         if step % tc.checkpoint_every == 0 or step == steps:
@@ -341,8 +371,7 @@ def _train_from(ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager,
             if mgr.latest_step() != step:
                 mgr.save(step, args=ocp.args.StandardSave(state), force=True)
                 mgr.wait_until_finished()
-            logging.warning("stage %s: stopped at step %d (checkpoint written)",
-                            stage.name, step)
+            logging.warning("stage %s: stopped at step %d (checkpoint written)", stage.name, step)
             raise Preempted(stage.name, step)
     mgr.wait_until_finished()
     _evaluate_learners(ctx, stage_index, state, step)
@@ -357,15 +386,23 @@ def _global_step(ctx: RunContext, stage_index: int, step: int) -> int:
 def _evaluate_learners(ctx: RunContext, stage_index: int, state: State, step: int) -> None:
     stage = ctx.stages[stage_index]
     scores = evaluate.evaluate_networks(
-        ctx.networks, jax.device_get(state["params"]), ctx.eval_examples,
+        ctx.networks,
+        jax.device_get(state["params"]),
+        ctx.eval_examples,
         ctx.config.eval.bnn_block,
     )
     scalars = {}
     for name, s in scores.items():
         if s.get("psnr") is not None:
             scalars.update({f"eval/{name}_psnr": s["psnr"], f"eval/{name}_ssim": s["ssim"]})
-            logging.info("stage %s step %d eval %s: PSNR %.2f dB SSIM %.4f",
-                         stage.name, step, name, s["psnr"], s["ssim"])
+            logging.info(
+                "stage %s step %d eval %s: PSNR %.2f dB SSIM %.4f",
+                stage.name,
+                step,
+                name,
+                s["psnr"],
+                s["ssim"],
+            )
     if scalars:
         ctx.writer.write_scalars(_global_step(ctx, stage_index, step), scalars)
 
@@ -423,8 +460,9 @@ def _run(
         networks=build_networks(config),
         stages=build_stages(config),
         train_images=sources.load_train_images(config.dataset),
-        eval_examples=evaluate.limit(sources.load_eval_examples(config.dataset),
-                                     config.eval.max_images),
+        eval_examples=evaluate.limit(
+            sources.load_eval_examples(config.dataset), config.eval.max_images
+        ),
         writer=writer,
         sigterm=sigterm,
         mesh=mesh,

@@ -61,8 +61,12 @@ def _to_rgb_uint8(label: str, image: np.ndarray) -> np.ndarray:
     )
 
 
-def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int,
-          draw: ImageDraw.ImageDraw) -> list[str]:
+def _wrap(
+    text: str,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    width: int,
+    draw: ImageDraw.ImageDraw,
+) -> list[str]:
     """Greedily wrap ``text`` on spaces so each line fits ``width`` pixels if possible."""
     lines: list[str] = []
     for paragraph in text.split("\n"):

@@ -28,8 +28,10 @@ def equal_steps() -> dict:
     networks = train.build_networks(config)
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     dummy = np.zeros((1, 32, 32, 3), np.float32)
-    teachers = {n: networks[n].init(jax.random.key(i + 10), dummy)["params"]
-                for i, n in enumerate(("bnn", "lan"))}
+    teachers = {
+        n: networks[n].init(jax.random.key(i + 10), dummy)["params"]
+        for i, n in enumerate(("bnn", "lan"))
+    }
     out = {"devices": jax.device_count()}
     for name in ("bnn", "lan", "unet"):
         stage = make_stage(name, (name,), (name,))
@@ -37,14 +39,17 @@ def equal_steps() -> dict:
         results = []
         for mesh in (sharding.make_mesh(jax.devices()[:1]), sharding.make_mesh()):
             state = sharding.replicate(
-                train.init_state(networks, stage, tx, jax.random.key(0), 32), mesh)
+                train.init_state(networks, stage, tx, jax.random.key(0), 32), mesh
+            )
             step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh)
             t = sharding.replicate({k: teachers[k] for k in stage.teachers}, mesh)
             state, metrics = step(state, t, sharding.global_batch(x, sharding.batch_sharding(mesh)))
             results.append((jax.device_get(state["params"]), float(metrics["loss"])))
         (p1, l1), (p4, l4) = results
-        rel = max(float(np.abs(a - b).max() / (np.abs(a).max() + 1e-12))
-                  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4), strict=True))
+        rel = max(
+            float(np.abs(a - b).max() / (np.abs(a).max() + 1e-12))
+            for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p4), strict=True)
+        )
         out[name] = {"max_rel_param_diff": rel, "loss_1": l1, "loss_4": l4}
     return out
 
@@ -57,8 +62,12 @@ def train_run(port: str, pid: str, nproc: str, workdir: str, data_dir: str) -> d
     sharding.initialize_distributed(f"127.0.0.1:{port}", int(nproc), int(pid), 60)
     config = tiny_config(Path(data_dir), {"bnn": 3, "lan": 2, "unet": 2})
     results = train.train_and_evaluate(config, workdir)
-    return {"process": jax.process_index(), "count": jax.process_count(),
-            "devices": jax.device_count(), "psnr_unet": results["table"]["unet"]["psnr"]}
+    return {
+        "process": jax.process_index(),
+        "count": jax.process_count(),
+        "devices": jax.device_count(),
+        "psnr_unet": results["table"]["unet"]["psnr"],
+    }
 
 
 def unreachable(port: str) -> dict:
@@ -71,5 +80,6 @@ def unreachable(port: str) -> dict:
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     result = {"equal_steps": equal_steps, "train": train_run, "unreachable": unreachable}[mode](
-        *args)
+        *args
+    )
     print(json.dumps(result), flush=True)

@@ -36,8 +36,15 @@ def test_scores_equal_numpy_and_scikit_image():
     examples, outputs = [], []
     for i in range(2):
         for j in range(2):
-            examples.append({"noisy": noisy[i, j], "clean": gt[i, j], "name": f"{i}{j}",
-                             "phone": ("S6", "GP")[i], "iso": (100, 1600)[j]})
+            examples.append(
+                {
+                    "noisy": noisy[i, j],
+                    "clean": gt[i, j],
+                    "name": f"{i}{j}",
+                    "phone": ("S6", "GP")[i],
+                    "iso": (100, 1600)[j],
+                }
+            )
             outputs.append(gt[i, j] + rng.normal(0, 6, gt[i, j].shape).astype(np.float32))
     result = benchmark.score_examples(examples, outputs)
     direct = [_direct_psnr_ssim(e["clean"], o) for e, o in zip(examples, outputs, strict=True)]
@@ -45,8 +52,9 @@ def test_scores_equal_numpy_and_scikit_image():
     assert result["ssim"] == pytest.approx(np.mean([d[1] for d in direct]), abs=1e-4)
     for (name, s), d in zip(result["per_image"].items(), direct, strict=True):
         assert s["ssim"] == pytest.approx(d[1], abs=1e-4), name
-    assert result["per_phone"]["GP"]["psnr"] == pytest.approx(np.mean([direct[2][0],
-                                                                       direct[3][0]]), abs=1e-4)
+    assert result["per_phone"]["GP"]["psnr"] == pytest.approx(
+        np.mean([direct[2][0], direct[3][0]]), abs=1e-4
+    )
     assert result["per_iso"]["1600"]["images"] == 2
     assert "S6" in benchmark.format_scores("x", result)
 
@@ -64,9 +72,9 @@ def test_ensemble_is_the_mean_of_the_eight_transforms():
     got = benchmark.denoise_images(lopsided, images, ensemble=True, batch=2)
     for image, out in zip(images, got, strict=True):
         assert out.shape == image.shape
-        expected = np.mean([
-            inverse_dihedral(_pad_crop(lopsided, dihedral(image, t)), t) for t in range(8)
-        ], axis=0)
+        expected = np.mean(
+            [inverse_dihedral(_pad_crop(lopsided, dihedral(image, t)), t) for t in range(8)], axis=0
+        )
         np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
     plain = benchmark.denoise_images(lambda x: x, images, batch=3)
     for image, out in zip(images, plain, strict=True):
@@ -82,8 +90,11 @@ def _pad_crop(fn, image):
 
 def test_sidd_submission_file():
     noisy, _ = fake_blocks(images=2, blocks=3, size=32)
-    examples = [{"image_index": i, "block_index": j, "noisy": noisy[i, j]}
-                for i in range(2) for j in range(3)]
+    examples = [
+        {"image_index": i, "block_index": j, "noisy": noisy[i, j]}
+        for i in range(2)
+        for j in range(3)
+    ]
     outputs = [e["noisy"].astype(np.float32) + 0.5 for e in examples]
     outputs[0][0, 0, 0] = 300.0
     with pytest.raises(ValueError, match="do not fill"):
@@ -103,8 +114,9 @@ def test_sidd_submission_file():
 
 
 def _launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "launch.py", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "launch.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_official_lan_on_a_validation_mat_from_the_sidd_pair(shared_data, tmp_path):
@@ -116,11 +128,15 @@ def test_official_lan_on_a_validation_mat_from_the_sidd_pair(shared_data, tmp_pa
     gt = np.asarray(Image.open(shared_data / "sidd_pair" / "gt.png").convert("RGB"))
     write_blocks(tmp_path / "dl", noisy[None, None], gt[None, None])
     weights = shared_data / "weights" / "official_LAN.pth"
-    run = _launch("--mode=eval", "--config=configs/sidd_validation.py",
-                  f"--config.dataset.manual_dir={tmp_path / 'dl'}",
-                  f"--config.dataset.data_dir={tmp_path / 'tfds'}",
-                  "--config.eval.network=lan", f"--checkpoint={weights}",
-                  f"--output={tmp_path / 'out'}")
+    run = _launch(
+        "--mode=eval",
+        "--config=configs/sidd_validation.py",
+        f"--config.dataset.manual_dir={tmp_path / 'dl'}",
+        f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+        "--config.eval.network=lan",
+        f"--checkpoint={weights}",
+        f"--output={tmp_path / 'out'}",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads((tmp_path / "out" / "eval_sidd_validation_srgb.json").read_text())
 
@@ -139,10 +155,14 @@ def test_submit_mode_writes_sidd_submission_from_a_pth(tmp_path, monkeypatch):
     write_blocks(tmp_path / "dl", noisy, prefix="Benchmark")
     ckpt = tmp_path / "unet.pth"
     write_torch_zip(ckpt, _unet_state_dict(8), monkeypatch)
-    run = _launch("--mode=submit", "--config=configs/sidd_benchmark.py",
-                  f"--config.dataset.manual_dir={tmp_path / 'dl'}",
-                  f"--config.dataset.data_dir={tmp_path / 'tfds'}",
-                  f"--checkpoint={ckpt}", f"--output={tmp_path / 'sub'}")
+    run = _launch(
+        "--mode=submit",
+        "--config=configs/sidd_benchmark.py",
+        f"--config.dataset.manual_dir={tmp_path / 'dl'}",
+        f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+        f"--checkpoint={ckpt}",
+        f"--output={tmp_path / 'sub'}",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     mat = scipy.io.loadmat(tmp_path / "sub" / "SubmitSrgb.mat")
     assert mat["DenoisedBlocksSrgb"].shape == noisy.shape
@@ -151,8 +171,11 @@ def test_submit_mode_writes_sidd_submission_from_a_pth(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("case", ["unprepared", "wrong_mode", "missing_flag"])
 def test_eval_and_submit_errors_exit_2(tmp_path, case):
-    base = [f"--checkpoint={tmp_path / 'x.pth'}", f"--output={tmp_path / 'out'}",
-            f"--config.dataset.data_dir={tmp_path / 'tfds'}"]
+    base = [
+        f"--checkpoint={tmp_path / 'x.pth'}",
+        f"--output={tmp_path / 'out'}",
+        f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+    ]
     if case == "unprepared":
         run = _launch("--mode=eval", "--config=configs/sidd_validation.py", *base)
         message = "prepare SIDD first"

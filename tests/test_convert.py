@@ -57,8 +57,11 @@ def test_wrong_network_names_the_key(shared_data):
 
 
 def test_wrong_width_names_key_and_shapes(shared_data):
-    with pytest.raises(CheckpointMismatchError, match=r"encode_block_1\.0\.weight' has shape "
-                       r"\(48, 3, 3, 3\).*expects \(3, 3, 3, 32\)"):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"encode_block_1\.0\.weight' has shape "
+        r"\(48, 3, 3, 3\).*expects \(3, 3, 3, 32\)",
+    ):
         load_torch_params(_fixture(shared_data, "unet"), "unet", UNet(width=32))
 
 
@@ -88,8 +91,11 @@ def test_small_bnn_roundtrip_from_synthetic_state_dict():
     for name, (o, i) in shapes.items():
         state[f"{name}.weight"] = rng.normal(size=(o, i, 3, 3)).astype(np.float32)
         state[f"{name}.bias"] = rng.normal(size=(o,)).astype(np.float32)
-    for name, (o, i) in {"output_block.0": (32, 32), "output_block.2": (8, 32),
-                         "output_block.4": (3, 8)}.items():
+    for name, (o, i) in {
+        "output_block.0": (32, 32),
+        "output_block.2": (8, 32),
+        "output_block.4": (3, 8),
+    }.items():
         state[f"{name}.weight"] = rng.normal(size=(o, i, 1, 1)).astype(np.float32)
         state[f"{name}.bias"] = rng.normal(size=(o,)).astype(np.float32)
     params = convert_state_dict(state, "bnn", module)

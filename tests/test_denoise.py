@@ -34,8 +34,7 @@ def identity(monkeypatch):
     """run_denoise with a denoiser that returns its input (or `scale` x input)."""
     state = {"scale": 1.0}
     monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint: (None, None))
-    monkeypatch.setattr(inference, "jit_apply",
-                        lambda module, params: (lambda x: x * state["scale"]))
+    monkeypatch.setattr(inference, "jit_apply", lambda module, params: lambda x: x * state["scale"])
     return state
 
 
@@ -57,10 +56,16 @@ def _unet_state_dict(width: int, seed: int = 0) -> dict[str, np.ndarray]:
     shapes.update({f"encode_block_{i}.0": (c, c, 3) for i in range(2, 7)})
     shapes.update({"decode_block_5.0": (2 * c, 2 * c, 3), "decode_block_5.2": (2 * c, 2 * c, 3)})
     for lvl in (4, 3, 2):
-        shapes.update({f"decode_block_{lvl}.0": (2 * c, 3 * c, 3),
-                       f"decode_block_{lvl}.2": (2 * c, 2 * c, 3)})
-    shapes.update({"decode_block_1.0": (2 * c, 2 * c + 3, 3), "decode_block_1.2": (2 * c, 2 * c, 3),
-                   "output_conv": (3, 2 * c, 1)})
+        shapes.update(
+            {f"decode_block_{lvl}.0": (2 * c, 3 * c, 3), f"decode_block_{lvl}.2": (2 * c, 2 * c, 3)}
+        )
+    shapes.update(
+        {
+            "decode_block_1.0": (2 * c, 2 * c + 3, 3),
+            "decode_block_1.2": (2 * c, 2 * c, 3),
+            "output_conv": (3, 2 * c, 1),
+        }
+    )
     state = {}
     for name, (o, i, k) in shapes.items():
         state[f"{name}.weight"] = (rng.normal(size=(o, i, k, k)) * 0.1).astype(np.float32)
@@ -78,10 +83,16 @@ class _Tensor:
         self.storage, self.shape = storage, shape
 
     def __reduce__(self):
-        strides = [int(np.prod(self.shape[i + 1:])) for i in range(len(self.shape))]
+        strides = [int(np.prod(self.shape[i + 1 :])) for i in range(len(self.shape))]
         rebuild = sys.modules["torch._utils"]._rebuild_tensor_v2
-        return rebuild, (self.storage, 0, self.shape, tuple(strides), False,
-                         collections.OrderedDict())
+        return rebuild, (
+            self.storage,
+            0,
+            self.shape,
+            tuple(strides),
+            False,
+            collections.OrderedDict(),
+        )
 
 
 def write_torch_zip(path: Path, state: dict[str, np.ndarray], monkeypatch) -> None:
@@ -133,15 +144,17 @@ def test_pth_unet_width_is_inferred_and_runs(tmp_path, monkeypatch, capsys):
     module, params = dn.load_denoiser(ckpt)
     assert module.width == 4 and not module.normalize
     expected = convert_state_dict(state, "unet", UNet(width=4))
-    np.testing.assert_array_equal(params["trunk"]["dec1_0"]["kernel"],
-                                  expected["trunk"]["dec1_0"]["kernel"])
+    np.testing.assert_array_equal(
+        params["trunk"]["dec1_0"]["kernel"], expected["trunk"]["dec1_0"]["kernel"]
+    )
     Image.fromarray(_rgb8(40, 50)).save(tmp_path / "in.png")
     code = dn.run_denoise(str(ckpt), str(tmp_path / "in.png"), str(tmp_path / "out.png"))
     assert code == 0
     out = np.asarray(Image.open(tmp_path / "out.png"))
     assert out.shape == (40, 50, 3) and out.dtype == np.uint8
-    whole = inference.predict_image(inference.jit_apply(module, params),
-                                    np.asarray(Image.open(tmp_path / "in.png")))
+    whole = inference.predict_image(
+        inference.jit_apply(module, params), np.asarray(Image.open(tmp_path / "in.png"))
+    )
     np.testing.assert_array_equal(out, np.clip(np.floor(whole + 0.5), 0, 255))
 
 
@@ -150,8 +163,11 @@ def _workdir(tmp_path: Path, stages: dict[str, list[str]], saved: dict[str, dict
 
     workdir = tmp_path / "run"
     (workdir / "checkpoints").mkdir(parents=True)
-    config = {"networks": {"unet": {"width": 4, "normalize": True}}, "stage_order": list(stages),
-              "stages": {k: {"learners": v, "steps": 3} for k, v in stages.items()}}
+    config = {
+        "networks": {"unet": {"width": 4, "normalize": True}},
+        "stage_order": list(stages),
+        "stages": {k: {"learners": v, "steps": 3} for k, v in stages.items()},
+    }
     (workdir / "config.json").write_text(json.dumps(config))
     for stage, params in saved.items():
         options = ocp.CheckpointManagerOptions(create=True)
@@ -234,15 +250,21 @@ def test_png16_decoder_handles_every_filter(channels):
     image = np.random.default_rng(channels).integers(0, 65536, (11, 9, channels), np.uint16)
     raw = image.astype(">u2").tobytes()
     stride = 9 * channels * 2
-    rows = [raw[i * stride:(i + 1) * stride] for i in range(11)]
-    body = b"".join(bytes([r % 5]) + _filter_row(r % 5, rows[r], rows[r - 1] if r else
-                                                   bytes(stride), channels * 2)
-                    for r in range(11))
+    rows = [raw[i * stride : (i + 1) * stride] for i in range(11)]
+    body = b"".join(
+        bytes([r % 5])
+        + _filter_row(r % 5, rows[r], rows[r - 1] if r else bytes(stride), channels * 2)
+        for r in range(11)
+    )
     png = dn.encode_png16(image)  # reuse its header, swap the data
     ctype = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
     header = struct.pack(">IIBBBBB", 9, 11, 16, ctype, 0, 0, 0)
-    png = (dn.PNG_SIGNATURE + dn._chunk(b"IHDR", header)
-           + dn._chunk(b"IDAT", zlib.compress(body)) + dn._chunk(b"IEND", b""))
+    png = (
+        dn.PNG_SIGNATURE
+        + dn._chunk(b"IHDR", header)
+        + dn._chunk(b"IDAT", zlib.compress(body))
+        + dn._chunk(b"IEND", b"")
+    )
     np.testing.assert_array_equal(dn.read_png16(Path("x.png"), png), image)
 
 
@@ -280,8 +302,9 @@ def test_exif_orientation_in_output(tmp_path, identity, capsys):
 
 def test_tiff_orientation_tag(tmp_path):
     image = np.random.default_rng(4).integers(0, 65536, (10, 16, 3), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "r.tif", image, photometric="rgb",
-                     extratags=[(274, "H", 1, 8, False)])
+    tifffile.imwrite(
+        tmp_path / "r.tif", image, photometric="rgb", extratags=[(274, "H", 1, 8, False)]
+    )
     np.testing.assert_array_equal(dn.read_photo(tmp_path / "r.tif").pixels, np.rot90(image))
 
 
@@ -337,6 +360,7 @@ def test_interrupt_during_run_exits_130_without_partial_file(tmp_path, monkeypat
     def interrupted(module, params):
         def apply(x):
             raise KeyboardInterrupt
+
         return apply
 
     monkeypatch.setattr(inference, "jit_apply", interrupted)
@@ -382,8 +406,9 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 BAD_INPUTS = {
     "truncated": lambda p: p.write_bytes(_png_bytes(_rgb8(64, 64))[:300]),
-    "truncated16": lambda p: p.write_bytes(dn.encode_png16(
-        np.random.default_rng(0).integers(0, 65536, (32, 32, 3), np.uint16))[:200]),
+    "truncated16": lambda p: p.write_bytes(
+        dn.encode_png16(np.random.default_rng(0).integers(0, 65536, (32, 32, 3), np.uint16))[:200]
+    ),
     "text": lambda p: p.write_text("this is not an image"),
     "tiny": lambda p: Image.fromarray(_rgb8(1, 1)).save(p),
     "missing": lambda p: None,

@@ -58,8 +58,14 @@ def test_context_window_margins():
 def fake_dnd(tmp_path_factory):
     root = tmp_path_factory.mktemp("dnd")
     images = write_dnd(root / "dl")
-    cfg = ml_collections.ConfigDict({"name": "dnd_srgb", "data_dir": str(root / "tfds"),
-                                     "manual_dir": str(root / "dl"), "eval_name": ""})
+    cfg = ml_collections.ConfigDict(
+        {
+            "name": "dnd_srgb",
+            "data_dir": str(root / "tfds"),
+            "manual_dir": str(root / "dl"),
+            "eval_name": "",
+        }
+    )
     return root, images, cfg
 
 

@@ -85,8 +85,14 @@ def test_every_call_has_one_shape_and_the_batch_is_filled():
 
 def test_progress_reports_tiles():
     seen = []
-    denoise(lambda x: x, _noisy(100, 900), tile=384, margin=128, batch=4,
-            progress=lambda d, t: seen.append((d, t)))
+    denoise(
+        lambda x: x,
+        _noisy(100, 900),
+        tile=384,
+        margin=128,
+        batch=4,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert seen == [(4, 6), (6, 6)]
 
 
@@ -150,8 +156,10 @@ def test_self_ensemble_of_a_batch_is_per_image():
 
 def test_denoise_ensemble_matches_manual_mean(small_unet):
     image = _noisy(40, 72)
-    expected = np.mean([inverse_dihedral(predict_image(small_unet, dihedral(image, k)), k)
-                        for k in range(8)], axis=0)
+    expected = np.mean(
+        [inverse_dihedral(predict_image(small_unet, dihedral(image, k)), k) for k in range(8)],
+        axis=0,
+    )
     seen = []
     got = denoise_ensemble(small_unet, image, progress=lambda d, t: seen.append((d, t)))
     np.testing.assert_allclose(got, expected, atol=1e-4)

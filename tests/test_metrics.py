@@ -179,8 +179,10 @@ def test_evaluate_pairs() -> None:
     c2 = np.round(_smooth_image(rng, 40, 24)).astype(np.uint8)
     d2 = c2 + rng.normal(0, 15, c2.shape)
     res = evaluate_pairs([(c1, d1), (c2, d2)])
-    p = [peak_signal_noise_ratio(c.astype(np.float64), _ref_quantize(d), data_range=255)
-         for c, d in [(c1, d1), (c2, d2)]]
+    p = [
+        peak_signal_noise_ratio(c.astype(np.float64), _ref_quantize(d), data_range=255)
+        for c, d in [(c1, d1), (c2, d2)]
+    ]
     s = [_sk_ssim(c1, d1), _sk_ssim(c2, d2)]
     assert res["count"] == 2
     assert all(type(v) is float for v in res["psnr_list"] + res["ssim_list"])

@@ -39,8 +39,14 @@ def _last_json(out: str) -> dict:
 
 
 def test_four_devices_equal_one_device_for_every_stage():
-    proc = subprocess.run([sys.executable, WORKER, "equal_steps"], env=_env(4), cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, WORKER, "equal_steps"],
+        env=_env(4),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = _last_json(proc.stdout)
     assert result["devices"] == 4
@@ -53,9 +59,17 @@ def test_global_batch_must_divide_over_devices():
     mesh = sharding.make_mesh(jax.devices()[:1])
     sharding.check_global_batch(3, mesh)  # one device: anything divides
     proc = subprocess.run(
-        [sys.executable, "-c",
-         "from sassid_jax import sharding; sharding.check_global_batch(6, sharding.make_mesh())"],
-        env=_env(4), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-c",
+            "from sassid_jax import sharding; sharding.check_global_batch(6, sharding.make_mesh())",
+        ],
+        env=_env(4),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "the global batch 6 does not divide over 4 devices" in proc.stderr
 
@@ -68,9 +82,14 @@ def test_two_processes_end_like_one(data_dir, tmp_path):  # noqa: F811
     multi = tmp_path / "multi"
     port = _free_port()
     procs = [
-        subprocess.Popen([sys.executable, WORKER, "train", str(port), str(pid), "2", str(multi),
-                          str(data_dir)], env=_env(1), cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, WORKER, "train", str(port), str(pid), "2", str(multi), str(data_dir)],
+            env=_env(1),
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for pid in (0, 1)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -91,9 +110,14 @@ def test_two_processes_end_like_one(data_dir, tmp_path):  # noqa: F811
 
 def test_unreachable_coordinator_fails_fast_and_clearly():
     start = time.time()
-    proc = subprocess.run([sys.executable, WORKER, "unreachable", str(_free_port())],
-                          env=_env(1), cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=180)
+    proc = subprocess.run(
+        [sys.executable, WORKER, "unreachable", str(_free_port())],
+        env=_env(1),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode != 0
     assert "could not join the JAX cluster at '127.0.0.1:" in proc.stderr
     assert time.time() - start < 120

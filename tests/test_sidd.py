@@ -36,14 +36,27 @@ def write_medium(root: Path, shape=(80, 112, 3)) -> dict[str, np.ndarray]:
 
 
 def _cfg(tmp_path: Path, name: str, manual: Path | str = "") -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict({"name": name, "data_dir": str(tmp_path / "tfds"),
-                                      "manual_dir": str(manual), "eval_name": ""})
+    return ml_collections.ConfigDict(
+        {
+            "name": name,
+            "data_dir": str(tmp_path / "tfds"),
+            "manual_dir": str(manual),
+            "eval_name": "",
+        }
+    )
 
 
 def test_scene_folder_names_are_parsed():
     meta = sidd.parse_scene_folder("0052_002_S6_01600_01000_5500_N")
-    assert meta == {"scene_instance": 52, "scene": 2, "phone": "S6", "iso": 1600,
-                    "shutter": 1000, "illuminant": 5500, "brightness": "N"}
+    assert meta == {
+        "scene_instance": 52,
+        "scene": 2,
+        "phone": "S6",
+        "iso": 1600,
+        "shutter": 1000,
+        "illuminant": 5500,
+        "brightness": "N",
+    }
     with pytest.raises(sidd.SiddFilesError, match="0052_002_XX_01600_01000_5500_N: not a SIDD"):
         sidd.parse_scene_folder("0052_002_XX_01600_01000_5500_N")
 
@@ -59,12 +72,16 @@ def test_tile_origins_cover_every_window():
 
 def test_medium_builder_tiles_and_metadata(tmp_path):
     originals = write_medium(tmp_path / "dl")
-    builder = sidd.SiddMediumSrgb(config=sidd.medium_config(64, 32),
-                                  data_dir=str(tmp_path / "tfds"), file_format="array_record")
+    builder = sidd.SiddMediumSrgb(
+        config=sidd.medium_config(64, 32),
+        data_dir=str(tmp_path / "tfds"),
+        file_format="array_record",
+    )
     import tensorflow_datasets as tfds
 
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "dl")))
+        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "dl"))
+    )
     source = builder.as_data_source("train")
     per_image = len(sidd.tile_origins(80, 64, 32)) * len(sidd.tile_origins(112, 64, 32))
     assert len(source) == 4 * per_image
@@ -72,7 +89,7 @@ def test_medium_builder_tiles_and_metadata(tmp_path):
         t = source[i]
         image = originals[t["image"].decode()]
         top, left = int(t["top"]), int(t["left"])
-        np.testing.assert_array_equal(t["noisy"], image[top:top + 64, left:left + 64])
+        np.testing.assert_array_equal(t["noisy"], image[top : top + 64, left : left + 64])
         np.testing.assert_array_equal(t["clean"], t["noisy"] // 2)
     assert {source[i]["phone"].decode() for i in range(len(source))} == {"S6", "GP"}
 
@@ -85,8 +102,10 @@ def test_medium_builder_tiles_and_metadata(tmp_path):
         np.testing.assert_array_equal(a, b)
     resumed = list(tiles.tile_batches(tile_source, **{**kwargs, "num_steps": 2}, start_step=1))
     np.testing.assert_array_equal(resumed[0], first[1])
-    halves = [list(tiles.tile_batches(tile_source, **kwargs, process_index=p, process_count=2))
-              for p in (0, 1)]
+    halves = [
+        list(tiles.tile_batches(tile_source, **kwargs, process_index=p, process_count=2))
+        for p in (0, 1)
+    ]
     np.testing.assert_array_equal(np.concatenate([halves[0][2], halves[1][2]]), first[2])
     with pytest.raises(ValueError, match="crop_size 64 must be in"):
         next(tiles.tile_batches(tile_source, **{**kwargs, "crop_size": 64}))
@@ -102,8 +121,9 @@ def test_medium_missing_ground_truth_names_the_file(tmp_path):
         sidd.medium_data_dir(tmp_path)
 
 
-def write_blocks(folder: Path, noisy: np.ndarray, gt: np.ndarray | None = None,
-                 prefix: str = "Validation") -> None:
+def write_blocks(
+    folder: Path, noisy: np.ndarray, gt: np.ndarray | None = None, prefix: str = "Validation"
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     key = f"{prefix}NoisyBlocksSrgb"
     scipy.io.savemat(folder / f"{key}.mat", {key: noisy})
@@ -123,10 +143,12 @@ def test_validation_blocks_with_metadata(tmp_path):
     write_blocks(tmp_path / "dl", noisy, gt)
     for scene in SCENES:
         (tmp_path / "dl" / "SIDD_Benchmark_Data" / scene).mkdir(parents=True)
-    examples = sources.sidd_blocks("sidd_validation_srgb",
-                                   _cfg(tmp_path, "sidd_validation_srgb", tmp_path / "dl"))
+    examples = sources.sidd_blocks(
+        "sidd_validation_srgb", _cfg(tmp_path, "sidd_validation_srgb", tmp_path / "dl")
+    )
     assert [(e["image_index"], e["block_index"]) for e in examples] == [
-        (i, j) for i in range(2) for j in range(3)]
+        (i, j) for i in range(2) for j in range(3)
+    ]
     for e in examples:
         np.testing.assert_array_equal(e["noisy"], noisy[e["image_index"], e["block_index"]])
         np.testing.assert_array_equal(e["clean"], gt[e["image_index"], e["block_index"]])
@@ -146,8 +168,9 @@ def test_benchmark_blocks_without_metadata(tmp_path):
     assert len(sources.load_train_images(cfg)) == 2  # "trained on the test set itself"
 
 
-@pytest.mark.parametrize("problem", ["missing", "key", "shape", "mismatch", "truncated",
-                                     "unprepared"])
+@pytest.mark.parametrize(
+    "problem", ["missing", "key", "shape", "mismatch", "truncated", "unprepared"]
+)
 def test_bad_block_files_name_the_file(tmp_path, problem):
     noisy, gt = fake_blocks()
     dl = tmp_path / "dl"
@@ -185,8 +208,15 @@ def test_training_on_sidd_medium_validating_on_blocks(tmp_path):
     noisy, gt = fake_blocks(images=1, blocks=2, size=32)
     write_blocks(tmp_path / "dl", noisy, gt)
     c = tiny_config(tmp_path / "tfds", {"bnn": 2, "lan": 1, "unet": 1})
-    c.dataset.update({"name": "sidd_medium_srgb", "eval_name": "sidd_validation_srgb",
-                      "manual_dir": str(tmp_path / "dl"), "tile": 64, "tile_stride": 32})
+    c.dataset.update(
+        {
+            "name": "sidd_medium_srgb",
+            "eval_name": "sidd_validation_srgb",
+            "manual_dir": str(tmp_path / "dl"),
+            "tile": 64,
+            "tile_stride": 32,
+        }
+    )
     c.eval.update({"max_images": 0, "save_panels": False, "bnn_block": 0})
     results = train.train_and_evaluate(c, tmp_path / "run")
     assert results["num_images"] == 2

@@ -16,8 +16,13 @@ def _write(folder: Path, name: str, value: int, shape=(8, 12, 3)) -> None:
 
 
 def _cfg(**dirs: str) -> ml_collections.ConfigDict:
-    base = {"name": "image_folder", "noisy_dir": "", "clean_dir": "", "eval_noisy_dir": "",
-            "eval_clean_dir": ""}
+    base = {
+        "name": "image_folder",
+        "noisy_dir": "",
+        "clean_dir": "",
+        "eval_noisy_dir": "",
+        "eval_clean_dir": "",
+    }
     return ml_collections.ConfigDict({**base, **dirs})
 
 
@@ -26,8 +31,11 @@ def test_train_and_eval_folders_differ(tmp_path):
     _write(tmp_path / "train", "b.png", 20)
     _write(tmp_path / "eval_noisy", "a.png", 30)
     _write(tmp_path / "eval_clean", "a.png", 40)
-    cfg = _cfg(noisy_dir=str(tmp_path / "train"), eval_noisy_dir=str(tmp_path / "eval_noisy"),
-               eval_clean_dir=str(tmp_path / "eval_clean"))
+    cfg = _cfg(
+        noisy_dir=str(tmp_path / "train"),
+        eval_noisy_dir=str(tmp_path / "eval_noisy"),
+        eval_clean_dir=str(tmp_path / "eval_clean"),
+    )
     train = sources.load_train_images(cfg)
     assert [int(im[0, 0, 0]) for im in train] == [10, 20]
     (example,) = sources.load_eval_examples(cfg)
@@ -68,8 +76,10 @@ def test_noisy_image_folder_builder_follows_the_folder_content(tmp_path):
     cfg = _cfg(noisy_dir=str(tmp_path / "noisy"), clean_dir=str(tmp_path / "clean"))
     cfg.name, cfg.data_dir = "noisy_image_folder", str(tmp_path / "tfds")
     examples = sources.load_eval_examples(cfg)
-    assert [(e["name"], int(e["noisy"][0, 0, 0]), int(e["clean"][0, 0, 0])) for e in examples] \
-        == [("a", 10, 30), ("b", 20, 40)]
+    assert [(e["name"], int(e["noisy"][0, 0, 0]), int(e["clean"][0, 0, 0])) for e in examples] == [
+        ("a", 10, 30),
+        ("b", 20, 40),
+    ]
     _write(tmp_path / "noisy", "c.png", 50)  # new content: prepared again, not a stale copy
     _write(tmp_path / "clean", "c.png", 60)
     assert [int(im[0, 0, 0]) for im in sources.load_train_images(cfg)] == [10, 20, 50]

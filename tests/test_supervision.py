@@ -35,8 +35,15 @@ def test_local_std_matches_numpy_with_reflect_edges():
 def test_thresholds_respected():
     sigma = jnp.array([0.0, 0.5, 1.0, 3.0, 5.0, 6.0, 20.0])
     alpha = np.asarray(supervision.alpha_from_sigma(sigma, lower=1.0, upper=5.0))
-    expected = [1 / (1 + np.exp(1.0)), 1 / (1 + np.exp(0.5)), 0.5, 0.5, 0.5,
-                1 / (1 + np.exp(-1.0)), 1 / (1 + np.exp(-15.0))]
+    expected = [
+        1 / (1 + np.exp(1.0)),
+        1 / (1 + np.exp(0.5)),
+        0.5,
+        0.5,
+        0.5,
+        1 / (1 + np.exp(-1.0)),
+        1 / (1 + np.exp(-15.0)),
+    ]
     np.testing.assert_allclose(alpha, expected, rtol=1e-6)
 
 

@@ -32,8 +32,9 @@ def _batches(images, **kwargs):
 @pytest.mark.parametrize("augment", [False, True])
 def test_aux_rides_along_with_the_same_crops(images, augment):
     """Noisy channels equal the plain pipeline's; aux is the same window, flipped alike."""
-    aux = [np.concatenate([im.astype(np.float32) * 2.0 + 1.0, im[..., :1] * 0.5], -1)
-           for im in images]
+    aux = [
+        np.concatenate([im.astype(np.float32) * 2.0 + 1.0, im[..., :1] * 0.5], -1) for im in images
+    ]
     plain = _batches(images, augment=augment)
     with_aux = _batches(images, augment=augment, aux=aux)
     for p, a in zip(plain, with_aux, strict=True):
@@ -45,50 +46,58 @@ def test_aux_rides_along_with_the_same_crops(images, augment):
 
 def test_aux_of_the_wrong_size_is_refused(images):
     with pytest.raises(ValueError, match="one \\(H, W, K\\) map per image"):
-        train_dataset(images, crop_size=CROP, batch_size=2, seed=0,
-                      aux=[np.zeros((40, 64, 3), np.float32)])
+        train_dataset(
+            images, crop_size=CROP, batch_size=2, seed=0, aux=[np.zeros((40, 64, 3), np.float32)]
+        )
 
 
 def test_precompute_bnn_on_blocks_lan_on_the_whole_image(images):
-    networks = {"bnn": make_network("bnn", width=4), "lan": make_network("lan", width=8,
-                                                                           num_blocks=1)}
+    networks = {
+        "bnn": make_network("bnn", width=4),
+        "lan": make_network("lan", width=8, num_blocks=1),
+    }
     x = jnp.zeros((1, 32, 32, 3))
-    params = {n: networks[n].init(jax.random.key(i), x)["params"]
-              for i, n in enumerate(networks)}
+    params = {n: networks[n].init(jax.random.key(i), x)["params"] for i, n in enumerate(networks)}
     maps = teacher_cache.precompute(networks, params, ("bnn", "lan"), images, bnn_block=32)
     for image, m in zip(images, maps, strict=True):
         assert m.shape == image.shape[:2] + (6,) and m.dtype == np.float32
         block = jnp.asarray(image[None, :32, :32], jnp.float32)  # the first isolated block
         bnn = networks["bnn"].apply({"params": params["bnn"]}, block)
         np.testing.assert_allclose(m[:32, :32, :3], np.asarray(bnn[0]), rtol=1e-5, atol=1e-4)
-        lan = networks["lan"].apply({"params": params["lan"]},
-                                    jnp.asarray(image[None], jnp.float32))
+        lan = networks["lan"].apply(
+            {"params": params["lan"]}, jnp.asarray(image[None], jnp.float32)
+        )
         np.testing.assert_allclose(m[..., 3:], np.asarray(lan[0]), rtol=1e-5, atol=1e-4)
 
 
 def test_precomputed_step_equals_online_step_given_the_same_targets():
     """With the teachers' outputs of the batch itself as extra channels, the two modes agree."""
-    networks = {"bnn": make_network("bnn", width=4), "lan": make_network("lan", width=8,
-                                                                           num_blocks=1),
-                "unet": make_network("unet", width=4)}
+    networks = {
+        "bnn": make_network("bnn", width=4),
+        "lan": make_network("lan", width=8, num_blocks=1),
+        "unet": make_network("unet", width=4),
+    }
     stage = make_stage("unet", ("unet",), ("unet",))
     config = default.get_config()
     tx = train.make_optimizer(config, "unet")
     mesh = sharding.make_mesh()
     x = jnp.asarray(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)), jnp.float32)
-    teachers = {n: networks[n].init(jax.random.key(i + 5), x)["params"]
-                for i, n in enumerate(stage.teachers)}
+    teachers = {
+        n: networks[n].init(jax.random.key(i + 5), x)["params"]
+        for i, n in enumerate(stage.teachers)
+    }
     outs = [networks[n].apply({"params": teachers[n]}, x) for n in stage.teachers]
     results = {}
-    for mode, t, batch in (("online", teachers, x),
-                           ("precomputed", {}, jnp.concatenate([x, *outs], -1))):
+    for mode, t, batch in (
+        ("online", teachers, x),
+        ("precomputed", {}, jnp.concatenate([x, *outs], -1)),
+    ):
         state = train.init_state(networks, stage, tx, jax.random.key(0), 32)
         step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh, mode)
         results[mode] = step(state, t, batch)
     (s_on, m_on), (s_pre, m_pre) = results["online"], results["precomputed"]
     np.testing.assert_allclose(float(m_on["loss"]), float(m_pre["loss"]), rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(s_on["params"]), jax.tree.leaves(s_pre["params"]),
-                    strict=True):
+    for a, b in zip(jax.tree.leaves(s_on["params"]), jax.tree.leaves(s_pre["params"]), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 

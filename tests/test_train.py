@@ -108,8 +108,7 @@ def test_resume_mid_stage_is_exact(data_dir, tmp_path, uninterrupted):
     assert_same_params(final_params(tmp_path, config), final_params(ref_dir, config))
 
 
-def test_several_steps_per_call_give_the_same_run(data_dir, tmp_path, uninterrupted,
-                                                  monkeypatch):
+def test_several_steps_per_call_give_the_same_run(data_dir, tmp_path, uninterrupted, monkeypatch):
     ref_dir, ref_config, _ = uninterrupted
     calls, groups = [], train._groups
 
@@ -146,16 +145,26 @@ def test_restart_after_stage_one_continues_at_stage_two(data_dir, tmp_path, unin
 def _launch_args(config, workdir: Path) -> list[str]:
     c = config
     overrides = {
-        "dataset.data_dir": c.dataset.data_dir, "crop_size": c.crop_size,
-        "batch_size": c.batch_size, "networks.bnn.width": c.networks.bnn.width,
-        "networks.unet.width": c.networks.unet.width, "networks.lan.width": c.networks.lan.width,
+        "dataset.data_dir": c.dataset.data_dir,
+        "crop_size": c.crop_size,
+        "batch_size": c.batch_size,
+        "networks.bnn.width": c.networks.bnn.width,
+        "networks.unet.width": c.networks.unet.width,
+        "networks.lan.width": c.networks.lan.width,
         "networks.lan.num_blocks": c.networks.lan.num_blocks,
         "train.log_every": c.train.log_every,
-        "train.checkpoint_every": c.train.checkpoint_every, "eval.max_images": c.eval.max_images,
+        "train.checkpoint_every": c.train.checkpoint_every,
+        "eval.max_images": c.eval.max_images,
     }
     overrides.update({f"stages.{n}.steps": c.stages[n].steps for n in c.stage_order})
-    return [sys.executable, str(REPO_ROOT / "launch.py"), "--config", "configs/default.py",
-            "--workdir", str(workdir)] + [f"--config.{k}={v}" for k, v in overrides.items()]
+    return [
+        sys.executable,
+        str(REPO_ROOT / "launch.py"),
+        "--config",
+        "configs/default.py",
+        "--workdir",
+        str(workdir),
+    ] + [f"--config.{k}={v}" for k, v in overrides.items()]
 
 
 @pytest.mark.slow
@@ -165,8 +174,13 @@ def test_sigterm_checkpoints_then_restart_matches(data_dir, tmp_path):
     ref = tmp_path / "ref"
     train.train_and_evaluate(config, ref)
     run = tmp_path / "run"
-    proc = subprocess.Popen(_launch_args(config, run), cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        _launch_args(config, run),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     log = run / "tensorboard"
     deadline = time.time() + 180
     while time.time() < deadline and not list(log.glob("events.out.tfevents.*")):
@@ -175,8 +189,7 @@ def test_sigterm_checkpoints_then_restart_matches(data_dir, tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
-    steps = sorted(int(p.name) for p in (run / "checkpoints" / "bnn").iterdir()
-                   if p.name.isdigit())
+    steps = sorted(int(p.name) for p in (run / "checkpoints" / "bnn").iterdir() if p.name.isdigit())
     assert steps and 0 < steps[-1] < 60, steps
     assert "SIGTERM" in out
     train.train_and_evaluate(config, run)
@@ -199,8 +212,11 @@ def test_sigterm_checkpoints_then_restart_matches(data_dir, tmp_path):
         ("stage_order", ("lan", "bnn"), "stage 'lan' reads ['bnn'] as frozen teachers"),
         ("compute_dtype", "float16", "compute_dtype must be 'float32' or 'bfloat16'"),
         ("train.steps_per_call", 0, "train.steps_per_call must be a positive integer, got 0"),
-        ("train.steps_per_call", 3,
-         "train.log_every (25) must be a multiple of train.steps_per_call (3)"),
+        (
+            "train.steps_per_call",
+            3,
+            "train.log_every (25) must be a multiple of train.steps_per_call (3)",
+        ),
     ],
 )
 def test_bad_config_names_field_and_value(field, value, message):
@@ -218,9 +234,17 @@ def test_bad_config_names_field_and_value(field, value, message):
 def test_bad_config_fails_before_any_work_from_the_command_line(tmp_path):
     workdir = tmp_path / "w"
     proc = subprocess.run(
-        [sys.executable, "launch.py", "--workdir", str(workdir),
-         "--config.networks.bnn.blind_size=4"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "launch.py",
+            "--workdir",
+            str(workdir),
+            "--config.networks.bnn.blind_size=4",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2
     assert "networks.bnn.blind_size must be an odd integer >= 1, got 4" in proc.stderr

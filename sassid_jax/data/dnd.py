@@ -41,17 +41,20 @@ def read_boxes(manual_dir: str | os.PathLike[str]) -> np.ndarray:
         raise DndFilesError(f"{path}: file not found (unpack the DND benchmark there)")
     try:
         with h5py.File(path, "r") as f:
-            per_image = [np.asarray(f[r]).T
-                         for r in np.asarray(f["info"]["boundingboxes"]).reshape(-1)]
+            per_image = [
+                np.asarray(f[r]).T for r in np.asarray(f["info"]["boundingboxes"]).reshape(-1)
+            ]
     except (OSError, KeyError, TypeError, ValueError) as e:
         raise DndFilesError(f"{path}: no readable info.boundingboxes ({e})") from e
     if len(per_image) != NUM_IMAGES:
-        raise DndFilesError(f"{path}: info.boundingboxes has {len(per_image)} entries, "
-                            f"expected {NUM_IMAGES}")
+        raise DndFilesError(
+            f"{path}: info.boundingboxes has {len(per_image)} entries, expected {NUM_IMAGES}"
+        )
     shapes = {b.shape for b in per_image}
     if shapes != {(BOXES_PER_IMAGE, 4)}:
-        raise DndFilesError(f"{path}: boxes of shapes {sorted(shapes)}, expected "
-                            f"({BOXES_PER_IMAGE}, 4) per image")
+        raise DndFilesError(
+            f"{path}: boxes of shapes {sorted(shapes)}, expected ({BOXES_PER_IMAGE}, 4) per image"
+        )
     boxes = np.stack(per_image)
     boxes = boxes.astype(np.int64)
     boxes[..., :2] -= 1  # 1-based inclusive -> 0-based half-open
@@ -68,8 +71,13 @@ def read_image(manual_dir: str | os.PathLike[str], index: int) -> np.ndarray:
     return np.asarray(image, np.float32)
 
 
-def context_window(box: np.ndarray, height: int, width: int, context: int = CONTEXT,
-                   multiple: int = CONTEXT_MULTIPLE) -> tuple[int, int, int, int]:
+def context_window(
+    box: np.ndarray,
+    height: int,
+    width: int,
+    context: int = CONTEXT,
+    multiple: int = CONTEXT_MULTIPLE,
+) -> tuple[int, int, int, int]:
     """(row0, col0, row1, col1) of the window around `box` ([row0, col0, row1, col1]):
     per side min(context, room to the border) rounded down to a multiple of `multiple`."""
     r0, c0, r1, c1 = (int(v) for v in box)
@@ -99,7 +107,9 @@ def box_examples(manual_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]
             yield {
                 "noisy": np.ascontiguousarray(image[r0:r1, c0:c1]),
                 "inner": np.array([b[0] - r0, b[1] - c0, b[2] - b[0], b[3] - b[1]], np.int32),
-                "window": np.array(window, np.int32), "image_index": i, "box_index": k,
+                "window": np.array(window, np.int32),
+                "image_index": i,
+                "box_index": k,
             }
 
 
@@ -114,13 +124,17 @@ class DndSrgb(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "noisy": tfds.features.Tensor(shape=(None, None, 3), dtype=np.float32,
-                                              encoding="zlib"),
-                "inner": tfds.features.Tensor(shape=(4,), dtype=np.int32),
-                "window": tfds.features.Tensor(shape=(4,), dtype=np.int32),
-                "image_index": np.int32, "box_index": np.int32,
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "noisy": tfds.features.Tensor(
+                        shape=(None, None, 3), dtype=np.float32, encoding="zlib"
+                    ),
+                    "inner": tfds.features.Tensor(shape=(4,), dtype=np.int32),
+                    "window": tfds.features.Tensor(shape=(4,), dtype=np.int32),
+                    "image_index": np.int32,
+                    "box_index": np.int32,
+                }
+            ),
             homepage="https://noise.visinf.tu-darmstadt.de/",
         )
 
@@ -137,8 +151,9 @@ def box_path(out_dir: str | os.PathLike[str], image_index: int, box_index: int) 
     return Path(out_dir) / "boxes" / f"{image_index + 1:04d}_{box_index + 1:02d}.mat"
 
 
-def write_box(out_dir: str | os.PathLike[str], image_index: int, box_index: int,
-              denoised: np.ndarray) -> None:
+def write_box(
+    out_dir: str | os.PathLike[str], image_index: int, box_index: int, denoised: np.ndarray
+) -> None:
     """Save one denoised box ((512, 512, 3) float, [0, 1]) as 'Idenoised_crop' (float32)."""
     crop = np.clip(np.asarray(denoised, np.float32), 0.0, 1.0)
     write_atomic_mat(box_path(out_dir, image_index, box_index), {"Idenoised_crop": crop})

@@ -48,8 +48,13 @@ def folder_images(folder: str, field: str) -> dict[str, Path]:
     return files
 
 
-def folder_examples(noisy_dir: str, clean_dir: str = "", *, noisy_field: str = "noisy_dir",
-                    clean_field: str = "clean_dir") -> Iterator[dict[str, Any]]:
+def folder_examples(
+    noisy_dir: str,
+    clean_dir: str = "",
+    *,
+    noisy_field: str = "noisy_dir",
+    clean_field: str = "clean_dir",
+) -> Iterator[dict[str, Any]]:
     """Per noisy photo: noisy, clean ((H, W, 3) uint8, or None without references), name.
 
     Raises ValueError naming the file for unreadable images, a noisy photo without its
@@ -64,8 +69,10 @@ def folder_examples(noisy_dir: str, clean_dir: str = "", *, noisy_field: str = "
                 raise ValueError(f"{path}: no clean reference named {name} in {clean_dir}")
             reference = read_rgb(clean[name])
             if reference.shape != image.shape:
-                raise ValueError(f"{clean[name]}: shape {reference.shape} differs from its "
-                                 f"noisy image {path} {image.shape}")
+                raise ValueError(
+                    f"{clean[name]}: shape {reference.shape} differs from its "
+                    f"noisy image {path} {image.shape}"
+                )
         yield {"noisy": image, "clean": reference, "name": Path(name).stem}
 
 
@@ -96,9 +103,11 @@ def folder_config(noisy_dir: str, clean_dir: str = "") -> FolderConfig:
     folder_images(noisy_dir, "dataset.noisy_dir")  # fail early, naming the field
     if clean_dir:
         folder_images(clean_dir, "dataset.clean_dir")
-    return FolderConfig(name=f"f{_fingerprint(noisy_dir, clean_dir)}",
-                        noisy_dir=str(Path(noisy_dir).resolve()),
-                        clean_dir=str(Path(clean_dir).resolve()) if clean_dir else "")
+    return FolderConfig(
+        name=f"f{_fingerprint(noisy_dir, clean_dir)}",
+        noisy_dir=str(Path(noisy_dir).resolve()),
+        clean_dir=str(Path(clean_dir).resolve()) if clean_dir else "",
+    )
 
 
 class NoisyImageFolder(tfds.core.GeneratorBasedBuilder):
@@ -111,13 +120,15 @@ class NoisyImageFolder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "noisy": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
-                # 1x1 black when the photo has no reference (has_clean False).
-                "clean": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
-                "has_clean": np.bool_,
-                "name": tfds.features.Text(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "noisy": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
+                    # 1x1 black when the photo has no reference (has_clean False).
+                    "clean": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
+                    "has_clean": np.bool_,
+                    "name": tfds.features.Text(),
+                }
+            ),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
@@ -129,19 +140,30 @@ class NoisyImageFolder(tfds.core.GeneratorBasedBuilder):
         for example in folder_examples(cfg.noisy_dir, cfg.clean_dir):
             has_clean = example["clean"] is not None
             clean = example["clean"] if has_clean else np.zeros((1, 1, 3), np.uint8)
-            yield example["name"], {"noisy": example["noisy"], "clean": clean,
-                                    "has_clean": has_clean, "name": example["name"]}
+            yield (
+                example["name"],
+                {
+                    "noisy": example["noisy"],
+                    "clean": clean,
+                    "has_clean": has_clean,
+                    "name": example["name"],
+                },
+            )
 
 
-def load_folder(noisy_dir: str, clean_dir: str = "", data_dir: str | None = None
-                ) -> list[dict[str, Any]]:
+def load_folder(
+    noisy_dir: str, clean_dir: str = "", data_dir: str | None = None
+) -> list[dict[str, Any]]:
     """Prepare (once per folder content) and read `noisy_image_folder`: dicts with noisy,
     clean (None without a reference) and name, sorted by name."""
     builder = NoisyImageFolder(config=folder_config(noisy_dir, clean_dir), data_dir=data_dir)
     builder.download_and_prepare()
     examples = [
-        {"noisy": e["noisy"], "clean": e["clean"] if e["has_clean"] else None,
-         "name": e["name"].decode("utf-8")}
+        {
+            "noisy": e["noisy"],
+            "clean": e["clean"] if e["has_clean"] else None,
+            "name": e["name"].decode("utf-8"),
+        }
         for e in tfds.as_numpy(builder.as_dataset(split="train", shuffle_files=False))
     ]
     return sorted(examples, key=lambda e: e["name"])

@@ -70,9 +70,10 @@ def read_array(
         raise MatFileError(f"{path}: not a readable .mat file ({e})") from e
     if array is None:
         raise MatFileError(f"{path}: no variable {key!r} (has {_variable_names(path)})")
-    if shape is not None and (array.ndim != len(shape) or any(
-        s is not None and s != a for s, a in zip(shape, array.shape, strict=True)
-    )):
+    if shape is not None and (
+        array.ndim != len(shape)
+        or any(s is not None and s != a for s, a in zip(shape, array.shape, strict=True))
+    ):
         want = tuple("*" if s is None else s for s in shape)
         raise MatFileError(f"{path}: {key!r} has shape {array.shape}, expected {want}")
     if dtype is not None and array.dtype != np.dtype(dtype):

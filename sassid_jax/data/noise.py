@@ -162,23 +162,38 @@ def _bayer_sites(height: int, width: int) -> dict[str, np.ndarray]:
 
 
 # Malvar-He-Cutler (ICASSP 2004) gradient-corrected bilinear demosaicing kernels.
-_K_GREEN_AT_RB = np.array(
-    [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]]
-) / 8.0
+_K_GREEN_AT_RB = (
+    np.array(
+        [[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]]
+    )
+    / 8.0
+)
 # Red (blue) at a green site whose horizontal neighbours are red (blue); transpose: vertical.
-_K_ROW = np.array(
-    [[0, 0, 0.5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, 0.5, 0, 0]]
-) / 8.0
+_K_ROW = (
+    np.array(
+        [
+            [0, 0, 0.5, 0, 0],
+            [0, -1, 0, -1, 0],
+            [-1, 4, 5, 4, -1],
+            [0, -1, 0, -1, 0],
+            [0, 0, 0.5, 0, 0],
+        ]
+    )
+    / 8.0
+)
 # Red at a blue site and blue at a red site.
-_K_DIAG = np.array(
-    [
-        [0, 0, -1.5, 0, 0],
-        [0, 2, 0, 2, 0],
-        [-1.5, 0, 6, 0, -1.5],
-        [0, 2, 0, 2, 0],
-        [0, 0, -1.5, 0, 0],
-    ]
-) / 8.0
+_K_DIAG = (
+    np.array(
+        [
+            [0, 0, -1.5, 0, 0],
+            [0, 2, 0, 2, 0],
+            [-1.5, 0, 6, 0, -1.5],
+            [0, 2, 0, 2, 0],
+            [0, 0, -1.5, 0, 0],
+        ]
+    )
+    / 8.0
+)
 
 
 def _demosaic(raw: np.ndarray, sites: dict[str, np.ndarray]) -> np.ndarray:

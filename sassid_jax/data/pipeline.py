@@ -174,8 +174,10 @@ def _aux_cropper(images: Sequence[np.ndarray], aux: Sequence[np.ndarray], crop_s
         a.ndim != 3 or a.shape[:2] != im.shape[:2] or a.shape[2] != aux[0].shape[2]
         for a, im in zip(aux, images, strict=False)
     ):
-        raise ValueError("aux must hold one (H, W, K) map per image, same H, W and K for all: "
-                         f"got {[a.shape for a in aux]} for images {[im.shape for im in images]}")
+        raise ValueError(
+            "aux must hold one (H, W, K) map per image, same H, W and K for all: "
+            f"got {[a.shape for a in aux]} for images {[im.shape for im in images]}"
+        )
     k = aux[0].shape[2]
     widths = tf.constant(np.array([a.shape[1] for a in aux], dtype=np.int64))
     sizes = np.array([a.size for a in aux], dtype=np.int64)

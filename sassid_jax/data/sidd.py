@@ -41,8 +41,13 @@ from PIL import Image
 
 from sassid_jax.data.matfiles import MatFileError, read_array
 
-PHONES = {"GP": "Google Pixel", "IP": "iPhone 7", "S6": "Samsung Galaxy S6 Edge",
-          "N6": "Motorola Nexus 6", "G4": "LG G4"}
+PHONES = {
+    "GP": "Google Pixel",
+    "IP": "iPhone 7",
+    "S6": "Samsung Galaxy S6 Edge",
+    "N6": "Motorola Nexus 6",
+    "G4": "LG G4",
+}
 BRIGHTNESS = {"L": "low light", "N": "normal brightness", "H": "high exposure"}
 SCENE_PATTERN = re.compile(
     r"(?P<instance>\d{4})_(?P<scene>\d{3})_(?P<phone>[A-Z0-9]{2})_(?P<iso>\d+)_"
@@ -54,8 +59,7 @@ BLOCK_FILES = {
     "validation_gt": "ValidationGtBlocksSrgb",
     "benchmark_noisy": "BenchmarkNoisyBlocksSrgb",
 }
-METADATA_FIELDS = ("scene_instance", "scene", "phone", "iso", "shutter", "illuminant",
-                   "brightness")
+METADATA_FIELDS = ("scene_instance", "scene", "phone", "iso", "shutter", "illuminant", "brightness")
 
 
 class SiddFilesError(ValueError):
@@ -75,9 +79,13 @@ def parse_scene_folder(name: str) -> dict[str, Any]:
             f"with phone in {sorted(PHONES)} and brightness in {sorted(BRIGHTNESS)})"
         )
     return {
-        "scene_instance": int(m["instance"]), "scene": int(m["scene"]), "phone": m["phone"],
-        "iso": int(m["iso"]), "shutter": int(m["shutter"]),
-        "illuminant": int(m["illuminant"]), "brightness": m["brightness"],
+        "scene_instance": int(m["instance"]),
+        "scene": int(m["scene"]),
+        "phone": m["phone"],
+        "iso": int(m["iso"]),
+        "shutter": int(m["shutter"]),
+        "illuminant": int(m["illuminant"]),
+        "brightness": m["brightness"],
     }
 
 
@@ -86,8 +94,10 @@ def medium_data_dir(manual_dir: Path) -> Path:
     for candidate in (manual_dir / "SIDD_Medium_Srgb" / "Data", manual_dir / "Data"):
         if candidate.is_dir():
             return candidate
-    raise SiddFilesError(f"{manual_dir}: no SIDD_Medium_Srgb/Data folder (download SIDD-Medium "
-                         "sRGB and unpack it there)")
+    raise SiddFilesError(
+        f"{manual_dir}: no SIDD_Medium_Srgb/Data folder (download SIDD-Medium "
+        "sRGB and unpack it there)"
+    )
 
 
 def medium_pairs(data_dir: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
@@ -135,8 +145,12 @@ def read_png(path: Path) -> np.ndarray:
 
 def _metadata_features() -> dict[str, Any]:
     return {
-        "scene_instance": np.int32, "scene": np.int32, "phone": tfds.features.Text(),
-        "iso": np.int32, "shutter": np.int32, "illuminant": np.int32,
+        "scene_instance": np.int32,
+        "scene": np.int32,
+        "phone": tfds.features.Text(),
+        "iso": np.int32,
+        "shutter": np.int32,
+        "illuminant": np.int32,
         "brightness": tfds.features.Text(),
     }
 
@@ -170,21 +184,26 @@ class SiddMediumSrgb(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release: overlapping PNG tiles in ArrayRecord files."}
     BUILDER_CONFIGS = [DEFAULT_MEDIUM_CONFIG]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = "Unpack SIDD_Medium_Srgb.zip so that manual_dir holds " \
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Unpack SIDD_Medium_Srgb.zip so that manual_dir holds "
         "SIDD_Medium_Srgb/Data/<scene folders>."
+    )
     code_path = None  # no checksums file to look up (see embedded.SaslEmbedded)
 
     def _info(self) -> tfds.core.DatasetInfo:
         tile = self.builder_config.tile
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "noisy": tfds.features.Image(shape=(tile, tile, 3), dtype=np.uint8),
-                "clean": tfds.features.Image(shape=(tile, tile, 3), dtype=np.uint8),
-                "image": tfds.features.Text(),
-                "top": np.int32, "left": np.int32,
-                **_metadata_features(),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "noisy": tfds.features.Image(shape=(tile, tile, 3), dtype=np.uint8),
+                    "clean": tfds.features.Image(shape=(tile, tile, 3), dtype=np.uint8),
+                    "image": tfds.features.Text(),
+                    "top": np.int32,
+                    "left": np.int32,
+                    **_metadata_features(),
+                }
+            ),
             supervised_keys=("noisy", "clean"),
             homepage="https://abdokamel.github.io/sidd/",
         )
@@ -198,27 +217,35 @@ class SiddMediumSrgb(tfds.core.GeneratorBasedBuilder):
         for noisy_path, gt_path, meta in pairs:
             noisy, clean = read_png(noisy_path), read_png(gt_path)
             if noisy.shape != clean.shape:
-                raise SiddFilesError(f"{gt_path}: shape {clean.shape} differs from its noisy "
-                                     f"image {noisy_path} {noisy.shape}")
+                raise SiddFilesError(
+                    f"{gt_path}: shape {clean.shape} differs from its noisy "
+                    f"image {noisy_path} {noisy.shape}"
+                )
             h, w = noisy.shape[:2]
             if min(h, w) < tile:
                 raise SiddFilesError(f"{noisy_path}: {h}x{w} is smaller than the tile {tile}")
             for top in tile_origins(h, tile, stride):
                 for left in tile_origins(w, tile, stride):
-                    window = np.s_[top:top + tile, left:left + tile]
-                    yield f"{meta['image']}/{top}/{left}", {
-                        "noisy": noisy[window], "clean": clean[window],
-                        "top": top, "left": left,
-                        **{k: meta[k] for k in ("image", *METADATA_FIELDS)},
-                    }
+                    window = np.s_[top : top + tile, left : left + tile]
+                    yield (
+                        f"{meta['image']}/{top}/{left}",
+                        {
+                            "noisy": noisy[window],
+                            "clean": clean[window],
+                            "top": top,
+                            "left": left,
+                            **{k: meta[k] for k in ("image", *METADATA_FIELDS)},
+                        },
+                    )
 
 
 def read_blocks(manual_dir: Path, which: str) -> np.ndarray:
     """The (images, blocks, H, W, 3) uint8 array of one SIDD block file in manual_dir."""
     key = BLOCK_FILES[which]
     try:
-        return read_array(manual_dir / f"{key}.mat", key, shape=(None, None, None, None, 3),
-                          dtype=np.uint8)
+        return read_array(
+            manual_dir / f"{key}.mat", key, shape=(None, None, None, None, 3), dtype=np.uint8
+        )
     except MatFileError as e:
         raise SiddFilesError(str(e)) from e
 
@@ -231,8 +258,9 @@ def block_metadata(manual_dir: Path, num_images: int) -> list[dict[str, Any]] | 
         return None
     names = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if len(names) != num_images:
-        raise SiddFilesError(f"{folder}: {len(names)} scene folders, but the block files hold "
-                             f"{num_images} images")
+        raise SiddFilesError(
+            f"{folder}: {len(names)} scene folders, but the block files hold {num_images} images"
+        )
     return [parse_scene_folder(n) for n in names]
 
 
@@ -248,13 +276,16 @@ class _SiddBlocks(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         features = {
             "noisy": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
-            "image_index": np.int32, "block_index": np.int32,
-            "has_metadata": np.bool_, **_metadata_features(),
+            "image_index": np.int32,
+            "block_index": np.int32,
+            "has_metadata": np.bool_,
+            **_metadata_features(),
         }
         if self.GT:
             features["clean"] = tfds.features.Image(shape=(None, None, 3), dtype=np.uint8)
         return self.dataset_info_from_configs(
-            description=self.__doc__, features=tfds.features.FeaturesDict(features),
+            description=self.__doc__,
+            features=tfds.features.FeaturesDict(features),
             homepage="https://abdokamel.github.io/sidd/",
         )
 
@@ -267,14 +298,27 @@ class _SiddBlocks(tfds.core.GeneratorBasedBuilder):
         if clean is not None and clean.shape != noisy.shape:
             raise SiddFilesError(
                 f"{manual_dir / (BLOCK_FILES[self.GT] + '.mat')}: shape {clean.shape} differs "
-                f"from the noisy blocks {noisy.shape}")
+                f"from the noisy blocks {noisy.shape}"
+            )
         meta = block_metadata(manual_dir, noisy.shape[0])
-        blank = {"scene_instance": -1, "scene": -1, "phone": "", "iso": -1, "shutter": -1,
-                 "illuminant": -1, "brightness": ""}
+        blank = {
+            "scene_instance": -1,
+            "scene": -1,
+            "phone": "",
+            "iso": -1,
+            "shutter": -1,
+            "illuminant": -1,
+            "brightness": "",
+        }
         for i in range(noisy.shape[0]):
             for j in range(noisy.shape[1]):
-                example = {"noisy": noisy[i, j], "image_index": i, "block_index": j,
-                           "has_metadata": meta is not None, **(meta[i] if meta else blank)}
+                example = {
+                    "noisy": noisy[i, j],
+                    "image_index": i,
+                    "block_index": j,
+                    "has_metadata": meta is not None,
+                    **(meta[i] if meta else blank),
+                }
                 if clean is not None:
                     example["clean"] = clean[i, j]
                 yield f"{i:03d}_{j:03d}", example
@@ -284,8 +328,9 @@ class SiddValidationSrgb(_SiddBlocks):
     """SIDD sRGB validation: 40 x 32 noisy 256x256 blocks with their ground truth."""
 
     NOISY, GT, SPLIT = "validation_noisy", "validation_gt", "validation"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = ("Put ValidationNoisyBlocksSrgb.mat and "
-                                    "ValidationGtBlocksSrgb.mat in manual_dir.")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Put ValidationNoisyBlocksSrgb.mat and ValidationGtBlocksSrgb.mat in manual_dir."
+    )
 
 
 class SiddBenchmarkSrgb(_SiddBlocks):

@@ -28,8 +28,15 @@ import tensorflow_datasets as tfds
 
 from sassid_jax.data.tiles import TileSource
 
-KNOWN_DATASETS = ("sasl_embedded", "image_folder", "noisy_image_folder", "sidd_medium_srgb",
-                  "sidd_validation_srgb", "sidd_benchmark_srgb", "dnd_srgb")
+KNOWN_DATASETS = (
+    "sasl_embedded",
+    "image_folder",
+    "noisy_image_folder",
+    "sidd_medium_srgb",
+    "sidd_validation_srgb",
+    "sidd_benchmark_srgb",
+    "dnd_srgb",
+)
 BLOCK_SPLITS = {"sidd_validation_srgb": "validation", "sidd_benchmark_srgb": "benchmark"}
 
 
@@ -51,9 +58,12 @@ def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBui
     """
     from sassid_jax.data import dnd, sidd
 
-    classes = {"sidd_medium_srgb": sidd.SiddMediumSrgb, "sidd_validation_srgb":
-               sidd.SiddValidationSrgb, "sidd_benchmark_srgb": sidd.SiddBenchmarkSrgb,
-               "dnd_srgb": dnd.DndSrgb}
+    classes = {
+        "sidd_medium_srgb": sidd.SiddMediumSrgb,
+        "sidd_validation_srgb": sidd.SiddValidationSrgb,
+        "sidd_benchmark_srgb": sidd.SiddBenchmarkSrgb,
+        "dnd_srgb": dnd.DndSrgb,
+    }
     builder = classes[name](data_dir=cfg.get("data_dir") or None, **kwargs)
     manual_dir = cfg.get("manual_dir", "")
     if not builder.is_prepared():
@@ -63,9 +73,11 @@ def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBui
                 f"download the files listed in "
                 f"{classes[name].__module__.replace('.', '/')}.py and set "
                 f"--config.dataset.manual_dir to their folder (prepared once, into "
-                f"{builder.data_dir})")
+                f"{builder.data_dir})"
+            )
         builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+        )
     return builder
 
 
@@ -75,12 +87,17 @@ def sidd_blocks(name: str, cfg: Any) -> list[dict[str, Any]]:
     examples = []
     for e in tfds.as_numpy(builder.as_dataset(split=BLOCK_SPLITS[name], shuffle_files=False)):
         i, j = int(e["image_index"]), int(e["block_index"])
-        examples.append({
-            "noisy": e["noisy"], "clean": e.get("clean"), "name": f"{i:02d}_{j:02d}",
-            "image_index": i, "block_index": j,
-            "phone": e["phone"].decode() if e["has_metadata"] else None,
-            "iso": int(e["iso"]) if e["has_metadata"] else None,
-        })
+        examples.append(
+            {
+                "noisy": e["noisy"],
+                "clean": e.get("clean"),
+                "name": f"{i:02d}_{j:02d}",
+                "image_index": i,
+                "block_index": j,
+                "phone": e["phone"].decode() if e["has_metadata"] else None,
+                "iso": int(e["iso"]) if e["has_metadata"] else None,
+            }
+        )
     return sorted(examples, key=lambda e: (e["image_index"], e["block_index"]))
 
 
@@ -89,11 +106,14 @@ def sidd_medium_tiles(cfg: Any) -> TileSource:
     from sassid_jax.data.sidd import medium_config
 
     geometry = medium_config(cfg.get("tile", 512), cfg.get("tile_stride", 256))
-    builder = prepared_builder("sidd_medium_srgb", cfg, config=geometry,
-                               file_format="array_record")
+    builder = prepared_builder("sidd_medium_srgb", cfg, config=geometry, file_format="array_record")
     source = builder.as_data_source("train", decoders={"clean": tfds.decode.SkipDecoding()})
-    return TileSource(source, tile=geometry.tile, max_crop=geometry.tile - geometry.stride,
-                      name="sidd_medium_srgb")
+    return TileSource(
+        source,
+        tile=geometry.tile,
+        max_crop=geometry.tile - geometry.stride,
+        name="sidd_medium_srgb",
+    )
 
 
 def _folder(cfg: Any, evaluation: bool) -> list[dict[str, Any]]:
@@ -105,8 +125,9 @@ def _folder(cfg: Any, evaluation: bool) -> list[dict[str, Any]]:
     noisy_dir, clean_dir = cfg.get(noisy_field, ""), cfg.get(clean_field, "")
     if cfg.name == "noisy_image_folder":
         return load_folder(noisy_dir, clean_dir, cfg.get("data_dir") or None)
-    return list(folder_examples(noisy_dir, clean_dir, noisy_field=noisy_field,
-                                clean_field=clean_field))
+    return list(
+        folder_examples(noisy_dir, clean_dir, noisy_field=noisy_field, clean_field=clean_field)
+    )
 
 
 def load_train_images(cfg: Any) -> list[np.ndarray] | TileSource:
@@ -122,8 +143,10 @@ def load_train_images(cfg: Any) -> list[np.ndarray] | TileSource:
         return sidd_medium_tiles(cfg)
     if cfg.name in BLOCK_SPLITS:
         return [e["noisy"] for e in sidd_blocks(cfg.name, cfg)]
-    raise ValueError(f"dataset.name: {cfg.name!r} has no training images (benchmark boxes "
-                     "only: use --mode submit)")
+    raise ValueError(
+        f"dataset.name: {cfg.name!r} has no training images (benchmark boxes "
+        "only: use --mode submit)"
+    )
 
 
 def load_eval_examples(cfg: Any) -> list[dict[str, Any]]:
@@ -141,6 +164,8 @@ def load_eval_examples(cfg: Any) -> list[dict[str, Any]]:
         return _folder(cfg, evaluation=True)
     if name in BLOCK_SPLITS:
         return sidd_blocks(name, cfg)
-    raise ValueError(f"dataset: {name!r} cannot be evaluated here (no ground truth and no "
-                     "whole images; sidd_medium_srgb: validate on eval_name="
-                     "'sidd_validation_srgb'; dnd_srgb: use --mode submit)")
+    raise ValueError(
+        f"dataset: {name!r} cannot be evaluated here (no ground truth and no "
+        "whole images; sidd_medium_srgb: validate on eval_name="
+        "'sidd_validation_srgb'; dnd_srgb: use --mode submit)"
+    )

@@ -39,12 +39,11 @@ class TileSource:
         return len(self.source)
 
 
-def _sample(tiles: TileSource, crop_size: int, seed: int, index: int, augment: bool
-            ) -> np.ndarray:
+def _sample(tiles: TileSource, crop_size: int, seed: int, index: int, augment: bool) -> np.ndarray:
     rng = np.random.default_rng([seed, index])
     tile = tiles.source[int(rng.integers(len(tiles)))]["noisy"]
     top, left = (int(v) for v in rng.integers(0, tiles.tile - crop_size + 1, size=2))
-    crop = tile[top:top + crop_size, left:left + crop_size]
+    crop = tile[top : top + crop_size, left : left + crop_size]
     flips = rng.random(3) < 0.5
     if augment:
         if flips[0]:
@@ -77,11 +76,15 @@ def tile_batches(
     batch that does not divide over the processes.
     """
     if not 0 < crop_size <= tiles.max_crop:
-        raise ValueError(f"crop_size {crop_size} must be in [1, {tiles.max_crop}] for "
-                         f"{tiles.name} (tiles of {tiles.tile})")
+        raise ValueError(
+            f"crop_size {crop_size} must be in [1, {tiles.max_crop}] for "
+            f"{tiles.name} (tiles of {tiles.tile})"
+        )
     if batch_size <= 0 or batch_size % process_count:
-        raise ValueError(f"global batch_size {batch_size} must be positive and divisible by "
-                         f"process_count {process_count}")
+        raise ValueError(
+            f"global batch_size {batch_size} must be positive and divisible by "
+            f"process_count {process_count}"
+        )
     if len(tiles) == 0:
         raise ValueError(f"{tiles.name}: no tiles")
     local = batch_size // process_count
@@ -96,8 +99,12 @@ def tile_batches(
         def submit() -> None:
             step = next(steps, None)
             if step is not None:
-                pending.append([pool.submit(_sample, tiles, crop_size, seed, g, augment)
-                                for g in indices(step)])
+                pending.append(
+                    [
+                        pool.submit(_sample, tiles, crop_size, seed, g, augment)
+                        for g in indices(step)
+                    ]
+                )
 
         for _ in range(prefetch + 1):
             submit()

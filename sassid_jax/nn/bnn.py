@@ -83,8 +83,10 @@ class BNN(nn.Module):
         h = normalize_in(x, self.normalize)
         branches = _run_branches(trunk, h)
         fused = jnp.concatenate(
-            [rot90(shift_down(y, self.final_shift), -r) for r, y in zip(ROTATIONS, branches,
-                                                                          strict=True)],
+            [
+                rot90(shift_down(y, self.final_shift), -r)
+                for r, y in zip(ROTATIONS, branches, strict=True)
+            ],
             axis=-1,
         )
         c8 = 8 * self.width

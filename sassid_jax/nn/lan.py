@@ -96,8 +96,9 @@ class LAN(nn.Module):
         check_rgb_batch(x, network="LAN")
         h = nn.relu(_conv1x1(self.width, "embed", self.dtype)(normalize_in(x, self.normalize)))
         for i in range(self.blind_size // 2):
-            conv = Conv2D(self.width, 3, init_style="torch_default", dtype=self.dtype,
-                          name=f"local_{i}")
+            conv = Conv2D(
+                self.width, 3, init_style="torch_default", dtype=self.dtype, name=f"local_{i}"
+            )
             h = nn.relu(conv(h))
         h = NRB(self.num_blocks, self.dtype, name="nrb")(h)
         y = _conv1x1(3, "out", self.dtype)(h)

@@ -75,8 +75,9 @@ def _conv(x: jax.Array, kernel: jax.Array, padding: Padding) -> jax.Array:
     )
 
 
-def tap_kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...],
-                    padding: Padding) -> jax.Array:
+def tap_kernel_grad(
+    x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...], padding: Padding
+) -> jax.Array:
     """Gradient of sum(dy * conv(x, k)) w.r.t. k as kh * kw matrix products.
 
     Tap (i, j) of the kernel gradient is dy^T @ x_pad[:, i:i+H, j:j+W] over all N*H*W
@@ -88,9 +89,13 @@ def tap_kernel_grad(x: jax.Array, dy: jax.Array, kernel_shape: tuple[int, ...],
     xp = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
     dyt = dy.reshape(n * h * w, o).T
     taps = [
-        lax.dot(dyt, xp[:, i:i + h, j:j + w].reshape(n * h * w, c),
-                preferred_element_type=jnp.float32)
-        for i in range(kh) for j in range(kw)
+        lax.dot(
+            dyt,
+            xp[:, i : i + h, j : j + w].reshape(n * h * w, c),
+            preferred_element_type=jnp.float32,
+        )
+        for i in range(kh)
+        for j in range(kw)
     ]
     return jnp.stack(taps).reshape(kh, kw, o, c).transpose(0, 1, 3, 2)
 

@@ -56,8 +56,9 @@ class EncoderDecoder(nn.Module):
     dtype: jnp.dtype | None = None
 
     def _conv(self, features: int, name: str) -> Conv2D:
-        return Conv2D(features, 3, upward=self.upward, init_style="he_leaky", dtype=self.dtype,
-                      name=name)
+        return Conv2D(
+            features, 3, upward=self.upward, init_style="he_leaky", dtype=self.dtype, name=name
+        )
 
     def _down(self, x: jax.Array) -> jax.Array:
         if self.upward:
