@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 
 from sassid_jax import supervision
+from sassid_jax.nn import NETWORK_NAMES
 
 Outputs = Mapping[str, jax.Array]
 LossFn = Callable[[Outputs, jax.Array, float, float], jax.Array]
@@ -41,7 +42,6 @@ LOSSES: dict[str, tuple[LossFn, tuple[str, ...]]] = {
     "lan": (_lan, ("lan", "bnn")),
     "unet": (_unet, ("unet", "bnn", "lan")),
 }
-NETWORK_NAMES = ("bnn", "lan", "unet")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,9 +4,11 @@ from sassid_jax.nn.bnn import BNN
 from sassid_jax.nn.lan import LAN
 from sassid_jax.nn.unet import UNet
 
-__all__ = ["BNN", "LAN", "UNet", "make_network"]
+__all__ = ["BNN", "LAN", "NETWORK_NAMES", "UNet", "make_network"]
 
 NETWORKS = {"bnn": BNN, "lan": LAN, "unet": UNet}
+# The one tuple of network names, in training order (BNN -> LAN -> U-Net).
+NETWORK_NAMES = tuple(NETWORKS)
 
 
 def make_network(name: str, **kwargs):
