@@ -1,4 +1,4 @@
-"""PyTorch versions of the SASL networks, written from /work/shared/SASL_SPEC.md for benchmarks.
+"""PyTorch versions of the SASL networks (described in docs/method.md), for benchmarks.
 
 Only the speed benchmark uses them (PyTorch is an optional extra: bench/requirements.txt).
 Layout is PyTorch's own NCHW. Submodule names follow the key names of the authors'

@@ -1,4 +1,4 @@
-"""The published recipe (SASL_SPEC.md "Training recipe"), faithful to the authors' code.
+"""The published recipe (docs/method.md, "Training recipe"), faithful to the authors' code.
 
 SIDD-Medium sRGB noisy images, random 256x256 crops with flips and transpose, batch 8,
 Adam(3e-4, 0.9/0.999, 1e-8) with cosine decay to 0 over each stage, 400k steps per stage,

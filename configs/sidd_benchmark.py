@@ -15,5 +15,5 @@ def get_config() -> ml_collections.ConfigDict:
     c = sasl_paper.get_config()
     c.dataset.name = "sidd_benchmark_srgb"
     c.dataset.eval_name = ""
-    c.eval.ensemble = True  # submissions average the 8 flips x rotations (SASL_SPEC.md)
+    c.eval.ensemble = True  # submissions average the 8 flips x rotations (docs/method.md)
     return c

@@ -1,6 +1,6 @@
 """Evaluation metrics following the SASL evaluation protocol.
 
-The protocol (see ``SASL_SPEC.md``, "Evaluation protocol") rounds every network output with
+The protocol (``docs/method.md``, "Evaluation protocol") rounds every network output with
 ``floor(x + 0.5)`` and clips it to ``[0, 255]`` before scoring.  Both :func:`psnr` and
 :func:`ssim` apply that rounding (:func:`quantize`) to the *denoised* image themselves, so
 callers pass raw network outputs in the ``[0, 255]`` scale.  The clean image is used as is

@@ -7,7 +7,7 @@ Point `manual_dir` at the unpacked benchmark download:
                                               1-based, inclusive
     <manual_dir>/images_srgb/0001.mat .. 0050.mat   v7.3, 'InoisySRGB': H x W x 3 in [0, 1]
 
-Each 512x512 box is denoised with context (SASL_SPEC.md "Evaluation protocol"): on each side
+Each 512x512 box is denoised with context (docs/method.md, "Evaluation protocol"): on each side
 min(80, distance to the image border) pixels, rounded down to a multiple of 32, so every
 window is a multiple of 32 (the U-Net's) and the box sits inside it. The builder stores one
 example per box: that window (float32, [0, 1], as in the file) and where the box lies in it.

@@ -11,7 +11,7 @@ and return sRGB in [0, 255] float32); nothing here rescales.
   one `lax.pad` with negative high padding.
 - `max_pool_2x2`, `upsample_nearest_2x`, `rot90`: the remaining reshaping ops.
 - `Conv2D`: a Linen conv owning `kernel` (kh, kw, C_in, C_out) HWIO and `bias` (C_out,), with the
-  initializer families the spec names (He normal for BNN/U-Net, PyTorch default for LAN).
+  initializer families of docs/method.md (He normal for BNN/U-Net, PyTorch default for LAN).
 """
 
 from __future__ import annotations

@@ -1,0 +1,142 @@
+"""The repository's documentation stays in step with the code.
+
+- every library module is listed (by path) in the README's "Architecture" table, and every
+  path listed there exists;
+- nothing cites the private method note that is not part of the repository; the method is
+  documented in docs/method.md;
+- every link from the README (or from the code) to docs/*.md points to an existing file, and
+  a `#section` anchor to an existing heading of it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+# Built from parts so that this file does not contain the name it looks for.
+PRIVATE_NOTE = "SASL_SPEC" + ".md"
+SKIP_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", "runs", "results"}
+TEXT_SUFFIXES = {"", ".py", ".md", ".txt", ".toml", ".cfg", ".ini", ".yaml", ".yml", ".json"}
+MAX_TEXT_BYTES = 2_000_000
+DOC_LINK = re.compile(r"(?<![\w/.-])(docs/[\w./-]+?\.md)(#[\w-]+)?")
+
+
+def _section(markdown: str, heading: str) -> str:
+    """Text of the '## heading' section up to the next heading of level 2 (or 1)."""
+    match = re.search(rf"^## {re.escape(heading)}\s*$(.*?)(?=^#{{1,2}} |\Z)", markdown, re.M | re.S)
+    assert match, f"README.md has no '## {heading}' section"
+    return match.group(1)
+
+
+def architecture_paths() -> list[str]:
+    """Backticked paths in the first column of the README's Architecture table."""
+    paths = []
+    for line in _section(README.read_text(), "Architecture").splitlines():
+        cells = line.split("|")
+        if line.startswith("|") and len(cells) > 2:
+            paths += re.findall(r"`([^`]+\.py)`", cells[1])
+    return paths
+
+
+def library_modules() -> list[str]:
+    """Every sassid_jax module except package __init__ files, as repository-relative paths."""
+    return sorted(
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / "sassid_jax").rglob("*.py")
+        if p.name != "__init__.py" and "__pycache__" not in p.parts
+    )
+
+
+def text_files() -> list[Path]:
+    """Text files of the repository (outside VCS, caches, virtualenvs and run outputs)."""
+    found = []
+    stack = [REPO]
+    while stack:
+        folder = stack.pop()
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir():
+                if entry.name not in SKIP_DIRS and not entry.name.endswith(".egg-info"):
+                    stack.append(entry)
+            elif entry.suffix.lower() in TEXT_SUFFIXES and entry.stat().st_size <= MAX_TEXT_BYTES:
+                found.append(entry)
+    return found
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation dropped, spaces
+    to hyphens (letters, digits, '-' and '_' are kept)."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors_of(markdown: str) -> set[str]:
+    return {github_anchor(m) for m in re.findall(r"^#{1,6} (.+?)\s*$", markdown, re.M)}
+
+
+def test_every_module_is_in_the_architecture_table():
+    listed = set(architecture_paths())
+    missing = [m for m in library_modules() if m not in listed]
+    assert not missing, f"README.md 'Architecture' table lacks a row for: {', '.join(missing)}"
+
+
+def test_every_architecture_row_names_an_existing_file():
+    stale = [p for p in architecture_paths() if not (REPO / p).is_file()]
+    assert not stale, f"README.md 'Architecture' table lists missing files: {', '.join(stale)}"
+
+
+def test_architecture_table_parser_sees_the_known_rows():
+    # Guards the parser above: a format change must not make the table look empty.
+    assert {"sassid_jax/nn/bnn.py", "launch.py"} <= set(architecture_paths())
+
+
+def test_nothing_cites_the_private_method_note():
+    citing = [
+        p.relative_to(REPO).as_posix()
+        for p in text_files()
+        if PRIVATE_NOTE in p.read_text(encoding="utf-8", errors="replace")
+    ]
+    assert not citing, f"{PRIVATE_NOTE} is not in the repository (use docs/method.md): {citing}"
+
+
+def test_text_file_scan_covers_the_repository():
+    names = {p.relative_to(REPO).as_posix() for p in text_files()}
+    assert {"README.md", "docs/method.md", "sassid_jax/metrics.py", "tests/test_docs.py"} <= names
+    assert {"configs/sasl_paper.py", "bench/README.md"} <= names
+
+
+def test_links_to_docs_exist():
+    sources = [README, *(p for p in text_files() if p.suffix == ".py")]
+    broken = []
+    for source in sources:
+        for path, anchor in DOC_LINK.findall(source.read_text(encoding="utf-8", errors="replace")):
+            target = REPO / path
+            where = f"{source.relative_to(REPO).as_posix()}: {path}{anchor}"
+            if not target.is_file():
+                broken.append(f"{where} (no such file)")
+            elif anchor and anchor[1:] not in anchors_of(target.read_text()):
+                broken.append(f"{where} (no such heading)")
+    assert not broken, "broken links to docs: " + "; ".join(broken)
+
+
+def test_links_inside_docs_exist():
+    broken = []
+    for doc in sorted((REPO / "docs").glob("*.md")):
+        text = doc.read_text()
+        for anchor in re.findall(r"\]\(#([\w-]+)\)", text):
+            if anchor not in anchors_of(text):
+                broken.append(f"{doc.relative_to(REPO).as_posix()}: #{anchor}")
+    assert not broken, "links to missing headings: " + "; ".join(broken)
+
+
+def test_readme_links_to_the_method():
+    assert any(path == "docs/method.md" for path, _ in DOC_LINK.findall(README.read_text()))
+
+
+def test_github_anchor():
+    assert github_anchor("Flatness map alpha") == "flatness-map-alpha"
+    assert github_anchor("Departures from the authors' release") == (
+        "departures-from-the-authors-release"
+    )
+    assert github_anchor("U-Net") == "u-net"
