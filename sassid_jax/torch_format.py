@@ -146,9 +146,9 @@ class _WeightsUnpickler(pickle._Unpickler):
 
     dispatch = _guarded_dispatch()
 
-    def __init__(self, data: bytes, path: str) -> None:
+    def __init__(self, data: bytes, where: str) -> None:
         super().__init__(io.BytesIO(data))
-        self._path = path
+        self._where = where  # "<file>: '<entry>'": the start of every message
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("collections", "OrderedDict"):
@@ -160,9 +160,9 @@ class _WeightsUnpickler(pickle._Unpickler):
         if module == "torch" and name in STORAGE_LAYOUTS:
             return _StorageType(name)
         if module == "torch" and name.endswith("Storage"):
-            raise TorchFormatError(f"{self._path}: unsupported tensor type torch.{name}")
+            raise TorchFormatError(f"{self._where}: unsupported tensor type torch.{name}")
         raise TorchFormatError(
-            f"{self._path}: refusing to load global '{module}.{name}': only weights "
+            f"{self._where}: refusing to load global '{module}.{name}': only weights "
             "(tensors in an OrderedDict) are read, never pickled code"
         )
 
@@ -171,7 +171,7 @@ class _WeightsUnpickler(pickle._Unpickler):
         ok = ok and isinstance(pid[1], _StorageType) and type(pid[2]) is str
         if ok and type(pid[4]) is int and pid[4] >= 0:
             return _StorageRef(pid[1].name, pid[2], pid[4])
-        raise TorchFormatError(f"{self._path}: bad storage reference {_short(pid)}")
+        raise TorchFormatError(f"{self._where}: bad storage reference {_short(pid)}")
 
 
 def view_problem(offset: Any, size: Any, stride: Any, numel: int) -> str | None:
@@ -275,7 +275,7 @@ class _Reader:
                 self.fail(f"byte order {_short(order)} is not supported (only little-endian)")
         data = self.read(self.pickle_name)
         try:
-            return _WeightsUnpickler(data, self.path).load()
+            return _WeightsUnpickler(data, f"{self.path}: {self.pickle_name!r}").load()
         except TorchFormatError:
             raise
         except Exception as e:  # any failure of the pickle machinery on hostile bytes

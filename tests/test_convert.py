@@ -119,7 +119,9 @@ def _zip_with_pickle(tmp_path, payload):
 
 def test_pickled_code_is_refused(tmp_path, capsys):
     path = _zip_with_pickle(tmp_path, {"a": _Evil()})
-    refused = r"evil\.pth: refusing to load global '(__builtin__|builtins)\.print'"
+    refused = (
+        r"evil\.pth: 'evil/data\.pkl': refusing to load global '(__builtin__|builtins)\.print'"
+    )
     with pytest.raises(TorchFormatError, match=refused):
         read_state_dict(path)
     assert "pwned" not in capsys.readouterr().out
