@@ -18,6 +18,7 @@ import math
 import os
 import pickle
 import reprlib
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
@@ -188,8 +189,8 @@ def view_problem(offset: Any, size: Any, stride: Any, numel: int) -> str | None:
     if offset < 0 or min(size, default=0) < 0 or min(stride, default=0) < 0:
         return f"negative offset {offset}, size {tuple(size)} or stride {tuple(stride)}"
     count = math.prod(size)
-    if count > max(numel, MAX_OVERLAPPING_ELEMENTS):
-        return f"{count} elements from a storage of {numel} elements"
+    if math.prod(max(n, 1) for n in size) > max(numel, MAX_OVERLAPPING_ELEMENTS):  # empty too
+        return f"sizes {tuple(size)} are too large for a storage of {numel} elements"
     last = (
         offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
         if count
@@ -210,7 +211,7 @@ def gather(flat: np.ndarray, offset: int, size: tuple, stride: tuple) -> np.ndar
     """
     size, count = tuple(size), math.prod(size)
     dense = [math.prod(size[k + 1 :]) for k in range(len(size))]
-    if all(s == d for n, s, d in zip(size, stride, dense, strict=True) if n > 1):
+    if count == 0 or all(s == d for n, s, d in zip(size, stride, dense, strict=True) if n > 1):
         return flat[offset : offset + count].reshape(size).copy()
     index = np.full((1,) * len(size), offset, dtype=np.int64)
     for axis, (n, s) in enumerate(zip(size, stride, strict=True)):
@@ -234,8 +235,7 @@ class _Reader:
         self.archive, self.path = archive, path
         self.file_size = os.path.getsize(path)
         self.storages: dict[str, tuple[_StorageRef, np.ndarray]] = {}
-        names = archive.namelist()
-        counts = collections.Counter(names)
+        counts = collections.Counter(names := archive.namelist())
         duplicate = next((n for n in names if counts[n] > 1), None)
         if duplicate is not None:
             self.fail(f"zip entry {duplicate!r} appears {counts[duplicate]} times")
@@ -254,6 +254,8 @@ class _Reader:
             info = self.archive.getinfo(name)
         except KeyError:
             self.fail(f"zip entry {name!r} is missing")
+        if info.is_dir() or info.external_attr & 0x10 or stat.S_ISDIR(info.external_attr >> 16):
+            self.fail(f"zip entry {name!r} is marked as a directory")  # torch reads it as empty
         if expected is not None and info.file_size != expected:
             self.fail(f"zip entry {name!r} holds {info.file_size} bytes, expected {expected}")
         ratio_ok = info.file_size <= MAX_COMPRESSION_RATIO * max(info.compress_size, 1)
@@ -332,14 +334,14 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     path = str(path)
     if not Path(path).is_file():
         raise TorchFormatError(f"{path}: no such checkpoint file")
-    if not zipfile.is_zipfile(path):
+    try:
+        archive = zipfile.ZipFile(path) if zipfile.is_zipfile(path) else None
+    except Exception as e:  # zipfile's errors on a corrupt end record or directory vary
+        raise TorchFormatError(f"{path}: corrupt zip archive: {type(e).__name__}: {e}") from e
+    if archive is None:
         raise TorchFormatError(
             f"{path}: not a zip-format PyTorch checkpoint (legacy torch.save format or not a "
             "checkpoint at all); re-save it with torch.save(state_dict, path) from torch >= 1.6"
         )
-    try:
-        archive = zipfile.ZipFile(path)
-    except Exception as e:  # zipfile's errors on a corrupt central directory vary
-        raise TorchFormatError(f"{path}: corrupt zip archive: {type(e).__name__}: {e}") from e
     with archive:
         return _Reader(archive, path).state_dict()

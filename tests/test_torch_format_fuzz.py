@@ -324,7 +324,8 @@ def _reference(view: View, data: bytes) -> np.ndarray | None:
         data
     ):
         return None
-    if math.prod(view.size) > max(view.numel, 1 << 24) or view.offset > view.numel:
+    too_big = math.prod(max(n, 1) for n in view.size) > max(view.numel, 1 << 24)
+    if too_big or view.offset > view.numel:
         return None
     if math.prod(view.size) == 0:
         return _decode_like_torch(np.zeros(view.size, dtype=layout), view.storage_type)
@@ -383,32 +384,46 @@ def _view_file(path: Path, view: View, state: list, data: bytes) -> Path:
     return _zip(path, _entries(_pickle(OD(tensors)), {"0": data}))
 
 
+def _view_case(path: Path, view: View, state: list, data: bytes) -> str:
+    """Run one structured case against `_reference` (and torch.load where the file is valid)."""
+    _view_file(path, view, state, data)
+    expected = {"w": _reference(view, data)}
+    if len(state) == 2:  # the second view must share the type and fit the storage
+        b_view = View(state[1][1], view.numel, 0, (2,), (1,), view.data_len)
+        expected["b"] = _reference(b_view, data) if b_view[0] == view.storage_type else None
+    if any(v is None for v in expected.values()):  # invalid: refused (torch may crash on it)
+        assert _run(path, use_torch=False) == "refused", view
+        return "refused"
+    ours = read_state_dict(path)
+    assert _same(ours, expected), view
+    theirs = _torch_load(path)
+    assert theirs is None or _same(ours, theirs), view
+    return "loaded, torch agrees" if theirs is not None else "loaded"
+
+
+EDGE_VIEWS = [  # (offset, size, stride): empty views with absurd strides or sizes, 0-d, overlap
+    (0, (0, 3), (2**64, 2**64)),
+    (N, (0,), (1,)),
+    (N + 1, (0,), (1,)),
+    (0, (0, 2**62), (1, 1)),
+    (0, (0, 2**24, 2**24), (1, 1, 1)),
+    (N - 1, (), ()),
+    (0, (5, 4), (0, 1)),
+    (3, (2, 1, 3), (4, 2**70, 1)),
+]
+
+
 def test_structured_view_mutations(tmp_path):
     """Offsets, sizes, strides, storage types and numels, valid or hostile, vs a reference."""
     rng, outcomes = np.random.default_rng(3), collections.Counter()
-    for i in range(220):
+    data = rng.bytes(4 * N)
+    for i, (offset, size, stride) in enumerate(EDGE_VIEWS):
+        view = View("FloatStorage", N, offset, size, stride, 4 * N)
+        outcomes[_view_case(tmp_path / f"edge{i}.pth", view, [("w", "FloatStorage")], data)] += 1
+    for i in range(250):
         view = _random_view(rng)
         data, state = rng.bytes(view.data_len), _view_state(view, rng)
-        path = _view_file(tmp_path / f"view{i}.pth", view, state, data)
-        reference = _reference(view, data)
-        if reference is None:  # invalid: must be refused (torch is not asked, it may crash)
-            assert _run(path, use_torch=False) == "refused", view
-            outcomes["refused"] += 1
-            continue
-        expected = {"w": reference}
-        if len(state) == 2:  # the second view must share the type and fit the storage
-            b_view = View(state[1][1], view.numel, 0, (2,), (1,), view.data_len)
-            b_ok = b_view.storage_type == view.storage_type
-            expected["b"] = _reference(b_view, data) if b_ok else None
-            if expected["b"] is None:
-                assert _run(path, use_torch=False) == "refused", view
-                outcomes["refused"] += 1
-                continue
-        ours = read_state_dict(path)
-        assert _same(ours, expected), view
-        theirs = _torch_load(path)
-        assert theirs is None or _same(ours, theirs), view
-        outcomes["loaded, torch agrees" if theirs is not None else "loaded"] += 1
+        outcomes[_view_case(tmp_path / f"view{i}.pth", view, state, data)] += 1
     assert outcomes["loaded, torch agrees"] >= 40 and outcomes["refused"] >= 80, outcomes
 
 
