@@ -8,6 +8,9 @@ so a file of the wrong network, width or LAN blind size fails with the key and b
 BNN checkpoints from the authors' code carry `output_conv.*`, an alias of `output_block.4.*`
 (the same tensors); it is checked to be identical and dropped. The BNN's blind size changes no
 weight shape, so it cannot be read from a file: pass the module you mean to run.
+
+`check_finite(tree, source)` refuses weights holding NaN or Inf (a diverged or corrupt file);
+`convert_state_dict` applies it to every `.pth`, and it works on any pytree (orbax restores too).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -22,14 +26,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sassid_jax.errors import UserInputError
 from sassid_jax.nn import make_network
 from sassid_jax.torch_format import read_state_dict
 
 PathTuple = tuple[str, ...]
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserInputError, ValueError):
     """A checkpoint whose keys or shapes do not fit the requested network."""
+
+
+class NonFiniteWeightsError(UserInputError, ValueError):
+    """A checkpoint whose weights hold NaN or Inf; str() names the file and the key."""
+
+
+def check_finite(tree: Any, source: str) -> None:
+    """Raise NonFiniteWeightsError naming `source` and the first leaf holding NaN or Inf.
+
+    Args:
+      tree: any pytree of arrays: a flat state_dict {torch key: array} or nested Flax params
+        (numpy or jax arrays); leaves that are not floating point are skipped.
+      source: the file or folder the tree was read from (named in the message).
+    """
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        array = np.asarray(leaf)
+        if not jnp.issubdtype(array.dtype, jnp.inexact):
+            continue
+        if not np.isfinite(array).all():
+            nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+            name = jax.tree_util.keystr(key_path, simple=True, separator="/")
+            raise NonFiniteWeightsError(
+                f"{source}: weight {name!r} holds {nan} NaN and {inf} infinite values (of "
+                f"{array.size}): a diverged or corrupt checkpoint"
+            )
 
 
 def _trunk_path(torch_module: str) -> PathTuple | None:
@@ -131,9 +161,11 @@ def convert_state_dict(
 ) -> dict:
     """Authors' state_dict (numpy arrays) -> our nested params dict for `module`.
 
-    Raises CheckpointMismatchError naming the key and shapes on any unexpected key, missing
-    parameter or shape mismatch.
+    Raises NonFiniteWeightsError naming the key if a weight holds NaN or Inf, and
+    CheckpointMismatchError naming the key and shapes on any unexpected key, missing parameter
+    or shape mismatch (both are UserInputErrors).
     """
+    check_finite(dict(state), source)
     state = _drop_aliases(dict(state), network, source)
     expected = expected_shapes(module)
     desc = f"{type(module).__name__}({_module_summary(module)})"

@@ -7,7 +7,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from sassid_jax.convert import CheckpointMismatchError, convert_state_dict, load_torch_params
+from sassid_jax.convert import (
+    CheckpointMismatchError,
+    NonFiniteWeightsError,
+    check_finite,
+    convert_state_dict,
+    load_torch_params,
+)
+from sassid_jax.errors import UserInputError
 from sassid_jax.nn import BNN, LAN, UNet
 from sassid_jax.torch_format import TorchFormatError, read_state_dict
 from tests.test_networks import PAPER_COUNTS
@@ -119,7 +126,9 @@ def _zip_with_pickle(tmp_path, payload):
 
 def test_pickled_code_is_refused(tmp_path, capsys):
     path = _zip_with_pickle(tmp_path, {"a": _Evil()})
-    refused = r"evil\.pth: refusing to load global '(__builtin__|builtins)\.print'"
+    refused = (
+        r"evil\.pth: 'evil/data\.pkl': refusing to load global '(__builtin__|builtins)\.print'"
+    )
     with pytest.raises(TorchFormatError, match=refused):
         read_state_dict(path)
     assert "pwned" not in capsys.readouterr().out
@@ -132,3 +141,32 @@ def test_not_a_checkpoint(tmp_path):
         read_state_dict(bad)
     with pytest.raises(TorchFormatError, match="no such checkpoint"):
         read_state_dict(tmp_path / "missing.pth")
+
+
+def test_load_errors_are_user_input_errors():
+    for error in (TorchFormatError, CheckpointMismatchError, NonFiniteWeightsError):
+        assert issubclass(error, UserInputError) and issubclass(error, ValueError)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_check_finite_names_source_and_key(bad):
+    tree = {"trunk": {"enc1_0": {"kernel": np.ones((3, 3, 3, 4), np.float32)}}, "n": np.arange(3)}
+    check_finite(tree, "run/checkpoints/7")
+    tree["trunk"]["enc1_0"]["kernel"][1, 2, 0, 3] = bad
+    with pytest.raises(NonFiniteWeightsError, match=r"^run/checkpoints/7: weight 'trunk/enc1_0/k"):
+        check_finite(tree, "run/checkpoints/7")
+
+
+def test_non_finite_pth_is_refused_naming_file_and_key(tmp_path):
+    torch = pytest.importorskip("torch")
+    state = {
+        "encode_block_1.0.weight": torch.zeros(4, 3, 3, 3),
+        "encode_block_1.0.bias": torch.ones(4),
+    }
+    state["encode_block_1.0.bias"][2] = float("nan")
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    message = r"diverged\.pth: weight 'encode_block_1\.0\.bias' holds 1 NaN and 0 infinite values"
+    with pytest.raises(NonFiniteWeightsError, match=message) as info:
+        load_torch_params(path, "unet", UNet(width=4))
+    assert len(str(info.value).splitlines()) == 1
