@@ -218,6 +218,8 @@ def run_denoise(
                 f"--tile {tile}: must be a multiple of 32, at least "
                 f"{smallest} (two {DEFAULT_MARGIN}-pixel margins + 32)"
             )
+        if max_pixels is not None and max_pixels <= 0:
+            raise DenoiseInputError(f"--max_pixels {max_pixels}: must be a positive pixel count")
         jobs = plan_jobs(input_path, output_path)
         todo = [j for j in jobs if overwrite or not j.target.exists()]
         for job in jobs:

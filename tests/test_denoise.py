@@ -408,3 +408,5 @@ def test_bad_tile_exit_2(tmp_path, identity, capsys):
     Image.fromarray(_rgb8()).save(tmp_path / "in.png")
     code, _, err = _run(tmp_path, tmp_path / "in.png", tmp_path / "o.png", capsys, tile=100)
     assert code == 2 and "--tile 100" in err
+    code, _, err = _run(tmp_path, tmp_path / "in.png", tmp_path / "o.png", capsys, max_pixels=0)
+    assert code == 2 and "--max_pixels 0" in err and err.count("\n") == 1
