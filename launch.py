@@ -33,6 +33,9 @@ flags.DEFINE_string("output", None, "denoise: output file or folder; eval/submit
 flags.DEFINE_bool("ensemble", False, "denoise: average the 8 flips/rotations (x8 slower).")
 flags.DEFINE_bool("overwrite", False, "denoise: redo outputs that already exist.")
 flags.DEFINE_integer("tile", 1024, "denoise: tile side in pixels (memory ~ tile^2).")
+flags.DEFINE_integer(
+    "max_pixels", None, "denoise: largest width x height read (default: Pillow's bomb guard)."
+)
 flags.DEFINE_string(
     "coordinator_address",
     None,
@@ -98,6 +101,7 @@ def main(argv: list[str]) -> int:
             ensemble=FLAGS.ensemble,
             overwrite=FLAGS.overwrite,
             tile=FLAGS.tile,
+            max_pixels=FLAGS.max_pixels,
         )
     return _run(FLAGS.mode)
 

@@ -15,15 +15,15 @@ Column images are either
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from sassid_jax.atomic_files import write_bytes
 from sassid_jax.metrics import quantize
+from sassid_jax.photo_io import Photo, encode_photo
 
 SEPARATOR = 4  # width in pixels of the white bars between and around columns
 TEXT_PAD = 2  # padding in pixels around text lines
@@ -91,8 +91,8 @@ def save_panel(
     """Write the images of ``columns`` side by side into one PNG at ``path``.
 
     Args:
-        path: output file; parent folders are created.  The file is written to a temporary
-            file in the same folder and moved into place with ``os.replace`` (atomic).
+        path: output file (PNG whatever the suffix); parent folders are created.  Written
+            atomically by ``atomic_files.write_bytes`` (mode from the umask).
         columns: ``(label, image)`` pairs, left to right.  ``label`` is drawn in the title
             strip above the image (put a PSNR in the label text to show it).  Images are
             ``(H, W, 3)`` in ``[0, 255]`` or ``(H, W)`` / ``(H, W, 1)`` maps in ``[0, 1]``
@@ -159,15 +159,5 @@ def save_panel(
     for left, w in zip(lefts, widths, strict=True):
         draw.rectangle((left + w, 0, left + w + SEPARATOR - 1, total_h - 1), fill=(255, 255, 255))
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            canvas.save(fh, format="PNG")
-        os.replace(tmp_name, out)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
+    write_bytes(path, encode_photo(Photo(np.asarray(canvas)), ".png"))
     return PanelLayout(total_w, total_h, image_top, tuple(lefts))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -12,6 +13,7 @@ import scipy.io
 
 from sassid_jax import benchmark
 from sassid_jax.data import dnd, sources
+from sassid_jax.errors import UserInputError
 
 HEIGHT, WIDTH, BOX = 96, 128, 32
 # (row0, col0) of boxes: at the corner (no margin), 40 px in (32), far in, at the far corner.
@@ -128,3 +130,23 @@ def test_missing_box_and_bad_files_name_the_file(fake_dnd, tmp_path):
         f.create_dataset("Inoisy", data=np.zeros((3, 4, 4), np.float32))
     with pytest.raises(dnd.DndFilesError, match=r"0001.mat: no variable 'InoisySRGB'"):
         dnd.read_image(tmp_path, 0)
+
+
+def test_truncated_mat_and_written_boxes(tmp_path):
+    images = tmp_path / "images_srgb"
+    images.mkdir()
+    with h5py.File(images / "0001.mat", "w", userblock_size=512) as f:
+        f.create_dataset("InoisySRGB", data=np.zeros((3, 64, 64), np.float32))
+    data = (images / "0001.mat").read_bytes()
+    (images / "0001.mat").write_bytes(data[:100])  # a cut download
+    with pytest.raises(dnd.DndFilesError, match="0001.mat: not a readable .mat file") as error:
+        dnd.read_image(tmp_path, 0)
+    assert isinstance(error.value, UserInputError) and "\n" not in str(error.value)
+    old = os.umask(0o027)
+    try:
+        dnd.write_box(tmp_path / "out", 0, 0, np.zeros((4, 4, 3), np.float32))
+    finally:
+        os.umask(old)
+    written = dnd.box_path(tmp_path / "out", 0, 0)
+    assert written.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in written.parent.iterdir()] == [written.name]  # no temp file left

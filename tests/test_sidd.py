@@ -11,6 +11,7 @@ import scipy.io
 from PIL import Image
 
 from sassid_jax.data import sidd, sources, tiles
+from sassid_jax.errors import UserInputError
 
 SCENES = ("0001_001_S6_00100_00060_3200_L", "0052_002_GP_01600_01000_5500_N")
 
@@ -169,7 +170,7 @@ def test_benchmark_blocks_without_metadata(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "problem", ["missing", "key", "shape", "mismatch", "truncated", "unprepared"]
+    "problem", ["missing", "key", "shape", "mismatch", "truncated", "cut", "empty", "unprepared"]
 )
 def test_bad_block_files_name_the_file(tmp_path, problem):
     noisy, gt = fake_blocks()
@@ -188,6 +189,14 @@ def test_bad_block_files_name_the_file(tmp_path, problem):
         write_blocks(dl, noisy, gt)
         (dl / "ValidationNoisyBlocksSrgb.mat").write_bytes(b"garbage")
         match = "ValidationNoisyBlocksSrgb.mat: not a readable .mat file"
+    elif problem == "cut":  # the first 100 bytes of a real block file
+        write_blocks(dl, noisy, gt)
+        data = (dl / "ValidationGtBlocksSrgb.mat").read_bytes()
+        (dl / "ValidationGtBlocksSrgb.mat").write_bytes(data[:100])
+        match = "ValidationGtBlocksSrgb.mat: not a readable .mat file"
+    elif problem == "empty":
+        write_blocks(dl, noisy[:0], gt[:0])
+        match = "ValidationNoisyBlocksSrgb.mat: 'ValidationNoisyBlocksSrgb' holds no blocks"
     elif problem == "mismatch":
         write_blocks(dl, noisy, gt[:1])
         match = "ValidationGtBlocksSrgb.mat: shape .* differs from the noisy blocks"
@@ -195,8 +204,10 @@ def test_bad_block_files_name_the_file(tmp_path, problem):
         dl = ""
         match = "prepare SIDD first"
     error = sources.DatasetUnavailableError if problem == "unprepared" else sidd.SiddFilesError
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as raised:
         sources.sidd_blocks("sidd_validation_srgb", _cfg(tmp_path, "sidd_validation_srgb", dl))
+    assert "\n" not in str(raised.value)
+    assert problem == "unprepared" or isinstance(raised.value, UserInputError)
 
 
 def test_training_on_sidd_medium_validating_on_blocks(tmp_path):

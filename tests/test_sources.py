@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sassid_jax.data import sources
+from sassid_jax import photo_io
+from sassid_jax.data import folder, sources
 
 
 def _write(folder: Path, name: str, value: int, shape=(8, 12, 3)) -> None:
@@ -85,3 +86,17 @@ def test_noisy_image_folder_builder_follows_the_folder_content(tmp_path):
     assert [int(im[0, 0, 0]) for im in sources.load_train_images(cfg)] == [10, 20, 50]
     cfg.clean_dir = ""
     assert sources.load_eval_examples(cfg)[0]["clean"] is None
+
+
+def test_folder_photos_go_through_photo_io(tmp_path):
+    grey16 = np.full((8, 12), 257 * 40 + 100, np.uint16)
+    (tmp_path / "noisy").mkdir()
+    Image.fromarray(grey16).save(tmp_path / "noisy" / "a.png")  # 16-bit grey: RGB, / 257
+    _write(tmp_path / "noisy", "b.bmp", 10)  # not a photo format here: ignored
+    (image,) = sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "noisy")))
+    assert image.dtype == np.uint8 and image.shape == (8, 12, 3) and int(image.max()) == 40
+    with pytest.raises(ValueError, match=r"a\.png: 12x8 image has 96 pixels, over the limit"):
+        list(folder.folder_examples(str(tmp_path / "noisy"), max_pixels=50))
+    (tmp_path / "noisy" / "c.png").write_text("not a png")
+    with pytest.raises(photo_io.PhotoError, match=r"c\.png: not a PNG, JPEG or TIFF"):
+        sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "noisy")))

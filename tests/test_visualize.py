@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,15 @@ def test_panel_overwrites_atomically(tmp_path: Path) -> None:
     save_panel(out, _columns()[:3])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
     assert Image.open(out).size[0] > 30 + 32 + 30
+
+
+def test_panel_mode_follows_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        save_panel(tmp_path / "p.png", _columns()[:2])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.png").stat().st_mode & 0o777 == 0o640
 
 
 def test_panel_height_mismatch_names_label(tmp_path: Path) -> None:

@@ -25,12 +25,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from sassid_jax.data.matfiles import MatFileError, read_array, write_atomic_mat
+from sassid_jax.errors import UserInputError
 
 NUM_IMAGES, BOXES_PER_IMAGE = 50, 20
 CONTEXT, CONTEXT_MULTIPLE = 80, 32
 
 
-class DndFilesError(ValueError):
+class DndFilesError(UserInputError, ValueError):
     """Missing or malformed DND files; str() names the file."""
 
 

@@ -1,9 +1,10 @@
 """Your own noisy photos as a TFDS dataset: `noisy_image_folder`.
 
 Self-supervised denoising needs no ground truth, so this is how to train on your camera's
-own noise: a folder of noisy photos (PNG, JPEG, TIFF, BMP; 8-bit; any sizes; grey and
-palette images become RGB, alpha is dropped), optionally a parallel folder of clean
-references matched by file name, used only for evaluation.
+own noise: a folder of noisy photos (read by `photo_io`: PNG, JPEG, TIFF; 8 or 16 bit, stored
+as 8-bit RGB; any sizes; grey and palette images become RGB, alpha is dropped, EXIF
+orientation applied; larger than `max_pixels` refused before decoding), optionally a
+parallel folder of clean references matched by file name, used only for evaluation.
 
 Each distinct folder content gets its own builder config, named by a hash of the paths and
 of every file's name, size and modification time, so adding or changing a photo prepares
@@ -20,21 +21,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 of an 8-bit image file; ValueError naming the file otherwise."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("RGB", "L", "RGBA", "P"):
-                raise ValueError(f"{path}: unsupported image mode {im.mode} (need 8-bit RGB)")
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from e
+from sassid_jax.photo_io import IMAGE_SUFFIXES, is_image_file, read_rgb8
 
 
 def folder_images(folder: str, field: str) -> dict[str, Path]:
@@ -42,7 +30,7 @@ def folder_images(folder: str, field: str) -> dict[str, Path]:
     root = Path(folder)
     if not folder or not root.is_dir():
         raise ValueError(f"{field}: {folder!r} is not a directory")
-    files = {p.name: p for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    files = {p.name: p for p in sorted(root.iterdir()) if is_image_file(p)}
     if not files:
         raise ValueError(f"{field}: no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
     return files
@@ -54,20 +42,22 @@ def folder_examples(
     *,
     noisy_field: str = "noisy_dir",
     clean_field: str = "clean_dir",
+    max_pixels: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Per noisy photo: noisy, clean ((H, W, 3) uint8, or None without references), name.
 
-    Raises ValueError naming the file for unreadable images, a noisy photo without its
-    reference (when clean_dir is given) or a reference of another size.
+    max_pixels: the largest width x height read (None: photo_io.DEFAULT_MAX_PIXELS).
+    Raises ValueError naming the file for unreadable images (photo_io.PhotoError), a noisy
+    photo without its reference (when clean_dir is given) or a reference of another size.
     """
     noisy = folder_images(noisy_dir, f"dataset.{noisy_field}")
     clean = folder_images(clean_dir, f"dataset.{clean_field}") if clean_dir else {}
     for name, path in noisy.items():
-        image, reference = read_rgb(path), None
+        image, reference = read_rgb8(path, max_pixels), None
         if clean:
             if name not in clean:
                 raise ValueError(f"{path}: no clean reference named {name} in {clean_dir}")
-            reference = read_rgb(clean[name])
+            reference = read_rgb8(clean[name], max_pixels)
             if reference.shape != image.shape:
                 raise ValueError(
                     f"{clean[name]}: shape {reference.shape} differs from its "
@@ -84,7 +74,7 @@ def _fingerprint(noisy_dir: str, clean_dir: str) -> str:
         root = Path(folder).resolve()
         digest.update(str(root).encode())
         for path in sorted(root.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
+            if is_image_file(path):
                 stat = path.stat()
                 digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
@@ -96,9 +86,12 @@ class FolderConfig(tfds.core.BuilderConfig):
 
     noisy_dir: str = ""
     clean_dir: str = ""
+    max_pixels: int | None = None  # photo_io's pixel limit (None: its default)
 
 
-def folder_config(noisy_dir: str, clean_dir: str = "") -> FolderConfig:
+def folder_config(
+    noisy_dir: str, clean_dir: str = "", max_pixels: int | None = None
+) -> FolderConfig:
     """A config for these folders, named by their content (see the module docstring)."""
     folder_images(noisy_dir, "dataset.noisy_dir")  # fail early, naming the field
     if clean_dir:
@@ -107,6 +100,7 @@ def folder_config(noisy_dir: str, clean_dir: str = "") -> FolderConfig:
         name=f"f{_fingerprint(noisy_dir, clean_dir)}",
         noisy_dir=str(Path(noisy_dir).resolve()),
         clean_dir=str(Path(clean_dir).resolve()) if clean_dir else "",
+        max_pixels=max_pixels,
     )
 
 
@@ -137,7 +131,7 @@ class NoisyImageFolder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self) -> Iterator[tuple[str, dict[str, Any]]]:
         cfg = self.builder_config
-        for example in folder_examples(cfg.noisy_dir, cfg.clean_dir):
+        for example in folder_examples(cfg.noisy_dir, cfg.clean_dir, max_pixels=cfg.max_pixels):
             has_clean = example["clean"] is not None
             clean = example["clean"] if has_clean else np.zeros((1, 1, 3), np.uint8)
             yield (
@@ -152,11 +146,16 @@ class NoisyImageFolder(tfds.core.GeneratorBasedBuilder):
 
 
 def load_folder(
-    noisy_dir: str, clean_dir: str = "", data_dir: str | None = None
+    noisy_dir: str,
+    clean_dir: str = "",
+    data_dir: str | None = None,
+    max_pixels: int | None = None,
 ) -> list[dict[str, Any]]:
     """Prepare (once per folder content) and read `noisy_image_folder`: dicts with noisy,
-    clean (None without a reference) and name, sorted by name."""
-    builder = NoisyImageFolder(config=folder_config(noisy_dir, clean_dir), data_dir=data_dir)
+    clean (None without a reference) and name, sorted by name. max_pixels: photo_io's
+    pixel limit for preparing (None: its default)."""
+    config = folder_config(noisy_dir, clean_dir, max_pixels)
+    builder = NoisyImageFolder(config=config, data_dir=data_dir)
     builder.download_and_prepare()
     examples = [
         {

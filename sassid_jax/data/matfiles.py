@@ -3,13 +3,14 @@
 MATLAB v5 files (the SIDD blocks) are read with scipy.io; v7.3 files are HDF5 (DND's
 info.mat and images) and are read with h5py, where MATLAB's column-major arrays appear with
 their axes reversed: `read_array` transposes them back, so callers always see MATLAB's own
-axis order. Every error names the file and what is wrong.
+axis order. Every error is one line naming the file and what is wrong; writes are atomic
+(`atomic_files`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,13 @@ import h5py
 import numpy as np
 import scipy.io
 
+from sassid_jax.atomic_files import atomic_write
+from sassid_jax.errors import UserInputError
+
 __all__ = ["MatFileError", "is_hdf5", "read_array", "write_atomic_mat"]
 
 
-class MatFileError(ValueError):
+class MatFileError(UserInputError, ValueError):
     """A missing or malformed .mat file; str() names the file."""
 
 
@@ -44,6 +48,16 @@ def _variable_names(path: Path) -> list[str]:
     return [name for name, *_ in scipy.io.whosmat(path)]
 
 
+def _unless_broken(path: Path, read: Callable[[], Any]) -> Any:
+    """read(), with any failure of the readers (a truncated or foreign file makes scipy and
+    h5py raise OSError, ValueError, IndexError, struct.error, ...) as one-line MatFileError."""
+    try:
+        return read()
+    except Exception as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise MatFileError(f"{path}: not a readable .mat file ({reason})") from e
+
+
 def read_array(
     path: str | os.PathLike[str],
     key: str,
@@ -64,12 +78,10 @@ def read_array(
     path = Path(path)
     if not path.is_file():
         raise MatFileError(f"{path}: file not found")
-    try:
-        array = _read_variable(path, key)
-    except (OSError, ValueError, TypeError, scipy.io.matlab.MatReadError) as e:
-        raise MatFileError(f"{path}: not a readable .mat file ({e})") from e
+    array = _unless_broken(path, lambda: _read_variable(path, key))
     if array is None:
-        raise MatFileError(f"{path}: no variable {key!r} (has {_variable_names(path)})")
+        names = _unless_broken(path, lambda: _variable_names(path))
+        raise MatFileError(f"{path}: no variable {key!r} (has {names})")
     if shape is not None and (
         array.ndim != len(shape)
         or any(s is not None and s != a for s, a in zip(shape, array.shape, strict=True))
@@ -82,11 +94,6 @@ def read_array(
 
 
 def write_atomic_mat(path: str | os.PathLike[str], variables: dict[str, Any]) -> None:
-    """scipy.io.savemat (MATLAB v5) through a temporary file and a rename: a crash never
-    leaves a half-written file at `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        scipy.io.savemat(f, variables, do_compression=False)
-    tmp.replace(path)
+    """scipy.io.savemat (MATLAB v5, uncompressed) through `atomic_files.atomic_write`: a crash
+    never leaves a half-written file at `path`; the mode follows the umask."""
+    atomic_write(path, lambda f: scipy.io.savemat(f, variables, do_compression=False))

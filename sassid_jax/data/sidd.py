@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image
 
 from sassid_jax.data.matfiles import MatFileError, read_array
+from sassid_jax.errors import UserInputError
+from sassid_jax.photo_io import read_rgb8
 
 PHONES = {
     "GP": "Google Pixel",
@@ -62,7 +63,7 @@ BLOCK_FILES = {
 METADATA_FIELDS = ("scene_instance", "scene", "phone", "iso", "shutter", "illuminant", "brightness")
 
 
-class SiddFilesError(ValueError):
+class SiddFilesError(UserInputError, ValueError):
     """Missing or malformed SIDD files; str() names the file and what is wrong."""
 
 
@@ -130,17 +131,6 @@ def tile_origins(size: int, tile: int, stride: int) -> list[int]:
     if starts[-1] != size - tile:
         starts.append(size - tile)
     return starts
-
-
-def read_png(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 of an 8-bit RGB PNG; SiddFilesError naming the file otherwise."""
-    try:
-        with Image.open(path) as im:
-            if im.mode != "RGB":
-                raise SiddFilesError(f"{path}: mode {im.mode}, expected 8-bit RGB")
-            return np.asarray(im, dtype=np.uint8)
-    except OSError as e:
-        raise SiddFilesError(f"{path}: not a readable PNG ({e})") from e
 
 
 def _metadata_features() -> dict[str, Any]:
@@ -215,7 +205,7 @@ class SiddMediumSrgb(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, pairs: list) -> Iterator[tuple[str, dict[str, Any]]]:
         tile, stride = self.builder_config.tile, self.builder_config.stride
         for noisy_path, gt_path, meta in pairs:
-            noisy, clean = read_png(noisy_path), read_png(gt_path)
+            noisy, clean = read_rgb8(noisy_path), read_rgb8(gt_path)
             if noisy.shape != clean.shape:
                 raise SiddFilesError(
                     f"{gt_path}: shape {clean.shape} differs from its noisy "
@@ -242,12 +232,14 @@ class SiddMediumSrgb(tfds.core.GeneratorBasedBuilder):
 def read_blocks(manual_dir: Path, which: str) -> np.ndarray:
     """The (images, blocks, H, W, 3) uint8 array of one SIDD block file in manual_dir."""
     key = BLOCK_FILES[which]
+    path = manual_dir / f"{key}.mat"
     try:
-        return read_array(
-            manual_dir / f"{key}.mat", key, shape=(None, None, None, None, 3), dtype=np.uint8
-        )
+        blocks = read_array(path, key, shape=(None, None, None, None, 3), dtype=np.uint8)
     except MatFileError as e:
         raise SiddFilesError(str(e)) from e
+    if blocks.size == 0:
+        raise SiddFilesError(f"{path}: {key!r} holds no blocks (shape {blocks.shape})")
+    return blocks
 
 
 def block_metadata(manual_dir: Path, num_images: int) -> list[dict[str, Any]] | None:

@@ -1,0 +1,223 @@
+"""Decoders and encoders of the photo formats, on library codecs (`photo_io` is the API).
+
+- PNG: libpng through imagecodecs (8 and 16 bit; grey, grey+alpha, RGB, RGBA, palette;
+  interlaced; every chunk's CRC is checked). Pillow's lazy PNG parser reads the header, the
+  ICC profile (iCCP) and EXIF (eXIf) without decoding pixels; on writing, imagecodecs encodes
+  the pixels and the ICC profile and EXIF go in as iCCP / eXIf chunks after IHDR.
+- TIFF: tifffile, with imagecodecs for the compressions (LZW, deflate, JPEG, ...); the ICC
+  profile is the InterColorProfile tag. tifffile cannot write EXIF's own sub-IFDs (exposure,
+  GPS), so TIFF outputs keep only EXIF's descriptive main-IFD tags (make, model, date, ...).
+  Outputs are deflate-compressed with the horizontal predictor (lossless).
+- JPEG: Pillow (8 bit; grey, RGB; CMYK and YCCK become RGB); ICC and EXIF in APP segments.
+
+Every decoder checks width x height from the header against the pixel limit before any
+pixel is decoded (a few-hundred-byte file can claim 60000 x 60000 pixels). The decoders raise
+`FormatError` (message without the path) for files they understand and refuse; `photo_io`
+adds the path. EXIF is handled as Pillow's bytes (b"Exif\\0\\0" + a TIFF structure).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import tifffile
+from PIL import Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
+
+ORIENTATION_TAG = 0x0112
+EXIF_SUB_IFDS = (0x8769, 0x8825)  # ExifIFD (exposure, lens, ...), GPSInfo
+# EXIF main-IFD tags that describe the photo (not its pixel layout); TIFF outputs keep these.
+DESCRIPTIVE_TAGS = (270, 271, 272, 305, 306, 315, 33432)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+class FormatError(ValueError):
+    """A file in a known format that is refused; str() says why (no path)."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image as stored: pixels (H, W, C) uint8/uint16 (not yet upright), its EXIF
+    orientation (1..8), ICC profile and EXIF bytes (None when absent)."""
+
+    pixels: np.ndarray
+    orientation: int
+    icc_profile: bytes | None
+    exif: bytes | None
+
+
+def sniff(head: bytes) -> str | None:
+    """'png', 'jpeg', 'tiff' from a file's first bytes, None for anything else."""
+    if head.startswith(PNG_SIGNATURE):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(TIFF_SIGNATURES):
+        return "tiff"
+    return None
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """FormatError when width x height exceeds max_pixels (checked before decoding)."""
+    if width * height > max_pixels:
+        raise FormatError(
+            f"{width}x{height} image has {width * height} pixels, over the limit of "
+            f"{max_pixels} (decompression-bomb guard; raise it with --max_pixels / max_pixels)"
+        )
+
+
+def _exif_object(exif: bytes | None) -> Image.Exif | None:
+    if not exif:
+        return None
+    parsed = Image.Exif()
+    try:
+        parsed.load(exif)
+    except Exception:  # malformed EXIF: treated as absent, like Pillow's own readers
+        return None
+    return parsed
+
+
+def orientation_of(exif: bytes | None) -> int:
+    """The EXIF orientation (1..8) in EXIF bytes; 1 when absent or malformed."""
+    parsed = _exif_object(exif)
+    value = parsed.get(ORIENTATION_TAG, 1) if parsed is not None else 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright_exif(exif: bytes | None) -> bytes | None:
+    """EXIF bytes with the orientation tag reset to 1 (pixels are stored upright)."""
+    parsed = _exif_object(exif)
+    if parsed is None:
+        return None
+    if ORIENTATION_TAG in parsed:
+        parsed[ORIENTATION_TAG] = 1
+    for ifd in EXIF_SUB_IFDS:
+        parsed.get_ifd(ifd)  # loaded sub-IFDs are written back by tobytes()
+    return parsed.tobytes()
+
+
+def _channels_last(array: np.ndarray) -> np.ndarray:
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+# ------------------------------------------------------------------------------------ PNG
+
+
+def decode_png(path: Path, max_pixels: int) -> Decoded:
+    with PngImagePlugin.PngImageFile(path) as im:  # lazy: chunks up to the first IDAT only
+        check_pixels(*im.size, max_pixels)
+        icc, exif = im.info.get("icc_profile"), im.info.get("exif")
+    pixels = _channels_last(imagecodecs.png_decode(path.read_bytes()))
+    return Decoded(pixels, orientation_of(exif), icc, exif)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def encode_png(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """(H, W, C) uint8/uint16 -> PNG bytes (with iCCP / eXIf chunks when given)."""
+    data = imagecodecs.png_encode(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    extra = b""
+    if icc_profile:
+        extra += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile))
+    if exif:
+        extra += _png_chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00"))
+    ihdr_end = len(PNG_SIGNATURE) + 25  # length, type, 13-byte body, CRC
+    return data[:ihdr_end] + extra + data[ihdr_end:]
+
+
+# ----------------------------------------------------------------------------------- JPEG
+
+
+def decode_jpeg(path: Path, max_pixels: int) -> Decoded:
+    with JpegImagePlugin.JpegImageFile(path) as im:  # lazy: markers only until load()
+        check_pixels(*im.size, max_pixels)
+        icc, exif = im.info.get("icc_profile"), im.info.get("exif")
+        im.load()
+        if im.mode not in ("L", "RGB"):
+            im = im.convert("RGB")  # CMYK, YCCK, ...
+        pixels = _channels_last(np.asarray(im))
+    return Decoded(pixels, orientation_of(exif), icc, exif)
+
+
+def encode_jpeg(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """(H, W, 1 or 3) uint8 -> JPEG bytes (quality 95, no chroma subsampling)."""
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95, subsampling=0, icc_profile=icc_profile, exif=exif or b"")
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------------- TIFF
+
+
+def _tiff_exif(path: Path) -> bytes | None:
+    """EXIF bytes from a TIFF's descriptive main-IFD tags and its EXIF / GPS sub-IFDs."""
+    try:
+        with TiffImagePlugin.TiffImageFile(path) as im:  # lazy: tags only
+            source, exif = im.getexif(), Image.Exif()
+            for tag in (ORIENTATION_TAG, *DESCRIPTIVE_TAGS):
+                if tag in source:
+                    exif[tag] = source[tag]
+            for ifd in EXIF_SUB_IFDS:
+                exif.get_ifd(ifd).update(source.get_ifd(ifd))
+    except Exception:  # metadata only: a TIFF Pillow cannot parse simply has no EXIF
+        return None
+    return exif.tobytes() if len(exif) or any(exif.get_ifd(i) for i in EXIF_SUB_IFDS) else None
+
+
+def decode_tiff(path: Path, max_pixels: int) -> Decoded:
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        check_pixels(page.imagewidth, page.imagelength, max_pixels)
+        if page.dtype not in (np.uint8, np.uint16):
+            raise FormatError(
+                f"unsupported TIFF sample type {page.dtype} (8-bit or 16-bit unsigned only)"
+            )
+        if page.samplesperpixel > 4 or page.photometric not in (0, 1, 2, 6):
+            raise FormatError(
+                f"unsupported TIFF layout ({page.samplesperpixel} samples, photometric "
+                f"{page.photometric!r}); grey or RGB, with or without alpha, only"
+            )
+        array = page.asarray()
+        if array.ndim == 3 and page.planarconfig == 2:  # separate planes: (C, H, W)
+            array = np.moveaxis(array, 0, -1)
+        if page.photometric == 0:  # min-is-white
+            array = np.iinfo(array.dtype).max - array
+        tag = page.tags.get("Orientation")
+        orientation = int(tag.value) if tag is not None else 1
+        icc = page.iccprofile
+    return Decoded(_channels_last(array), orientation, icc, _tiff_exif(path))
+
+
+def encode_tiff(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """(H, W, C) uint8/uint16 -> TIFF bytes (deflate + predictor; ICC; EXIF main-IFD tags)."""
+    channels = pixels.shape[2]
+    parsed = _exif_object(exif)
+    tags = [
+        (tag, "s", 0, str(parsed[tag]), True)
+        for tag in DESCRIPTIVE_TAGS
+        if parsed is not None and isinstance(parsed.get(tag), str)
+    ]
+    buffer = io.BytesIO()  # tifffile wants a named file or a seekable buffer
+    tifffile.imwrite(
+        buffer,
+        pixels[:, :, 0] if channels == 1 else pixels,
+        photometric="minisblack" if channels in (1, 2) else "rgb",
+        extrasamples=["unassalpha"] if channels in (2, 4) else None,
+        compression="zlib",
+        predictor=True,
+        iccprofile=icc_profile,
+        extratags=tags,
+        metadata=None,
+        software=False,
+    )
+    return buffer.getvalue()
