@@ -49,20 +49,28 @@ class Source:
     submittable: bool = False  # a benchmark with an online submission (--mode submit)
     builder: str = ""  # "module:Class" of the TFDS builder prepared from manual_dir
 
-    def train_images(self, cfg: Any) -> list[np.ndarray] | TileSource:
-        """Noisy training images, (H, W, 3) uint8 each, or a TileSource."""
-        raise ConfigError(
+    def training_refused(self) -> ConfigError:
+        """The error of a source with no training images (can_train False)."""
+        return ConfigError(
             f"dataset.name: {self.name!r} has no training images (benchmark boxes "
             "only: use --mode submit)"
         )
 
-    def eval_examples(self, cfg: Any) -> list[dict[str, Any]]:
-        """Eval examples: dicts with noisy, clean (or None) and name."""
-        raise ConfigError(
+    def evaluation_refused(self) -> ConfigError:
+        """The error of a source that cannot be scored (can_evaluate False)."""
+        return ConfigError(
             f"dataset: {self.name!r} cannot be evaluated here (no ground truth and no "
             "whole images; sidd_medium_srgb: validate on eval_name="
             "'sidd_validation_srgb'; dnd_srgb: use --mode submit)"
         )
+
+    def train_images(self, cfg: Any) -> list[np.ndarray] | TileSource:
+        """Noisy training images, (H, W, 3) uint8 each, or a TileSource."""
+        raise self.training_refused()
+
+    def eval_examples(self, cfg: Any) -> list[dict[str, Any]]:
+        """Eval examples: dicts with noisy, clean (or None) and name."""
+        raise self.evaluation_refused()
 
     def builder_class(self) -> type[tfds.core.DatasetBuilder]:
         """The TFDS builder class (imported on first use: SIDD/DND code loads lazily)."""
@@ -187,6 +195,13 @@ def eval_dataset_name(cfg: Any) -> tuple[str, str]:
     if cfg.get("eval_name"):
         return cfg.eval_name, "dataset.eval_name"
     return cfg.name, "dataset.name"
+
+
+def check_evaluable(cfg: Any) -> None:
+    """Raise ConfigError unless the evaluation dataset of `cfg` is known and can be scored."""
+    source = get_source(*eval_dataset_name(cfg))
+    if not source.can_evaluate:
+        raise source.evaluation_refused()
 
 
 def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBuilder:
