@@ -139,17 +139,18 @@ def _unknown_override(argv: list[str]) -> str | None:
     """The first `--config.FIELD` override of argv naming no field of the config, or None."""
     from ml_collections.config_flags import config_path
 
-    value = next(
-        (a.split("=", 1)[1] for a in argv if a.startswith(("--config=", "-config="))),
-        resolve_config_path(DEFAULT_CONFIG),
-    )
-    path, _, arg = value.partition(":")
+    value = None
+    for i, item in enumerate(argv):
+        name, eq, rest = item.partition("=")
+        if name in ("--config", "-config"):
+            value = rest if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+    path, _, arg = (value or resolve_config_path(DEFAULT_CONFIG)).partition(":")
     spec = importlib.util.spec_from_file_location("sassid_cli_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(*([arg] if arg else []))
-    for arg in argv:
-        name = arg.split("=", 1)[0].lstrip("-")
+    for item in argv:
+        name = item.split("=", 1)[0].lstrip("-")
         if name.startswith(("config.", "noconfig.")):
             field = name.split(".", 1)[1]
             try:

@@ -37,8 +37,8 @@ def _launch(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
             "error: --config.nonexistent: configs/default.py has no field 'nonexistent'",
         ),
         (
-            ["--config", "configs/default.py", "--config.stages.bnn.lrr=1", "--workdir=W"],
-            "error: --config.stages.bnn.lrr: configs/default.py has no field 'stages.bnn.lrr'",
+            ["--config", "configs/joint.py", "--config.stages.bnn.lr=1", "--workdir=W"],
+            "error: --config.stages.bnn.lr: configs/joint.py has no field 'stages.bnn.lr'",
         ),
         (
             ["--config.stages.bnn.lr=inf", "--workdir=W"],
