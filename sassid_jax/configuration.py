@@ -1,14 +1,23 @@
-"""Config checks that run before any work: bad values fail with the field and the value."""
+"""Config checks that run before any work: bad values fail with the field and the value.
+
+`validate_config` checks a training config, `validate_eval_config` one for --mode eval or
+submit. Both raise `ConfigError` (a `UserInputError`: one line naming the dotted field).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
 
-from sassid_jax.data.sources import check_dataset_name
+from sassid_jax.data.sources import SUBMIT_DATASETS, check_dataset_name, check_evaluable
+from sassid_jax.errors import ConfigError
+from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
 from sassid_jax.stages import check_order, make_stage
 from sassid_jax.teacher_cache import check_mode as check_teacher_mode
@@ -30,56 +39,107 @@ RESUMABLE_FIELDS = (
 
 def _positive_int(value: Any, field: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{field} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{field} must be a positive integer, got {value!r}")
 
 
 def _odd_blind_size(value: Any, field: str) -> None:
     if not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ValueError(f"{field} must be an odd integer >= 1, got {value!r}")
+        raise ConfigError(f"{field} must be an odd integer >= 1, got {value!r}")
+
+
+@contextlib.contextmanager
+def _as_config_error() -> Iterator[None]:
+    """Re-raise the ValueError of a check living elsewhere (stages, teacher modes) as the
+    ConfigError it is (its message already names the field)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def check_finite(config: ml_collections.ConfigDict) -> None:
+    """Raise ConfigError naming the first float field (or tuple item) that is inf or nan."""
+    for field, value in _flatten(config.to_dict()).items():
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        for item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{field} must be a finite number, got {value!r}")
+
+
+def _check_eval_fields(config: ml_collections.ConfigDict) -> None:
+    """eval.network, eval.batch, eval.max_images (ConfigDict keeps eval.ensemble a bool)."""
+    network = config.eval.get("network", "unet")
+    if network not in NETWORK_NAMES:
+        raise ConfigError(f"eval.network must be one of {NETWORK_NAMES}, got {network!r}")
+    _positive_int(config.eval.get("batch", 1), "eval.batch")
+    max_images = config.eval.get("max_images", 0)
+    if not isinstance(max_images, int) or isinstance(max_images, bool) or max_images < 0:
+        raise ConfigError(f"eval.max_images must be an integer >= 0, got {max_images!r}")
+
+
+def validate_eval_config(config: ml_collections.ConfigDict, mode: str = "eval") -> None:
+    """Check a config for --mode eval (a dataset that can be scored) or --mode submit (a
+    benchmark with submissions); raise ConfigError naming the first bad field."""
+    check_finite(config)
+    if mode == "submit":
+        check_dataset_name(config.dataset.name)
+        if config.dataset.name not in SUBMIT_DATASETS:
+            raise ConfigError(
+                f"dataset.name: --mode submit needs one of {SUBMIT_DATASETS}, "
+                f"got {config.dataset.name!r}"
+            )
+    else:
+        check_evaluable(config.dataset)
+    _check_eval_fields(config)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raise ValueError naming the first bad field and its value."""
+    """Check a training config; raise ConfigError naming the first bad field and its value."""
+    check_finite(config)
     check_dataset_name(config.dataset.name)
     if config.dataset.get("eval_name"):
         check_dataset_name(config.dataset.eval_name, "dataset.eval_name")
     _positive_int(config.crop_size, "crop_size")
     if config.crop_size % SIZE_MULTIPLE:
-        raise ValueError(
+        raise ConfigError(
             f"crop_size must be a multiple of {SIZE_MULTIPLE} (five 2x2 poolings), "
             f"got {config.crop_size}"
         )
     _positive_int(config.batch_size, "batch_size")
     _odd_blind_size(config.networks.bnn.blind_size, "networks.bnn.blind_size")
     _odd_blind_size(config.networks.lan.blind_size, "networks.lan.blind_size")
-    for name in ("bnn", "lan", "unet"):
+    for name in NETWORK_NAMES:
         _positive_int(config.networks[name].width, f"networks.{name}.width")
     if config.compute_dtype not in ("float32", "bfloat16"):
-        raise ValueError(
+        raise ConfigError(
             f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}"
         )
     jnp.dtype(config.compute_dtype)
     if not config.alpha.lower <= config.alpha.upper:
-        raise ValueError(
+        raise ConfigError(
             f"alpha.lower ({config.alpha.lower}) must not exceed alpha.upper ({config.alpha.upper})"
         )
     if not config.stage_order:
-        raise ValueError("stage_order is empty: name at least one stage")
+        raise ConfigError("stage_order is empty: name at least one stage")
     stages = []
     for name in config.stage_order:
         if name not in config.stages:
-            raise ValueError(
+            raise ConfigError(
                 f"stage_order: unknown stage name {name!r}; defined: {list(config.stages)}"
             )
         sc = config.stages[name]
         _positive_int(sc.steps, f"stages.{name}.steps")
         if not sc.lr > 0:
-            raise ValueError(f"stages.{name}.lr must be positive, got {sc.lr!r}")
-        stages.append(make_stage(name, sc.learners, sc.losses))
-    check_order(stages)
-    check_teacher_mode(config.train.get("teachers", "online"))
+            raise ConfigError(f"stages.{name}.lr must be positive, got {sc.lr!r}")
+        with _as_config_error():
+            stages.append(make_stage(name, sc.learners, sc.losses))
+    with _as_config_error():
+        check_order(stages)
+        check_teacher_mode(config.train.get("teachers", "online"))
     if config.train.get("teachers") == "precomputed" and config.dataset.name == "sidd_medium_srgb":
-        raise ValueError(
+        raise ConfigError(
             "train.teachers='precomputed' keeps teacher outputs of every training "
             "pixel in memory: not for sidd_medium_srgb (use 'online')"
         )
@@ -87,18 +147,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _positive_int(config.train[field], f"train.{field}")
     block = config.eval.bnn_block
     if not isinstance(block, int) or block < 0 or block % SIZE_MULTIPLE:
-        raise ValueError(f"eval.bnn_block must be 0 or a multiple of 32, got {block!r}")
-    if config.eval.get("network", "unet") not in ("bnn", "lan", "unet"):
-        raise ValueError(
-            f"eval.network must be 'bnn', 'lan' or 'unet', got {config.eval.network!r}"
-        )
+        raise ConfigError(f"eval.bnn_block must be 0 or a multiple of 32, got {block!r}")
+    _check_eval_fields(config)
     if not isinstance(config.train.eval_every, int) or config.train.eval_every < 0:
-        raise ValueError(f"train.eval_every must be >= 0, got {config.train.eval_every!r}")
+        raise ConfigError(f"train.eval_every must be >= 0, got {config.train.eval_every!r}")
     per_call = config.train.get("steps_per_call", 1)
     _positive_int(per_call, "train.steps_per_call")
     for field in ("log_every", "checkpoint_every", "eval_every"):
         if config.train[field] % per_call:
-            raise ValueError(
+            raise ConfigError(
                 f"train.{field} ({config.train[field]}) must be a multiple of "
                 f"train.steps_per_call ({per_call}): logs, checkpoints and "
                 "evaluations happen between calls"
@@ -128,11 +185,11 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 def check_resume_compatible(
     saved: dict[str, Any], current: dict[str, Any], path: Path, allow_change: bool
 ) -> None:
-    """Refuse (ValueError) to resume a run made with a different config, unless allowed."""
+    """Refuse (ConfigError) to resume a run made with a different config, unless allowed."""
     diffs = config_differences(saved, current)
     if diffs and not allow_change:
         shown = "; ".join(diffs[:8])
-        raise ValueError(
+        raise ConfigError(
             f"{path} holds a run made with a different config ({shown}). Use another "
             "--workdir, or pass --allow_config_change to resume anyway."
         )

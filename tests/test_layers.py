@@ -84,3 +84,29 @@ def test_conv2d_module_init_statistics():
         values = np.asarray(torch[leaf])
         assert values.max() <= bound and values.min() >= -bound
         assert values.max() > 0.9 * bound
+
+
+@pytest.mark.parametrize("upward", [False, True])
+def test_tap_kernel_grad_matches_xla_above_threshold(upward):
+    """Above TAP_GRAD_MIN_PIXELS the CPU backend takes the per-tap kernel gradient: it must
+    equal XLA's (jax.vjp of lax.conv_general_dilated), directly and through conv2d's VJP."""
+    n, h, w = 1, 128, layers.TAP_GRAD_MIN_PIXELS // 128 + 8  # just above the threshold
+    assert n * h * w >= layers.TAP_GRAD_MIN_PIXELS
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.normal(size=(n, h, w, 4)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+    dy = jnp.asarray(rng.normal(size=(n, h, w, 5)), jnp.float32)
+    padding = layers.conv_padding(3, upward)
+
+    def xla_conv(k):
+        return jax.lax.conv_general_dilated(
+            x, k, (1, 1), padding, dimension_numbers=layers.DIMENSION_NUMBERS
+        )
+
+    (reference,) = jax.vjp(xla_conv, kernel)[1](dy)
+    direct = layers.tap_kernel_grad(x, dy, kernel.shape, padding)
+    (through_conv2d,) = jax.vjp(lambda k: layers.conv2d(x, k, upward=upward), kernel)[1](dy)
+    scale = float(jnp.max(jnp.abs(reference)))
+    np.testing.assert_allclose(direct, reference, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(through_conv2d, reference, rtol=1e-4, atol=1e-5 * scale)
+    assert direct.shape == kernel.shape

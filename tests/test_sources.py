@@ -1,4 +1,5 @@
-"""The image_folder source: training on noisy photos, evaluating on the referenced ones."""
+"""Dataset sources: the registry, and the image_folder source (train on noisy photos,
+evaluate on the referenced ones)."""
 
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from PIL import Image
 
 from sassid_jax import photo_io
 from sassid_jax.data import folder, sources
+from sassid_jax.errors import ConfigError, UserInputError
 
 
 def _write(folder: Path, name: str, value: int, shape=(8, 12, 3)) -> None:
@@ -100,3 +102,50 @@ def test_folder_photos_go_through_photo_io(tmp_path):
     (tmp_path / "noisy" / "c.png").write_text("not a png")
     with pytest.raises(photo_io.PhotoError, match=r"c\.png: not a PNG, JPEG or TIFF"):
         sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "noisy")))
+
+
+def test_registry_names_and_capabilities():
+    assert set(sources.KNOWN_DATASETS) == {
+        "sasl_embedded",
+        "image_folder",
+        "noisy_image_folder",
+        "sidd_medium_srgb",
+        "sidd_validation_srgb",
+        "sidd_benchmark_srgb",
+        "dnd_srgb",
+    }
+    assert all(name == s.name for name, s in sources.SOURCES.items())
+    assert sources.SUBMIT_DATASETS == ("sidd_benchmark_srgb", "dnd_srgb")
+    assert {n for n, s in sources.SOURCES.items() if not s.can_evaluate} == {
+        "sidd_medium_srgb",
+        "dnd_srgb",
+    }
+    assert {n for n, s in sources.SOURCES.items() if not s.can_train} == {"dnd_srgb"}
+
+
+def test_unknown_and_refused_names_raise_config_errors():
+    with pytest.raises(ConfigError, match=r"dataset.eval_name: unknown dataset 'sidd'"):
+        sources.load_eval_examples(ml_collections.ConfigDict({"name": "x", "eval_name": "sidd"}))
+    with pytest.raises(ConfigError, match=r"dataset.name: unknown dataset 'x'"):
+        sources.load_train_images(ml_collections.ConfigDict({"name": "x"}))
+    dnd = ml_collections.ConfigDict({"name": "dnd_srgb"})
+    with pytest.raises(ConfigError, match="'dnd_srgb' has no training images"):
+        sources.load_train_images(dnd)
+    medium = ml_collections.ConfigDict({"name": "sasl_embedded", "eval_name": "sidd_medium_srgb"})
+    with pytest.raises(ConfigError, match="'sidd_medium_srgb' cannot be evaluated here"):
+        sources.load_eval_examples(medium)
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "module"),
+    [
+        ("sidd_validation_srgb", "SIDD", "sassid_jax/data/sidd.py"),
+        ("sidd_benchmark_srgb", "SIDD", "sassid_jax/data/sidd.py"),
+        ("dnd_srgb", "DND", "sassid_jax/data/dnd.py"),
+    ],
+)
+def test_unprepared_builder_asks_for_the_downloads(tmp_path, name, family, module):
+    cfg = ml_collections.ConfigDict({"name": name, "data_dir": str(tmp_path), "manual_dir": ""})
+    with pytest.raises(sources.DatasetUnavailableError, match=f"prepare {family} first.*{module}"):
+        sources.prepared_builder(name, cfg)
+    assert issubclass(sources.DatasetUnavailableError, UserInputError)

@@ -1,4 +1,4 @@
-"""Dataset names a config may use, and how each yields training images and eval examples.
+"""Dataset names a config may use: a registry of sources, name -> `Source`.
 
 - `sasl_embedded`: scikit-image photos with simulated camera noise (no download).
 - `image_folder`: a user's own noisy photos read directly (`dataset.noisy_dir`), optionally
@@ -16,38 +16,192 @@ The SIDD and DND builders read what the user downloaded from `dataset.manual_dir
 Training images are (H, W, 3) uint8 in [0, 255] (a list), or a `tiles.TileSource` for
 SIDD-Medium; eval examples are dicts with `noisy`, `clean` (uint8, or None without
 references) and `name` (SIDD blocks add image_index, block_index, phone and iso).
-The evaluation dataset is `dataset.eval_name` (default: `dataset.name`).
+The evaluation dataset is `dataset.eval_name` (default: `dataset.name`). Every function takes
+`cfg`, the config's `dataset` block.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from sassid_jax.data.tiles import TileSource
-
-KNOWN_DATASETS = (
-    "sasl_embedded",
-    "image_folder",
-    "noisy_image_folder",
-    "sidd_medium_srgb",
-    "sidd_validation_srgb",
-    "sidd_benchmark_srgb",
-    "dnd_srgb",
-)
-BLOCK_SPLITS = {"sidd_validation_srgb": "validation", "sidd_benchmark_srgb": "benchmark"}
+from sassid_jax.errors import ConfigError, UserInputError
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(UserInputError):
     """The dataset is known but its files or builder are not available on this machine."""
 
 
+class Source:
+    """One dataset name: what it yields for training and evaluation, and its TFDS builder.
+
+    The base refuses training and evaluation with the reason; subclasses override what their
+    dataset provides and set the flags to match.
+    """
+
+    name: str = ""
+    can_train: bool = False
+    can_evaluate: bool = False  # whole images, possibly with clean references
+    submittable: bool = False  # a benchmark with an online submission (--mode submit)
+    builder: str = ""  # "module:Class" of the TFDS builder prepared from manual_dir
+
+    def training_refused(self) -> ConfigError:
+        """The error of a source with no training images (can_train False)."""
+        return ConfigError(
+            f"dataset.name: {self.name!r} has no training images (benchmark boxes "
+            "only: use --mode submit)"
+        )
+
+    def evaluation_refused(self) -> ConfigError:
+        """The error of a source that cannot be scored (can_evaluate False)."""
+        return ConfigError(
+            f"dataset: {self.name!r} cannot be evaluated here (no ground truth and no "
+            "whole images; sidd_medium_srgb: validate on eval_name="
+            "'sidd_validation_srgb'; dnd_srgb: use --mode submit)"
+        )
+
+    def train_images(self, cfg: Any) -> list[np.ndarray] | TileSource:
+        """Noisy training images, (H, W, 3) uint8 each, or a TileSource."""
+        raise self.training_refused()
+
+    def eval_examples(self, cfg: Any) -> list[dict[str, Any]]:
+        """Eval examples: dicts with noisy, clean (or None) and name."""
+        raise self.evaluation_refused()
+
+    def builder_class(self) -> type[tfds.core.DatasetBuilder]:
+        """The TFDS builder class (imported on first use: SIDD/DND code loads lazily)."""
+        if not self.builder:
+            raise ConfigError(f"dataset {self.name!r} has no prepared TFDS builder")
+        module, cls = self.builder.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+class EmbeddedSource(Source):
+    """`sasl_embedded`: scikit-image photos with simulated noise (train and test splits)."""
+
+    name, can_train, can_evaluate = "sasl_embedded", True, True
+
+    def train_images(self, cfg: Any) -> list[np.ndarray]:
+        from sassid_jax.data.embedded import load_split
+
+        return [e["noisy"] for e in load_split(cfg.train_split, cfg.data_dir or None)]
+
+    def eval_examples(self, cfg: Any) -> list[dict[str, Any]]:
+        from sassid_jax.data.embedded import load_split
+
+        return [
+            {"noisy": e["noisy"], "clean": e["clean"], "name": e["name"]}
+            for e in load_split(cfg.eval_split, cfg.data_dir or None)
+        ]
+
+
+class FolderSource(Source):
+    """A user's photo folders, read directly or through the `noisy_image_folder` builder."""
+
+    can_train, can_evaluate = True, True
+
+    def __init__(self, name: str, through_tfds: bool) -> None:
+        self.name, self.through_tfds = name, through_tfds
+
+    def _examples(self, cfg: Any, evaluation: bool) -> list[dict[str, Any]]:
+        from sassid_jax.data.folder import folder_examples, load_folder
+
+        noisy_field, clean_field = "noisy_dir", "clean_dir"
+        if evaluation and cfg.get("eval_noisy_dir"):
+            noisy_field, clean_field = "eval_noisy_dir", "eval_clean_dir"
+        noisy_dir, clean_dir = cfg.get(noisy_field, ""), cfg.get(clean_field, "")
+        if self.through_tfds:
+            return load_folder(noisy_dir, clean_dir, cfg.get("data_dir") or None)
+        return list(
+            folder_examples(noisy_dir, clean_dir, noisy_field=noisy_field, clean_field=clean_field)
+        )
+
+    def train_images(self, cfg: Any) -> list[np.ndarray]:
+        return [e["noisy"] for e in self._examples(cfg, evaluation=False)]
+
+    def eval_examples(self, cfg: Any) -> list[dict[str, Any]]:
+        return self._examples(cfg, evaluation=True)
+
+
+class SiddMediumSource(Source):
+    """`sidd_medium_srgb`: training crops from the stored tiles (no whole images to score)."""
+
+    name, can_train, builder = "sidd_medium_srgb", True, "sassid_jax.data.sidd:SiddMediumSrgb"
+
+    def train_images(self, cfg: Any) -> TileSource:
+        return sidd_medium_tiles(cfg)
+
+
+class SiddBlocksSource(Source):
+    """The SIDD 256 x 256 blocks of one split (validation with references, or benchmark)."""
+
+    can_train, can_evaluate = True, True
+
+    def __init__(self, name: str, split: str, builder: str, submittable: bool) -> None:
+        self.name, self.split, self.builder = name, split, builder
+        self.submittable = submittable
+
+    def train_images(self, cfg: Any) -> list[np.ndarray]:
+        return [e["noisy"] for e in sidd_blocks(self.name, cfg)]
+
+    def eval_examples(self, cfg: Any) -> list[dict[str, Any]]:
+        return sidd_blocks(self.name, cfg)
+
+
+class DndSource(Source):
+    """`dnd_srgb`: the DND benchmark boxes (submission only)."""
+
+    name, submittable, builder = "dnd_srgb", True, "sassid_jax.data.dnd:DndSrgb"
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        EmbeddedSource(),
+        FolderSource("image_folder", through_tfds=False),
+        FolderSource("noisy_image_folder", through_tfds=True),
+        SiddMediumSource(),
+        SiddBlocksSource(
+            "sidd_validation_srgb", "validation", "sassid_jax.data.sidd:SiddValidationSrgb", False
+        ),
+        SiddBlocksSource(
+            "sidd_benchmark_srgb", "benchmark", "sassid_jax.data.sidd:SiddBenchmarkSrgb", True
+        ),
+        DndSource(),
+    )
+}
+KNOWN_DATASETS = tuple(SOURCES)
+SUBMIT_DATASETS = tuple(name for name, s in SOURCES.items() if s.submittable)
+
+
 def check_dataset_name(name: str, field: str = "dataset.name") -> None:
-    """Raise ValueError naming the field and value for an unknown dataset name."""
-    if name not in KNOWN_DATASETS:
-        raise ValueError(f"{field}: unknown dataset {name!r}; known: {KNOWN_DATASETS}")
+    """Raise ConfigError naming the field and value for an unknown dataset name."""
+    if name not in SOURCES:
+        raise ConfigError(f"{field}: unknown dataset {name!r}; known: {KNOWN_DATASETS}")
+
+
+def get_source(name: str, field: str = "dataset.name") -> Source:
+    """The registered source of `name` (ConfigError naming `field` if unknown)."""
+    check_dataset_name(name, field)
+    return SOURCES[name]
+
+
+def eval_dataset_name(cfg: Any) -> tuple[str, str]:
+    """(name, field) of the dataset evaluated on: dataset.eval_name, else dataset.name."""
+    if cfg.get("eval_name"):
+        return cfg.eval_name, "dataset.eval_name"
+    return cfg.name, "dataset.name"
+
+
+def check_evaluable(cfg: Any) -> None:
+    """Raise ConfigError unless the evaluation dataset of `cfg` is known and can be scored."""
+    source = get_source(*eval_dataset_name(cfg))
+    if not source.can_evaluate:
+        raise source.evaluation_refused()
 
 
 def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBuilder:
@@ -56,22 +210,14 @@ def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBui
     Raises DatasetUnavailableError (prepare it first, naming the files) when it is not
     prepared and no manual_dir is set.
     """
-    from sassid_jax.data import dnd, sidd
-
-    classes = {
-        "sidd_medium_srgb": sidd.SiddMediumSrgb,
-        "sidd_validation_srgb": sidd.SiddValidationSrgb,
-        "sidd_benchmark_srgb": sidd.SiddBenchmarkSrgb,
-        "dnd_srgb": dnd.DndSrgb,
-    }
-    builder = classes[name](data_dir=cfg.get("data_dir") or None, **kwargs)
+    cls = get_source(name).builder_class()
+    builder = cls(data_dir=cfg.get("data_dir") or None, **kwargs)
     manual_dir = cfg.get("manual_dir", "")
     if not builder.is_prepared():
         if not manual_dir:
             raise DatasetUnavailableError(
                 f"dataset {name!r}: prepare {'DND' if name == 'dnd_srgb' else 'SIDD'} first: "
-                f"download the files listed in "
-                f"{classes[name].__module__.replace('.', '/')}.py and set "
+                f"download the files listed in {cls.__module__.replace('.', '/')}.py and set "
                 f"--config.dataset.manual_dir to their folder (prepared once, into "
                 f"{builder.data_dir})"
             )
@@ -83,9 +229,12 @@ def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBui
 
 def sidd_blocks(name: str, cfg: Any) -> list[dict[str, Any]]:
     """The SIDD validation or benchmark blocks as eval examples, in (image, block) order."""
+    source = get_source(name)
+    if not isinstance(source, SiddBlocksSource):
+        raise ConfigError(f"dataset {name!r} is not one of the SIDD block sets")
     builder = prepared_builder(name, cfg)
     examples = []
-    for e in tfds.as_numpy(builder.as_dataset(split=BLOCK_SPLITS[name], shuffle_files=False)):
+    for e in tfds.as_numpy(builder.as_dataset(split=source.split, shuffle_files=False)):
         i, j = int(e["image_index"]), int(e["block_index"])
         examples.append(
             {
@@ -116,56 +265,11 @@ def sidd_medium_tiles(cfg: Any) -> TileSource:
     )
 
 
-def _folder(cfg: Any, evaluation: bool) -> list[dict[str, Any]]:
-    from sassid_jax.data.folder import folder_examples, load_folder
-
-    noisy_field, clean_field = "noisy_dir", "clean_dir"
-    if evaluation and cfg.get("eval_noisy_dir"):
-        noisy_field, clean_field = "eval_noisy_dir", "eval_clean_dir"
-    noisy_dir, clean_dir = cfg.get(noisy_field, ""), cfg.get(clean_field, "")
-    if cfg.name == "noisy_image_folder":
-        return load_folder(noisy_dir, clean_dir, cfg.get("data_dir") or None)
-    return list(
-        folder_examples(noisy_dir, clean_dir, noisy_field=noisy_field, clean_field=clean_field)
-    )
-
-
 def load_train_images(cfg: Any) -> list[np.ndarray] | TileSource:
     """Noisy training images of `cfg` (the config's `dataset` block)."""
-    check_dataset_name(cfg.name)
-    if cfg.name == "sasl_embedded":
-        from sassid_jax.data.embedded import load_split
-
-        return [e["noisy"] for e in load_split(cfg.train_split, cfg.data_dir or None)]
-    if cfg.name in ("image_folder", "noisy_image_folder"):
-        return [e["noisy"] for e in _folder(cfg, evaluation=False)]
-    if cfg.name == "sidd_medium_srgb":
-        return sidd_medium_tiles(cfg)
-    if cfg.name in BLOCK_SPLITS:
-        return [e["noisy"] for e in sidd_blocks(cfg.name, cfg)]
-    raise ValueError(
-        f"dataset.name: {cfg.name!r} has no training images (benchmark boxes "
-        "only: use --mode submit)"
-    )
+    return get_source(cfg.name).train_images(cfg)
 
 
 def load_eval_examples(cfg: Any) -> list[dict[str, Any]]:
     """Eval examples of `cfg`: dicts with noisy, clean (or None) and name."""
-    name = cfg.get("eval_name") or cfg.name
-    check_dataset_name(name, "dataset.eval_name" if cfg.get("eval_name") else "dataset.name")
-    if name == "sasl_embedded":
-        from sassid_jax.data.embedded import load_split
-
-        return [
-            {"noisy": e["noisy"], "clean": e["clean"], "name": e["name"]}
-            for e in load_split(cfg.eval_split, cfg.data_dir or None)
-        ]
-    if name in ("image_folder", "noisy_image_folder"):
-        return _folder(cfg, evaluation=True)
-    if name in BLOCK_SPLITS:
-        return sidd_blocks(name, cfg)
-    raise ValueError(
-        f"dataset: {name!r} cannot be evaluated here (no ground truth and no "
-        "whole images; sidd_medium_srgb: validate on eval_name="
-        "'sidd_validation_srgb'; dnd_srgb: use --mode submit)"
-    )
+    return get_source(*eval_dataset_name(cfg)).eval_examples(cfg)

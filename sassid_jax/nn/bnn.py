@@ -17,22 +17,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sassid_jax.nn.checks import check_blind_size, check_rgb_batch
 from sassid_jax.nn.layers import Conv2D, leaky_relu, rot90, shift_down
-from sassid_jax.nn.trunk import (
-    SIZE_MULTIPLE,
-    EncoderDecoder,
-    check_rgb_batch,
-    normalize_in,
-    normalize_out,
-)
+from sassid_jax.nn.trunk import SIZE_MULTIPLE, EncoderDecoder, normalize_in, normalize_out
 
 ROTATIONS = (0, 1, 2, 3)  # multiples of 90 degrees, in the channel order of the head's input
-
-
-def check_blind_size(blind_size: int, network: str) -> None:
-    """Raise ValueError unless blind_size is an odd integer >= 1."""
-    if not isinstance(blind_size, int) or blind_size < 1 or blind_size % 2 == 0:
-        raise ValueError(f"{network}: blind_size must be an odd integer >= 1, got {blind_size!r}")
 
 
 def _run_branches(trunk: nn.Module, x: jax.Array) -> list[jax.Array]:

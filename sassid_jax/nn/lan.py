@@ -13,9 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sassid_jax.nn.bnn import check_blind_size
+from sassid_jax.nn.checks import check_blind_size, check_rgb_batch
 from sassid_jax.nn.layers import Conv2D
-from sassid_jax.nn.trunk import check_rgb_batch, normalize_in, normalize_out
+from sassid_jax.nn.trunk import normalize_in, normalize_out
 
 CA_REDUCTION = 16
 

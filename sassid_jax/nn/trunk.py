@@ -1,4 +1,4 @@
-"""The encoder-decoder shared by the BNN and the U-Net, and input checks.
+"""The encoder-decoder shared by the BNN and the U-Net, and the [0, 255] <-> [-0.5, 0.5] scaling.
 
 The two networks differ only in their 3x3 convolutions: the U-Net uses ordinary 'same' convs,
 the BNN "upward" shift convs plus a one-row `shift_down` before each max pool (so that pooling
@@ -15,20 +15,6 @@ import jax.numpy as jnp
 from sassid_jax.nn.layers import Conv2D, leaky_relu, max_pool_2x2, shift_down, upsample_nearest_2x
 
 SIZE_MULTIPLE = 32  # five 2x2 poolings
-
-
-def check_rgb_batch(x: jax.Array, *, network: str, size_multiple: int = 1) -> None:
-    """Raise ValueError (naming the bad value) unless x is (N, H, W, 3) with H, W multiples."""
-    if x.ndim != 4:
-        raise ValueError(f"{network}: expected an NHWC batch (N, H, W, 3), got shape {x.shape}")
-    n, h, w, c = x.shape
-    if c != 3:
-        raise ValueError(f"{network}: expected 3 (RGB) channels, got {c} (shape {x.shape})")
-    if h % size_multiple or w % size_multiple:
-        raise ValueError(
-            f"{network}: height and width must be multiples of {size_multiple}, got "
-            f"H={h}, W={w} (pad the image, e.g. with sassid_jax.inference)"
-        )
 
 
 def normalize_in(x: jax.Array, enabled: bool) -> jax.Array:

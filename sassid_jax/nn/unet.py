@@ -6,14 +6,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sassid_jax.nn.checks import check_rgb_batch
 from sassid_jax.nn.layers import Conv2D
-from sassid_jax.nn.trunk import (
-    SIZE_MULTIPLE,
-    EncoderDecoder,
-    check_rgb_batch,
-    normalize_in,
-    normalize_out,
-)
+from sassid_jax.nn.trunk import SIZE_MULTIPLE, EncoderDecoder, normalize_in, normalize_out
 
 
 class UNet(nn.Module):

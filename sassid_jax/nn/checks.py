@@ -1,0 +1,30 @@
+"""Input checks shared by the networks: blind sizes at construction, batches at call time.
+
+Each raises ValueError with one line naming the network and the bad value (a network built or
+called wrongly from code is a bug of the caller; configs are checked earlier, in
+`sassid_jax.configuration`, with `ConfigError`).
+"""
+
+from __future__ import annotations
+
+import jax
+
+
+def check_blind_size(blind_size: int, network: str) -> None:
+    """Raise ValueError unless blind_size is an odd integer >= 1."""
+    if not isinstance(blind_size, int) or blind_size < 1 or blind_size % 2 == 0:
+        raise ValueError(f"{network}: blind_size must be an odd integer >= 1, got {blind_size!r}")
+
+
+def check_rgb_batch(x: jax.Array, *, network: str, size_multiple: int = 1) -> None:
+    """Raise ValueError (naming the bad value) unless x is (N, H, W, 3) with H, W multiples."""
+    if x.ndim != 4:
+        raise ValueError(f"{network}: expected an NHWC batch (N, H, W, 3), got shape {x.shape}")
+    n, h, w, c = x.shape
+    if c != 3:
+        raise ValueError(f"{network}: expected 3 (RGB) channels, got {c} (shape {x.shape})")
+    if h % size_multiple or w % size_multiple:
+        raise ValueError(
+            f"{network}: height and width must be multiples of {size_multiple}, got "
+            f"H={h}, W={w} (pad the image, e.g. with sassid_jax.inference)"
+        )

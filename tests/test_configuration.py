@@ -1,0 +1,90 @@
+"""Config validation beyond the training fields of test_train.py: finite floats, eval and
+submit configs, and every failure being a ConfigError (a UserInputError)."""
+
+from pathlib import Path
+
+import pytest
+
+from configs import default, dnd, sidd_benchmark, sidd_validation
+from sassid_jax import configuration
+from sassid_jax.errors import ConfigError
+
+
+def _set(config, field: str, value) -> None:
+    """config.<field> = value for a dotted field."""
+    *parents, leaf = field.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    with node.unlocked():
+        node[leaf] = value
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("stages.bnn.lr", float("inf")),
+        ("alpha.lower", float("nan")),
+        ("alpha.upper", float("inf")),
+        ("optimizer.eps", float("-inf")),
+        ("optimizer.b2", float("nan")),
+    ],
+)
+def test_non_finite_float_names_the_field(field, value):
+    config = default.get_config()
+    _set(config, field, value)
+    with pytest.raises(ConfigError, match=f"^{field} must be a finite number, got {value}$"):
+        configuration.validate_config(config)
+    with pytest.raises(ConfigError, match=f"^{field} must be a finite number"):
+        configuration.validate_eval_config(config)
+
+
+def test_shipped_eval_and_submit_configs_validate():
+    configuration.validate_eval_config(sidd_validation.get_config(), "eval")
+    configuration.validate_eval_config(default.get_config(), "eval")
+    configuration.validate_eval_config(sidd_benchmark.get_config(), "submit")
+    configuration.validate_eval_config(dnd.get_config(), "submit")
+
+
+@pytest.mark.parametrize(
+    ("module", "mode", "field", "value", "message"),
+    [
+        (sidd_validation, "submit", None, None, "--mode submit needs one of"),
+        (dnd, "eval", None, None, "'dnd_srgb' cannot be evaluated here"),
+        (default, "eval", "dataset.eval_name", "sidd_medium_srgb", "cannot be evaluated"),
+        (default, "eval", "dataset.eval_name", "sidd", "dataset.eval_name: unknown dataset"),
+        (dnd, "submit", "dataset.name", "dnd", "dataset.name: unknown dataset 'dnd'"),
+        (default, "eval", "eval.network", "cnn", "eval.network must be one of"),
+        (default, "eval", "eval.batch", 0, "eval.batch must be a positive integer, got 0"),
+        (default, "eval", "eval.max_images", -1, "eval.max_images must be an integer >= 0"),
+    ],
+)
+def test_bad_eval_config_names_field(module, mode, field, value, message):
+    config = module.get_config()
+    if field:
+        _set(config, field, value)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        configuration.validate_eval_config(config, mode)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("stage_order", ("bnn", "lam"), "stage_order: unknown stage name 'lam'"),
+        ("stage_order", ("lan", "bnn"), "stage 'lan' reads ['bnn'] as frozen teachers"),
+        ("train.teachers", "cached", "train.teachers must be one of"),
+    ],
+)
+def test_checks_living_elsewhere_raise_config_errors(field, value, message):
+    config = default.get_config()
+    _set(config, field, value)
+    with pytest.raises(ConfigError) as err:
+        configuration.validate_config(config)
+    assert message in str(err.value)
+
+
+def test_resume_refusal_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"different config \(crop_size: 64 -> 32\)"):
+        configuration.check_resume_compatible(
+            {"crop_size": 64}, {"crop_size": 32}, Path("run/config.json"), allow_change=False
+        )
