@@ -4,7 +4,8 @@
       --config.dataset.manual_dir=~/dnd --checkpoint runs/paper --output submission/dnd
 
 manual_dir holds info.mat and images_srgb/0001.mat .. 0050.mat. Boxes are denoised with up
-to 80 px of context; upload the files in submission/dnd/bundled/.
+to 64 px of context per side (80 px rounded down to a multiple of 32); upload the files
+in submission/dnd/bundled/.
 """
 
 import ml_collections
