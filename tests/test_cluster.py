@@ -148,9 +148,20 @@ def test_sbatch_recipe_is_bash_and_launches_without_cluster_flags():
     subprocess.run(["bash", "-n", str(SBATCH)], check=True)
     command = sbatch_command("C.py", "W")
     assert command == ["launch.py", "--config", "C.py", "--workdir", "W"]
-    text = SBATCH.read_text()
-    assert not re.search(r"--(coordinator_address|num_processes|process_id)\b", text)
-    assert re.search(r"^#SBATCH --requeue$", text, re.M)
+    assert re.search(r"^#SBATCH --requeue$", SBATCH.read_text(), re.M)
+
+
+@pytest.mark.parametrize("recipe", ["slurm/train.sbatch", "cloud_tpu.md"])
+def test_recipes_name_existing_configs_and_no_cluster_flags(recipe):
+    text = (REPO_ROOT / "examples" / recipe).read_text().replace("\\\n", " ")
+    commands = [line for line in text.splitlines() if "launch.py --" in line]
+    assert commands
+    for command in commands:
+        assert not re.search(r"--(coordinator_address|num_processes|process_id)\b", command)
+    configs = re.findall(r"(configs/\w+\.py)", text)
+    assert "configs/sasl_paper.py" in configs
+    for config in configs:
+        assert (REPO_ROOT / config).is_file(), config
 
 
 @pytest.mark.slow
