@@ -6,24 +6,53 @@ The mesh has one axis, 'data', over every device of every process. Batches are s
 keeps the step a plain data-parallel program (XLA inserts the gradient all-reduce).
 Each process feeds only its own slice of the global batch (`sassid_jax.data.pipeline`), and
 `global_batch` assembles the global jax.Array from the process-local pieces.
+
+Processes: `initialize_distributed` joins the cluster that the three CLI flags or, without
+them, the environment describe (SLURM, Open MPI, Cloud TPU, Kubernetes, read with JAX's own
+detectors), and stays one process on a plain machine or a one-process allocation. Recipes:
+examples/slurm/train.sbatch and examples/cloud_tpu.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import socket
 import time
 from typing import Any
 
 import jax
 import numpy as np
+from jax._src import clusters as jax_clusters  # JAX's cluster detectors (no public API)
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from sassid_jax.errors import UserInputError
 
 DATA_AXIS = "data"
 
 
-class ClusterJoinError(RuntimeError):
-    """This process could not join the multi-process JAX cluster."""
+CLUSTER_FLAGS = ("--coordinator_address", "--num_processes", "--process_id")
+KNOWN_CLUSTERS = "SLURM, Open MPI, Cloud TPU, Kubernetes"
+ESCAPE = f"give {', '.join(CLUSTER_FLAGS)}, or --num_processes=1 for a single process"
+
+
+class ClusterJoinError(UserInputError):
+    """This process could not join the multi-process JAX cluster (one-line message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterSpec:
+    """How this process runs: num_processes == 1 means alone (no jax.distributed).
+
+    coordinator_address: "host:port" of process 0's coordinator (None when alone);
+    source: who said so ("flags", a JAX cluster name such as "slurm", or why alone).
+    """
+
+    coordinator_address: str | None
+    num_processes: int
+    process_id: int
+    source: str
 
 
 def make_mesh(devices: list[Any] | None = None) -> Mesh:
@@ -77,42 +106,149 @@ def initialize_distributed(
     num_processes: int | None,
     process_id: int | None,
     timeout_seconds: int = 300,
-) -> None:
-    """jax.distributed.initialize from flags; with no flags JAX reads the environment
-    (SLURM, Open MPI, Cloud TPU, ...) where it can, else this stays a single process.
+) -> ClusterSpec:
+    """Join the JAX cluster that the flags or the environment describe; log one runtime line.
 
-    A process that cannot reach the coordinator fails after `timeout_seconds` with an error
-    that names the address (no endless hang).
+    Call before anything touches a JAX device. The rule (`resolve_cluster`): flags win, a
+    missing flag comes from the cluster environment (SLURM, Open MPI, Cloud TPU, Kubernetes, as
+    JAX detects them); with no flag at all this joins the environment's cluster when it has
+    more than one process, and otherwise stays a single process at once (no coordinator,
+    no wait). `--num_processes=1` forces a single process anywhere. A process that cannot reach
+    the coordinator fails after `timeout_seconds` with a `ClusterJoinError` that names the
+    address (no endless hang). Returns the resolved `ClusterSpec`.
     """
-    if coordinator_address is None and num_processes is None and process_id is None:
-        return
-    if coordinator_address is not None and process_id not in (None, 0):
+    spec = resolve_cluster(coordinator_address, num_processes, process_id, timeout_seconds)
+    if spec.num_processes > 1:
+        _join(spec, timeout_seconds)
+    logging.info("%s; cluster: %s", describe_runtime(), spec.source)
+    return spec
+
+
+def resolve_cluster(
+    coordinator_address: str | None,
+    num_processes: int | None,
+    process_id: int | None,
+    timeout_seconds: float = 300,
+) -> ClusterSpec:
+    """The cluster this process belongs to, from the three flags and the environment.
+
+    Single process (no jax.distributed) when --num_processes=1, or when no flag is given and
+    either no cluster environment is present or it counts one process: a one-task SLURM
+    allocation, `mpirun -np 1`, a single-host TPU VM. (JAX's own auto-initialization would
+    start a coordinator there and, under SLURM, hide every GPU but the task's first one.)
+    """
+    flags = (coordinator_address, num_processes, process_id)
+    if num_processes == 1 and process_id in (None, 0):
+        return ClusterSpec(None, 1, 0, "single process (--num_processes=1)")
+    env = None if None not in flags else cluster_environment()
+    if env is None and None in flags:
+        if all(f is None for f in flags):
+            return ClusterSpec(None, 1, 0, "single process (no cluster in the environment)")
+        missing = [n for n, f in zip(CLUSTER_FLAGS, flags, strict=True) if f is None]
+        raise ClusterJoinError(
+            f"{', '.join(missing)}: missing, and no cluster environment ({KNOWN_CLUSTERS}) "
+            "provides it; give all three flags"
+        )
+    name = "flags" if env is None else _env_name(env)
+    try:
+        if num_processes is None:
+            num_processes = env.get_process_count()
+        if num_processes == 1 and process_id is None:
+            return ClusterSpec(None, 1, 0, f"single process ({name} counts one)")
+        if process_id is None:
+            process_id = env.get_process_id()
+        if coordinator_address is None:
+            coordinator_address = os.environ.get(
+                "JAX_COORDINATOR_ADDRESS"
+            ) or env.get_coordinator_address(
+                timeout_secs=int(timeout_seconds),
+                override_coordinator_port=os.environ.get("JAX_COORDINATOR_PORT"),
+            )
+    except Exception as e:  # the detectors raise KeyError, ValueError, RuntimeError, HTTP errors
+        raise ClusterJoinError(
+            f"could not read the {name} cluster environment ({_one_line(e)}); {ESCAPE}"
+        ) from e
+    if not 0 <= process_id < num_processes:
+        raise ClusterJoinError(
+            f"--process_id: {process_id} is not in [0, {num_processes}) ({name})"
+        )
+    return ClusterSpec(coordinator_address, num_processes, process_id, name)
+
+
+def cluster_environment() -> type[jax_clusters.ClusterEnv] | None:
+    """JAX's first cluster environment present here, in JAX's order (Open MPI, SLURM,
+    Cloud TPU on GCE, Cloud TPU on GKE, Kubernetes); None on a plain machine.
+
+    Costs only environment look-ups off Cloud TPU and Kubernetes; on a Cloud TPU VM it asks
+    the metadata server, in a Kubernetes pod with the `kubernetes` package it loads the pod's
+    service account (what jax.distributed.initialize() itself would do).
+    """
+    for env in jax_clusters.ClusterEnv._cluster_types:
+        if env.opt_in_only_method:  # mpi4py: only when asked for by name
+            continue
+        try:
+            present = env.is_env_present()
+        except Exception as e:
+            raise ClusterJoinError(
+                f"could not inspect the {_env_name(env)} cluster environment "
+                f"({_one_line(e)}); {ESCAPE}"
+            ) from e
+        if present:
+            return env
+    return None
+
+
+def describe_runtime() -> str:
+    """One line: backend, device kind(s), local / global devices, process index / count.
+
+    Initializes the JAX backend: call it after `initialize_distributed`'s join.
+    """
+    kinds = ", ".join(sorted({d.device_kind for d in jax.local_devices()}))
+    return (
+        f"backend {jax.default_backend()} ({kinds}), {jax.local_device_count()} local / "
+        f"{jax.device_count()} global devices, process {jax.process_index()} of "
+        f"{jax.process_count()}"
+    )
+
+
+def _join(spec: ClusterSpec, timeout_seconds: int) -> None:
+    """jax.distributed.initialize with the resolved values; errors become ClusterJoinError."""
+    where = (
+        f"the JAX cluster at {spec.coordinator_address!r} as process {spec.process_id} of "
+        f"{spec.num_processes} ({spec.source})"
+    )
+    if spec.process_id != 0:
         # JAX aborts the whole process (no exception) when the coordinator never answers:
         # probe it first so the error is ours, clear and bounded in time.
-        wait_for_coordinator(coordinator_address, timeout_seconds)
+        wait_for_coordinator(spec.coordinator_address, timeout_seconds, where)
     try:
+        # local_device_ids stays None: under SLURM / Open MPI JAX then gives each process the
+        # GPU of its local rank (one process per GPU); elsewhere every local device.
         jax.distributed.initialize(
-            coordinator_address=coordinator_address,
-            num_processes=num_processes,
-            process_id=process_id,
+            coordinator_address=spec.coordinator_address,
+            num_processes=spec.num_processes,
+            process_id=spec.process_id,
             initialization_timeout=timeout_seconds,
         )
     except Exception as e:  # jax raises various runtime errors here; make them one clear one
         raise ClusterJoinError(
-            f"could not join the JAX cluster at {coordinator_address!r} as process "
-            f"{process_id} of {num_processes} within {timeout_seconds} s: {e}"
+            f"could not join {where} within {timeout_seconds} s: {_one_line(e)}"
         ) from e
-    logging.info(
-        "process %d of %d, %d local / %d global devices",
-        jax.process_index(),
-        jax.process_count(),
-        jax.local_device_count(),
-        jax.device_count(),
-    )
 
 
-def wait_for_coordinator(address: str, timeout_seconds: float) -> None:
+def _env_name(env: type[jax_clusters.ClusterEnv]) -> str:
+    return env.name or env.__name__
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, KeyError):  # the detectors read os.environ[NAME]
+        return f"{e.args[0]} is not set"
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def wait_for_coordinator(address: str, timeout_seconds: float, where: str | None = None) -> None:
     """Retry a TCP connection to host:port until it succeeds or raise after the timeout."""
+    where = where or f"the JAX cluster at {address!r}"
     host, _, port = address.rpartition(":")
     deadline = time.monotonic() + timeout_seconds
     while True:
@@ -122,8 +258,7 @@ def wait_for_coordinator(address: str, timeout_seconds: float) -> None:
         except OSError as e:
             if time.monotonic() >= deadline:
                 raise ClusterJoinError(
-                    f"could not join the JAX cluster at {address!r}: the coordinator (process "
-                    f"0) did not answer within {timeout_seconds} s ({e}); start process 0 "
-                    "first and check --coordinator_address"
+                    f"could not join {where}: the coordinator (process 0) did not answer "
+                    f"within {timeout_seconds} s ({e}); start process 0 and check the address"
                 ) from e
             time.sleep(0.5)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -27,8 +28,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Variables by which JAX recognizes a cluster (SLURM, Open MPI, Cloud TPU, Kubernetes, its own).
+CLUSTER_VARIABLES = ("SLURM_", "OMPI_", "TPU_", "MEGASCALE_", "KUBERNETES_", "JAX_COORDINATOR")
+
+
+def plain_environ() -> dict[str, str]:
+    """os.environ without any variable that describes a cluster (tests may run under SLURM)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(CLUSTER_VARIABLES)}
+
+
 def _env(devices: int = 1) -> dict[str, str]:
-    env = dict(os.environ)
+    env = plain_environ()
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"
     return env
@@ -74,30 +84,32 @@ def test_global_batch_must_divide_over_devices():
     assert "the global batch 6 does not divide over 4 devices" in proc.stderr
 
 
-@pytest.mark.slow
-def test_two_processes_end_like_one(data_dir, tmp_path):  # noqa: F811
-    config = tiny_config(data_dir, {"bnn": 3, "lan": 2, "unet": 2})
-    single = tmp_path / "single"
-    train.train_and_evaluate(config, single)
-    multi = tmp_path / "multi"
-    port = _free_port()
+TWO_PROCESS_STEPS = {"bnn": 3, "lan": 2, "unet": 2}
+
+
+def run_together(commands: list[list[str]], envs: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """Start the commands at once (from the repo root), wait, assert each exited 0.
+
+    Returns each one's (stdout, stderr)."""
     procs = [
         subprocess.Popen(
-            [sys.executable, WORKER, "train", str(port), str(pid), "2", str(multi), str(data_dir)],
-            env=_env(1),
+            command,
+            env=env,
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for pid in (0, 1)
+        for command, env in zip(commands, envs, strict=True)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-4000:]
-    results = [_last_json(out) for out, _ in outs]
-    assert [r["process"] for r in results] == [0, 1]
-    assert all(r["count"] == 2 and r["devices"] == 2 for r in results)
+    return outs
+
+
+def assert_ends_like_single(multi: Path, single: Path, config) -> None:
+    """The multi-process run's final parameters are the single-process run's."""
     a, b = final_params(multi, config), final_params(single, config)
     # Two processes sum gradients in another order; Adam divides by sqrt(v), which turns the
     # float32 rounding of near-zero gradients into parameter differences of up to ~1e-5
@@ -106,6 +118,26 @@ def test_two_processes_end_like_one(data_dir, tmp_path):  # noqa: F811
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=5e-5)
     assert (multi / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_end_like_one(data_dir, tmp_path):  # noqa: F811
+    config = tiny_config(data_dir, TWO_PROCESS_STEPS)
+    single = tmp_path / "single"
+    train.train_and_evaluate(config, single)
+    multi = tmp_path / "multi"
+    port = _free_port()
+    outs = run_together(
+        [
+            [sys.executable, WORKER, "train", str(port), str(pid), "2", str(multi), str(data_dir)]
+            for pid in (0, 1)
+        ],
+        [_env(1)] * 2,
+    )
+    results = [_last_json(out) for out, _ in outs]
+    assert [r["process"] for r in results] == [0, 1]
+    assert all(r["count"] == 2 and r["devices"] == 2 for r in results)
+    assert_ends_like_single(multi, single, config)
 
 
 def test_unreachable_coordinator_fails_fast_and_clearly():
