@@ -129,7 +129,8 @@ def define_flags(argv: list[str]) -> None:
     flags.DEFINE_string(
         "coordinator_address",
         None,
-        "multi-process: host:port of process 0 (else JAX reads SLURM/TPU env).",
+        "multi-process: host:port of process 0; without it SLURM, Open MPI, Cloud TPU and "
+        "Kubernetes are detected from the environment; --num_processes=1 forces one process.",
     )
     flags.DEFINE_integer("num_processes", None, "multi-process: number of processes.")
     flags.DEFINE_integer("process_id", None, "multi-process: this process's index.")
