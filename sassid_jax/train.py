@@ -86,7 +86,8 @@ def train_stage(ctx: RunContext, stage_index: int) -> tuple[History, dict[str, A
     Returns the (step, mean loss) pairs logged by this call (empty if already finished) and
     its timing {"seconds": wall time of the call (teacher set-up, steps, checkpoints, end
     evaluation), "steps_run": steps trained by this call, "steps_per_sec": steps_run over
-    the seconds of the step loop alone (compilation included; 0.0 when nothing ran)}.
+    the seconds of the step loop (compilation, checkpoint saves and train.eval_every
+    evaluations included; set-up and the end-of-stage evaluation not; 0.0 when nothing ran)}.
     """
     t0 = time.perf_counter()
     stage = ctx.stages[stage_index]
