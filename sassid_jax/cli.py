@@ -213,7 +213,7 @@ def dispatch(mode: str) -> int:
 
         evaluate.run_eval(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
     elif mode == "submit":
-        from sassid_jax import submission  # split out of benchmark.py on another branch
+        from sassid_jax import submission
 
         submission.run_submit(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
     else:

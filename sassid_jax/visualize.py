@@ -82,25 +82,17 @@ def _wrap(
     return lines
 
 
-def save_panel(
-    path: str | os.PathLike[str],
-    columns: Sequence[tuple[str, np.ndarray]],
-    *,
-    caption: str | None = None,
-) -> PanelLayout:
-    """Write the images of ``columns`` side by side into one PNG at ``path``.
+def render_panel(
+    columns: Sequence[tuple[str, np.ndarray]], *, caption: str | None = None
+) -> tuple[np.ndarray, PanelLayout]:
+    """The panel of ``columns`` as an ``(H, W, 3)`` uint8 image, and its layout.
 
     Args:
-        path: output file (PNG whatever the suffix); parent folders are created.  Written
-            atomically by ``atomic_files.write_bytes`` (mode from the umask).
         columns: ``(label, image)`` pairs, left to right.  ``label`` is drawn in the title
             strip above the image (put a PSNR in the label text to show it).  Images are
             ``(H, W, 3)`` in ``[0, 255]`` or ``(H, W)`` / ``(H, W, 1)`` maps in ``[0, 1]``
             (grayscale x255); all must share the same ``H``.
         caption: optional text drawn in a strip above the column titles.
-
-    Returns:
-        The :class:`PanelLayout` of the written PNG.
 
     Raises:
         ValueError: no columns, a column with a bad shape, or heights that differ (the
@@ -159,5 +151,27 @@ def save_panel(
     for left, w in zip(lefts, widths, strict=True):
         draw.rectangle((left + w, 0, left + w + SEPARATOR - 1, total_h - 1), fill=(255, 255, 255))
 
-    write_bytes(path, encode_photo(Photo(np.asarray(canvas)), ".png"))
-    return PanelLayout(total_w, total_h, image_top, tuple(lefts))
+    layout = PanelLayout(total_w, total_h, image_top, tuple(lefts))
+    return np.asarray(canvas, dtype=np.uint8), layout
+
+
+def save_panel(
+    path: str | os.PathLike[str],
+    columns: Sequence[tuple[str, np.ndarray]],
+    *,
+    caption: str | None = None,
+) -> PanelLayout:
+    """Write the panel of ``columns`` (see :func:`render_panel`) as one PNG at ``path``.
+
+    The file is written atomically (``atomic_files.write_bytes``, mode from the umask);
+    parent folders are created.  Returns the :class:`PanelLayout` of the written PNG; raises as
+    :func:`render_panel`.
+    """
+    image, layout = render_panel(columns, caption=caption)
+    write_png(path, image)
+    return layout
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Write an ``(H, W, 3)`` uint8 image as a PNG at ``path``, atomically."""
+    write_bytes(path, encode_photo(Photo(np.asarray(image, np.uint8)), ".png"))
