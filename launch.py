@@ -50,15 +50,15 @@ REQUIRED = {
 
 
 def _run(mode: str) -> int:
-    from sassid_jax import benchmark, sharding, train
+    from sassid_jax import evaluate, sharding, submission, train
     from sassid_jax.checkpoint_io import CheckpointInputError
     from sassid_jax.data.sources import DatasetUnavailableError
 
     try:
         if mode == "eval":
-            benchmark.run_eval(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
+            evaluate.run_eval(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
         elif mode == "submit":
-            benchmark.run_submit(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
+            submission.run_submit(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
         else:
             sharding.initialize_distributed(
                 FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id

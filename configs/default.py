@@ -74,8 +74,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.max_images = 0  # 0: the whole eval split
     c.eval.save_panels = True
     # The BNN is evaluated (table, panels, alpha map) on isolated blocks of this size, the
-    # size it is trained on and used at as a teacher; 0 = whole images.
-    c.eval.bnn_block = c.crop_size
+    # size it is trained on and used at as a teacher; 0 = whole images. It follows crop_size
+    # (also --config.crop_size=...) until set itself: a derived reference (.identity()), so
+    # that setting eval.bnn_block replaces the link instead of writing through to crop_size.
+    c.eval.bnn_block = c.get_ref("crop_size").identity()
     # --mode eval / submit: which network of --checkpoint, the x8 self-ensemble, batch size.
     c.eval.network = "unet"
     c.eval.ensemble = False

@@ -1,8 +1,13 @@
-"""Load trained networks: our orbax run folders (any topology) and the authors' `.pth` files.
+"""Run folders (their one layout) and loading trained networks from them or from `.pth` files.
+
+A run folder (workdir) holds config.json (the run's config) and the orbax checkpoints
+`checkpoints/<stage>/<step>/default` of every stage; the final parameters of a network are
+those of the last stage of the run that trains it, at that stage's last step
+(`final_checkpoint`, `final_params`). Training writes and restores through `stage_manager`
+and `restore_stage`.
 
 `load_network(checkpoint, network)` accepts
-- a run folder (workdir with config.json and checkpoints/): the last stage training
-  `network`, its latest step;
+- a run folder: the last stage training `network`, its latest step;
 - any folder inside its checkpoints/ (a stage, a step, or the step's item folder);
 - an authors' PyTorch state_dict (`.pth`, read without PyTorch, no pickled code runs): the
   width (and for the LAN the blind size and block count) is read from the tensor shapes, and
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +30,104 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-NETWORKS = ("bnn", "lan", "unet")
+from sassid_jax.errors import UserInputError
+from sassid_jax.nn import NETWORK_NAMES
+
 LABELS = {"bnn": "BNN", "lan": "LAN", "unet": "U-Net"}
+CONFIG_FILE = "config.json"
+CHECKPOINTS = "checkpoints"
+ITEM = "default"  # the item folder of a step saved with ocp.args.StandardSave
 
 
-class CheckpointInputError(Exception):
+class CheckpointInputError(UserInputError):
     """A checkpoint path that cannot give the requested network; str() names the path."""
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def stage_dir(workdir: str | os.PathLike, stage: str) -> Path:
+    """workdir/checkpoints/<stage>: the step folders of one stage."""
+    return Path(workdir).absolute() / CHECKPOINTS / stage
+
+
+def stage_manager(
+    workdir: str | os.PathLike, stage: str, keep: int | None = None
+) -> ocp.CheckpointManager:
+    """The orbax manager of one stage's checkpoints (created if missing; `keep` = how many
+    steps to keep, None = all). Use it as a context manager so that it is closed."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(stage_dir(workdir, stage), options=options)
+
+
+def abstract_state(init: Callable[[], Any], sharding: jax.sharding.Sharding) -> Any:
+    """Shapes and dtypes of the pytree `init()` would build (without building it), each with
+    `sharding`: the restore target of a stage's state."""
+    shapes = jax.eval_shape(init)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def restore_stage(
+    workdir: str | os.PathLike,
+    stage: str,
+    step: int,
+    target: Any,
+    mgr: ocp.CheckpointManager | None = None,
+) -> Any:
+    """The state of `stage` at `step`, laid out as `target` (see `abstract_state`); through
+    `mgr` if given, else through a manager of its own."""
+    args = ocp.args.StandardRestore(target)
+    if mgr is not None:
+        return mgr.restore(step, args=args)
+    with stage_manager(workdir, stage) as own:
+        return own.restore(step, args=args)
+
+
+def training_stage(
+    config: Mapping[str, Any], network: str, before: int | None = None
+) -> str | None:
+    """The last stage among config["stage_order"][:before] whose learners include `network`
+    (None if none). config: a run's ConfigDict or its config.json as a dict."""
+    order = list(config["stage_order"])[:before]
+    names = [s for s in order if network in config["stages"][s]["learners"]]
+    return names[-1] if names else None
+
+
+def final_checkpoint(
+    config: Mapping[str, Any], network: str, before: int | None = None
+) -> tuple[str, int]:
+    """(stage, step) of the checkpoint holding the final parameters of `network`: the last
+    stage (before index `before`, if given) that trains it, at its last step."""
+    stage = training_stage(config, network, before)
+    if stage is None:
+        raise CheckpointInputError(f"stage_order: no stage trains the {LABELS[network]}")
+    return stage, int(config["stages"][stage]["steps"])
+
+
+def read_run_config(workdir: str | os.PathLike) -> dict[str, Any]:
+    """workdir/config.json as a dict; CheckpointInputError when it is missing or unreadable."""
+    path = Path(workdir) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointInputError(f"{path}: cannot read the run config ({e})") from e
+
+
+def final_params(workdir: str | os.PathLike, network: str) -> Any:
+    """The final parameters of `network` ('bnn', 'lan' or 'unet') trained in run folder
+    `workdir`, as a pytree of numpy arrays (see `final_checkpoint`)."""
+    config = read_run_config(workdir)
+    try:
+        stage, step = final_checkpoint(config, network)
+    except CheckpointInputError as e:
+        raise CheckpointInputError(f"{Path(workdir) / CONFIG_FILE}: {e}") from e
+    item = stage_dir(workdir, stage) / str(step) / ITEM
+    if not (item / "_METADATA").is_file():
+        raise CheckpointInputError(f"{item}: missing (stage {stage!r} has not finished)")
+    return restore_local(item)["params"][network]
+
+
+# ----------------------------------------------------------------------------- loading
 
 
 def restore_local(item_dir: str | os.PathLike) -> Any:
@@ -85,8 +183,8 @@ def _load_pth(path: Path, network: str) -> tuple[nn.Module, Any]:
 
 def _find_config(start: Path) -> Path | None:
     for folder in (start, *start.parents):
-        if (folder / "config.json").is_file() and (folder / "checkpoints").is_dir():
-            return folder / "config.json"
+        if (folder / CONFIG_FILE).is_file() and (folder / CHECKPOINTS).is_dir():
+            return folder / CONFIG_FILE
     return None
 
 
@@ -95,31 +193,22 @@ def _latest_step(stage_dir: Path) -> Path | None:
     return max(steps, key=lambda p: int(p.name)) if steps else None
 
 
-def _training_stage(config: dict[str, Any], network: str) -> str | None:
-    """The last stage of a run config whose learners include `network`."""
-    stages = config.get("stages", {})
-    names = [
-        s for s in config.get("stage_order", []) if network in stages.get(s, {}).get("learners", [])
-    ]
-    return names[-1] if names else None
-
-
 def _item_dir(path: Path, config: dict[str, Any], workdir: Path, network: str) -> Path:
     """The orbax item folder (holding _METADATA) for a workdir / stage / step / item path."""
     label = LABELS[network]
-    if path == workdir or path == workdir / "checkpoints":
-        stage = _training_stage(config, network)
+    if path == workdir or path == workdir / CHECKPOINTS:
+        stage = training_stage(config, network)
         if stage is None:
             raise CheckpointInputError(f"{workdir}: no stage of this run trains the {label}")
-        path = workdir / "checkpoints" / stage
+        path = stage_dir(workdir, stage)
         if not path.is_dir():
             raise CheckpointInputError(f"{workdir}: no {label} checkpoint yet ({path} is missing)")
-    if path.parent == workdir / "checkpoints":  # a stage folder: its latest step
+    if path.parent == workdir / CHECKPOINTS:  # a stage folder: its latest step
         step = _latest_step(path)
         if step is None:
             raise CheckpointInputError(f"{path}: no checkpoint step in this folder")
         path = step
-    for candidate in (path, path / "default"):
+    for candidate in (path, path / ITEM):
         if (candidate / "_METADATA").is_file():
             return candidate
     raise CheckpointInputError(f"{path}: not an orbax checkpoint (no _METADATA)")
@@ -159,8 +248,8 @@ def _load_orbax(path: Path, network: str) -> tuple[nn.Module, Any]:
 def load_network(checkpoint: str | os.PathLike, network: str = "unet") -> tuple[nn.Module, Any]:
     """(module, params) of `network` ('bnn', 'lan' or 'unet') from a run folder, a folder
     inside its checkpoints/, or an authors' `.pth` (see the module docstring)."""
-    if network not in NETWORKS:
-        raise CheckpointInputError(f"network {network!r}: expected one of {NETWORKS}")
+    if network not in NETWORK_NAMES:
+        raise CheckpointInputError(f"network {network!r}: expected one of {NETWORK_NAMES}")
     path = Path(checkpoint)
     if not path.exists():
         raise CheckpointInputError(f"{path}: checkpoint not found")

@@ -1,16 +1,24 @@
-"""Evaluation of trained networks on held-out examples: scores, results.json and panels.
+"""Evaluation of trained networks: prediction and scores (training) and `--mode eval`.
 
-Scores follow the published protocol (metrics.quantize: floor(x + 0.5), clip to [0, 255];
-PSNR with data range 255 per image, averaged; SSIM as scikit-image's). Examples are dicts
-with `noisy` and `clean` ((H, W, 3) uint8; clean may be None: then only outputs are saved)
-and `name`.
+Scores follow the published protocol (metrics.py: floor(x + 0.5), clip to [0, 255]; PSNR with
+data range 255 per image, averaged; SSIM as scikit-image's). Examples are dicts with `noisy`
+and `clean` ((H, W, 3) uint8; clean may be None: then nothing is scored) and `name`.
+
+- During training: `predict_all` / `evaluate_networks` / `score_outputs` (the final table
+  and panels are `report.final_report`).
+- `--mode eval` (`run_eval`): denoise the config's evaluation dataset (SIDD validation
+  blocks, the embedded default, a folder with references, ...) with one trained network
+  (checkpoint_io.load_network), optionally with the x8 self-ensemble, and score it; SIDD
+  validation adds a breakdown per phone and per ISO when the block metadata is known. Writes
+  <output>/eval_<dataset>.json.
 """
 
 from __future__ import annotations
 
-import json
+import collections
 import logging
-import os
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +26,12 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
+import tqdm
 
-from sassid_jax import metrics, visualize
-from sassid_jax.inference import predict_blocks, predict_image
-from sassid_jax.supervision import flatness_alpha
-
-ROW_LABELS = {"noisy": "Noisy", "bnn": "BNN", "lan": "LAN", "unet": "U-Net"}
+from sassid_jax import metrics
+from sassid_jax.atomic_files import write_json
+from sassid_jax.errors import ConfigError
+from sassid_jax.inference import denoise_images, jit_apply, predict_blocks, predict_image
 
 
 def limit(examples: list[dict[str, Any]], max_images: int) -> list[dict[str, Any]]:
@@ -88,81 +96,117 @@ def evaluate_networks(
     return score_outputs(examples, predict_all(networks, params, examples, bnn_block))
 
 
-def format_table(scores: Mapping[str, Mapping[str, Any]]) -> str:
-    """A plain-text table: one row per method, mean PSNR (dB) and SSIM."""
-    lines = [f"{'method':<8} {'PSNR (dB)':>10} {'SSIM':>8}", "-" * 28]
-    for name, s in scores.items():
-        lines.append(f"{ROW_LABELS.get(name, name):<8} {s['psnr']:>10.2f} {s['ssim']:>8.4f}")
+def _group_scores(
+    examples: Sequence[dict], psnr: Sequence[float], ssim: Sequence[float], key: str
+) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[int]] = collections.defaultdict(list)
+    for i, e in enumerate(examples):
+        if e.get(key) is not None:
+            groups[str(e[key])].append(i)
+    return {
+        g: {
+            "psnr": float(np.mean([psnr[i] for i in idx])),
+            "ssim": float(np.mean([ssim[i] for i in idx])),
+            "images": len(idx),
+        }
+        for g, idx in sorted(groups.items(), key=lambda kv: (len(kv[0]), kv[0]))
+    }
+
+
+def score_examples(examples: Sequence[dict], outputs: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Protocol scores of outputs against the examples' clean references, with per-phone
+    and per-ISO means when the examples carry `phone` / `iso`."""
+    scores = metrics.evaluate_pairs(
+        (e["clean"], out) for e, out in zip(examples, outputs, strict=True)
+    )
+    noisy = metrics.evaluate_pairs((e["clean"], e["noisy"]) for e in examples)
+    result = {
+        "psnr": scores["psnr"],
+        "ssim": scores["ssim"],
+        "images": len(examples),
+        "noisy_psnr": noisy["psnr"],
+        "noisy_ssim": noisy["ssim"],
+        "per_image": {
+            e["name"]: {"psnr": p, "ssim": s}
+            for e, p, s in zip(examples, scores["psnr_list"], scores["ssim_list"], strict=True)
+        },
+    }
+    for key in ("phone", "iso"):
+        groups = _group_scores(examples, scores["psnr_list"], scores["ssim_list"], key)
+        if groups:
+            result[f"per_{key}"] = groups
+    return result
+
+
+def format_scores(name: str, result: dict[str, Any]) -> str:
+    """Plain-text summary: the means, then the per-phone / per-ISO rows if any."""
+    lines = [
+        f"{name}: {result['images']} images, PSNR {result['psnr']:.2f} dB, "
+        f"SSIM {result['ssim']:.4f} (noisy input {result['noisy_psnr']:.2f} dB, "
+        f"{result['noisy_ssim']:.4f})"
+    ]
+    for key in ("per_phone", "per_iso"):
+        for group, s in result.get(key, {}).items():
+            lines.append(
+                f"  {key[4:]:>5} {group:>6}: {s['psnr']:.2f} dB  {s['ssim']:.4f}  "
+                f"({s['images']} blocks)"
+            )
     return "\n".join(lines)
 
 
-def _panel_columns(
-    example: dict,
-    outputs: Mapping[str, np.ndarray],
-    alpha: np.ndarray | None,
-    per_image: Mapping[str, float],
-) -> list[tuple[str, np.ndarray]]:
-    def label(name: str) -> str:
-        text = ROW_LABELS.get(name, name)
-        return f"{text} {per_image[name]:.2f} dB" if name in per_image else text
-
-    columns = [(label("noisy"), example["noisy"])]
-    columns += [(label(n), outputs[n]) for n in ("bnn", "lan", "unet") if n in outputs]
-    if alpha is not None:
-        columns.append(("alpha (white = texture)", alpha))
-    if example["clean"] is not None:
-        columns.append(("clean", example["clean"]))
-    return columns
+def progress_bar(total: int, what: str) -> tqdm.tqdm:
+    """A progress bar on stderr counting `what` (hidden when stderr is not a terminal)."""
+    return tqdm.tqdm(
+        total=total, unit=what, file=sys.stderr, dynamic_ncols=True, disable=None, mininterval=2.0
+    )
 
 
-def final_report(
-    networks: Mapping[str, nn.Module],
-    params: Mapping[str, Any],
-    examples: Sequence[dict],
-    config: Any,
-    workdir: str | os.PathLike[str],
-) -> dict[str, Any]:
-    """Evaluate every trained network, print the table and write the panels.
+def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
+    """Evaluate one network of `checkpoint` (config.eval.network) on the config's eval data.
 
-    Panels: workdir/panels/<example name>.png with noisy | BNN | LAN | U-Net | alpha | clean
-    (alpha is the flatness map of the BNN output, white = textured). Only process 0 writes.
+    Returns the results written to <output>/eval_<dataset>.json.
     """
-    workdir = Path(workdir)
-    outputs = predict_all(networks, params, examples, config.eval.bnn_block)
-    scores = score_outputs(examples, outputs)
-    table = format_table(scores) if scores else "(no clean references: no scores)"
-    results: dict[str, Any] = {
-        "table": {n: {"psnr": s["psnr"], "ssim": s["ssim"]} for n, s in scores.items()},
-        "per_image": {
-            e["name"]: {
-                n: {"psnr": s["psnr_list"][i], "ssim": s["ssim_list"][i]} for n, s in scores.items()
-            }
-            for i, e in enumerate(examples)
-        },
-        "num_images": len(examples),
-    }
-    if jax.process_index() != 0:
-        return results
-    print(f"\nHeld-out evaluation ({len(examples)} images):\n{table}\n", flush=True)
-    logging.info("final evaluation:\n%s", table)
-    if config.eval.save_panels:
-        for i, example in enumerate(examples):
-            alpha = None
-            if "bnn" in outputs:
-                bnn = outputs["bnn"][i][None]
-                alpha = np.asarray(flatness_alpha(bnn, config.alpha.lower, config.alpha.upper))[0]
-            per_image = {n: s["psnr_list"][i] for n, s in scores.items()}
-            visualize.save_panel(
-                workdir / "panels" / f"{example['name']}.png",
-                _panel_columns(example, {n: o[i] for n, o in outputs.items()}, alpha, per_image),
-                caption=example["name"],
-            )
-    return results
+    from sassid_jax.checkpoint_io import load_network
+    from sassid_jax.data import sources
 
-
-def write_json(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename): no half-written file after a crash."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
+    examples = limit(sources.load_eval_examples(config.dataset), config.eval.max_images)
+    name = config.dataset.get("eval_name") or config.dataset.name
+    missing = [e["name"] for e in examples if e["clean"] is None]
+    if missing:
+        raise ConfigError(
+            f"dataset {name!r}: {len(missing)} images have no clean reference "
+            f"(first: {missing[0]}); use --mode submit or --mode denoise"
+        )
+    module, params = load_network(checkpoint, config.eval.network)
+    apply_fn = jit_apply(module, params)
+    start = time.perf_counter()
+    with progress_bar(len(examples), "img") as bar:
+        outputs = denoise_images(
+            apply_fn,
+            [e["noisy"] for e in examples],
+            ensemble=config.eval.ensemble,
+            batch=config.eval.batch,
+            progress=bar.update,
+        )
+    seconds = time.perf_counter() - start
+    result = score_examples(examples, outputs)
+    result.update(
+        {
+            "dataset": name,
+            "checkpoint": str(checkpoint),
+            "network": config.eval.network,
+            "ensemble": bool(config.eval.ensemble),
+            "seconds": seconds,
+        }
+    )
+    print(
+        format_scores(
+            f"{name} ({config.eval.network}{', x8 ensemble' if config.eval.ensemble else ''})",
+            result,
+        )
+    )
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"eval_{name}.json", result)
+    logging.info("wrote %s", out / f"eval_{name}.json")
+    return result

@@ -14,10 +14,12 @@ the same scale, not yet rounded (see `metrics.quantize` for the published roundi
   whole-image inference, and an image that fits in one tile gives exactly `predict_image`'s
   result. Memory of the network is bounded by `batch` x tile, not by the image.
 - `self_ensemble` / `denoise_ensemble`: average over the 8 flips x rotations (x8 ensemble).
+- `denoise_images`: many whole images (eval and submit modes), batched by shape.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ import numpy as np
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
 
 ApplyFn = Callable[[jax.Array], jax.Array]
+BatchFn = Callable[[np.ndarray], Any]  # (N, H, W, 3) float32 -> (N, H, W, 3), array-like
 ImageFn = Callable[[np.ndarray], np.ndarray]
 Progress = Callable[[int, int], None]
 
@@ -300,3 +303,39 @@ def denoise_ensemble(
         return denoise(apply_fn, x, progress=report, **kwargs)
 
     return self_ensemble(one, image)
+
+
+def denoise_images(
+    apply_fn: BatchFn,
+    images: Sequence[np.ndarray],
+    *,
+    ensemble: bool = False,
+    batch: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> list[np.ndarray]:
+    """Denoise (H, W, 3) images on [0, 255] (uint8 or float), batching equal shapes.
+
+    Each image is padded (reflect) to a multiple of 32 and cropped back; with ensemble,
+    the output is the mean over the 8 flips x rotations, each undone. Returns float32
+    (H, W, 3) outputs on [0, 255], in input order. progress(n) is called after each batch
+    with the number of images it finished (counted once, in the last ensemble pass).
+    """
+
+    def run(stack: np.ndarray) -> np.ndarray:  # (N, H, W, 3) -> (N, H, W, 3) float32
+        padded = np.stack([pad_to_multiple(x) for x in stack])
+        return np.asarray(apply_fn(padded), np.float32)[:, : stack.shape[1], : stack.shape[2]]
+
+    groups: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
+    for i, image in enumerate(images):
+        groups[np.shape(image)].append(i)
+    outputs: list[np.ndarray | None] = [None] * len(images)
+    for members in groups.values():
+        for start in range(0, len(members), batch):
+            chunk = members[start : start + batch]
+            stack = np.stack([np.asarray(images[i], np.float32) for i in chunk])
+            result = self_ensemble(run, stack) if ensemble else run(stack)
+            for k, i in enumerate(chunk):
+                outputs[i] = result[k]
+            if progress is not None:
+                progress(len(chunk))
+    return outputs  # type: ignore[return-value]

@@ -5,8 +5,9 @@ a frozen teacher (loaded from the stage that trained it). SASL's recipe is three
 bnn -> lan -> unet; the paper's joint-training ablation is one stage learning all three with
 the sum of the three losses; a blind-spot baseline is the same recipe with BNN blind size 1.
 
-Losses read the outputs dict {network name: (N, H, W, 3) on the [0, 255] scale} and the noisy
-batch x (N, H, W, 3); teacher outputs are stop-gradient'ed inside `supervision`.
+Losses read the outputs dict {network name: (N, H, W, 3) on the [0, 255] scale}, the noisy
+batch x (N, H, W, 3) and the stage (the U-Net loss reads its alpha thresholds); teacher outputs
+are stop-gradient'ed inside `supervision`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,20 @@ from sassid_jax import supervision
 from sassid_jax.nn import NETWORK_NAMES
 
 Outputs = Mapping[str, jax.Array]
-LossFn = Callable[[Outputs, jax.Array, float, float], jax.Array]
+LossFn = Callable[[Outputs, jax.Array, "Stage"], jax.Array]
+PAPER_ALPHA = (1.0, 5.0)  # the paper's flatness thresholds (configs: alpha.lower / alpha.upper)
 
 
-def _bnn(out: Outputs, x: jax.Array, lower: float, upper: float) -> jax.Array:
+def _bnn(out: Outputs, x: jax.Array, stage: Stage) -> jax.Array:
     return supervision.bnn_loss(out["bnn"], x)
 
 
-def _lan(out: Outputs, x: jax.Array, lower: float, upper: float) -> jax.Array:
+def _lan(out: Outputs, x: jax.Array, stage: Stage) -> jax.Array:
     return supervision.lan_loss(out["lan"], out["bnn"])
 
 
-def _unet(out: Outputs, x: jax.Array, lower: float, upper: float) -> jax.Array:
-    alpha = supervision.flatness_alpha(out["bnn"], lower, upper)
+def _unet(out: Outputs, x: jax.Array, stage: Stage) -> jax.Array:
+    alpha = supervision.flatness_alpha(out["bnn"], stage.alpha_lower, stage.alpha_upper)
     return supervision.adaptive_loss(out["unet"], out["bnn"], out["lan"], alpha)
 
 
@@ -52,11 +54,15 @@ class Stage:
       name: stage name (also its checkpoint folder).
       learners: networks whose parameters this stage trains.
       losses: names in LOSSES, summed.
+      alpha_lower, alpha_upper: thresholds of the flatness map alpha on the BNN output's
+        local std (pixel values on [0, 255]) for the U-Net loss (config.alpha).
     """
 
     name: str
     learners: tuple[str, ...]
     losses: tuple[str, ...]
+    alpha_lower: float = PAPER_ALPHA[0]
+    alpha_upper: float = PAPER_ALPHA[1]
 
     @property
     def uses(self) -> tuple[str, ...]:
@@ -69,13 +75,23 @@ class Stage:
         """Frozen networks: read by the losses, trained by an earlier stage."""
         return tuple(n for n in self.uses if n not in self.learners)
 
-    def loss(self, outputs: Outputs, x: jax.Array, lower: float, upper: float) -> jax.Array:
+    def loss(self, outputs: Outputs, x: jax.Array) -> jax.Array:
         """Sum of this stage's losses (float32 scalar)."""
-        return sum(LOSSES[name][0](outputs, x, lower, upper) for name in self.losses)
+        return sum(LOSSES[name][0](outputs, x, self) for name in self.losses)
 
 
-def make_stage(name: str, learners: Sequence[str], losses: Sequence[str]) -> Stage:
-    """Build a Stage, raising ValueError naming the bad field and value."""
+def make_stage(
+    name: str,
+    learners: Sequence[str],
+    losses: Sequence[str],
+    *,
+    alpha_lower: float = PAPER_ALPHA[0],
+    alpha_upper: float = PAPER_ALPHA[1],
+) -> Stage:
+    """Build a Stage, raising ValueError naming the bad field and value.
+
+    alpha_lower / alpha_upper: config.alpha.lower / upper (default: the paper's 1 and 5).
+    """
     for loss in losses:
         if loss not in LOSSES:
             raise ValueError(f"stages.{name}.losses: unknown loss {loss!r}; known: {list(LOSSES)}")
@@ -86,7 +102,7 @@ def make_stage(name: str, learners: Sequence[str], losses: Sequence[str]) -> Sta
             )
     if not learners or not losses:
         raise ValueError(f"stages.{name}: needs at least one learner and one loss")
-    stage = Stage(name, tuple(learners), tuple(losses))
+    stage = Stage(name, tuple(learners), tuple(losses), float(alpha_lower), float(alpha_upper))
     idle = [n for n in stage.learners if n not in stage.uses]
     if idle:
         raise ValueError(f"stages.{name}.learners: {idle} are read by none of the losses")

@@ -15,14 +15,13 @@ Column images are either
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from sassid_jax.atomic_files import atomic_write
 from sassid_jax.metrics import quantize
 
 SEPARATOR = 4  # width in pixels of the white bars between and around columns
@@ -82,25 +81,17 @@ def _wrap(
     return lines
 
 
-def save_panel(
-    path: str | os.PathLike[str],
-    columns: Sequence[tuple[str, np.ndarray]],
-    *,
-    caption: str | None = None,
-) -> PanelLayout:
-    """Write the images of ``columns`` side by side into one PNG at ``path``.
+def render_panel(
+    columns: Sequence[tuple[str, np.ndarray]], *, caption: str | None = None
+) -> tuple[np.ndarray, PanelLayout]:
+    """The panel of ``columns`` as an ``(H, W, 3)`` uint8 image, and its layout.
 
     Args:
-        path: output file; parent folders are created.  The file is written to a temporary
-            file in the same folder and moved into place with ``os.replace`` (atomic).
         columns: ``(label, image)`` pairs, left to right.  ``label`` is drawn in the title
             strip above the image (put a PSNR in the label text to show it).  Images are
             ``(H, W, 3)`` in ``[0, 255]`` or ``(H, W)`` / ``(H, W, 1)`` maps in ``[0, 1]``
             (grayscale x255); all must share the same ``H``.
         caption: optional text drawn in a strip above the column titles.
-
-    Returns:
-        The :class:`PanelLayout` of the written PNG.
 
     Raises:
         ValueError: no columns, a column with a bad shape, or heights that differ (the
@@ -159,15 +150,27 @@ def save_panel(
     for left, w in zip(lefts, widths, strict=True):
         draw.rectangle((left + w, 0, left + w + SEPARATOR - 1, total_h - 1), fill=(255, 255, 255))
 
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            canvas.save(fh, format="PNG")
-        os.replace(tmp_name, out)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
-    return PanelLayout(total_w, total_h, image_top, tuple(lefts))
+    layout = PanelLayout(total_w, total_h, image_top, tuple(lefts))
+    return np.asarray(canvas, dtype=np.uint8), layout
+
+
+def save_panel(
+    path: str | os.PathLike[str],
+    columns: Sequence[tuple[str, np.ndarray]],
+    *,
+    caption: str | None = None,
+) -> PanelLayout:
+    """Write the panel of ``columns`` (see :func:`render_panel`) as one PNG at ``path``.
+
+    The file is written atomically (``atomic_files.atomic_write``); parent folders are
+    created.  Returns the :class:`PanelLayout` of the written PNG; raises as
+    :func:`render_panel`.
+    """
+    image, layout = render_panel(columns, caption=caption)
+    write_png(path, image)
+    return layout
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Write an ``(H, W, 3)`` uint8 image as a PNG at ``path``, atomically."""
+    atomic_write(path, lambda f: Image.fromarray(image).save(f, format="PNG"))

@@ -41,7 +41,7 @@ def equal_steps() -> dict:
             state = sharding.replicate(
                 train.init_state(networks, stage, tx, jax.random.key(0), 32), mesh
             )
-            step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh)
+            step = train.make_train_step(networks, stage, tx, mesh)
             t = sharding.replicate({k: teachers[k] for k in stage.teachers}, mesh)
             state, metrics = step(state, t, sharding.global_batch(x, sharding.batch_sharding(mesh)))
             results.append((jax.device_get(state["params"]), float(metrics["loss"])))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from sassid_jax import benchmark
+from sassid_jax import submission
 from sassid_jax.data import dnd, sources
 
 HEIGHT, WIDTH, BOX = 96, 128, 32
@@ -96,7 +96,7 @@ def test_builder_windows_and_identity_submission(fake_dnd, tmp_path):
     assert {(0, 0), (32, 32), (32, 64), (64, 64)} <= margins  # border-limited and full 64
 
     out = tmp_path / "submission"
-    benchmark.submit_dnd(cfg, lambda x: x, out)
+    submission.submit_dnd(cfg, lambda x: x, out)
     bundled = scipy.io.loadmat(out / "bundled" / "0007.mat")
     assert bundled["Idenoised"].shape == (1, 20)
     assert not bundled["israw"].item() and bundled["eval_version"].item() == "1.0"
@@ -109,7 +109,7 @@ def test_builder_windows_and_identity_submission(fake_dnd, tmp_path):
     # resumable: boxes already written are kept, the bundles are rebuilt from them
     marker = np.full((BOX, BOX, 3), 0.5, np.float32)
     dnd.write_box(out, 0, 0, marker)
-    benchmark.submit_dnd(cfg, lambda x: x, out)
+    submission.submit_dnd(cfg, lambda x: x, out)
     again = scipy.io.loadmat(out / "bundled" / "0001.mat")["Idenoised"][0, 0]
     np.testing.assert_array_equal(again, marker)
 

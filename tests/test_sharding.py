@@ -16,7 +16,7 @@ import pytest
 from sassid_jax import sharding, train
 from sassid_jax.stages import make_stage
 from tests.conftest import REPO_ROOT
-from tests.test_train import assert_same_params, data_dir, final_params, tiny_config  # noqa: F401
+from tests.test_train import assert_same_params, data_dir, run_params, tiny_config  # noqa: F401
 
 WORKER = str(REPO_ROOT / "tests" / "sharding_worker.py")
 
@@ -98,7 +98,7 @@ def test_two_processes_end_like_one(data_dir, tmp_path):  # noqa: F811
     results = [_last_json(out) for out, _ in outs]
     assert [r["process"] for r in results] == [0, 1]
     assert all(r["count"] == 2 and r["devices"] == 2 for r in results)
-    a, b = final_params(multi, config), final_params(single, config)
+    a, b = run_params(multi, config), run_params(single, config)
     # Two processes sum gradients in another order; Adam divides by sqrt(v), which turns the
     # float32 rounding of near-zero gradients into parameter differences of up to ~1e-5
     # (1.4e-5 seen). atol 5e-5 is 2% of the largest change lr * steps = 3e-3 that 3 steps can
@@ -135,6 +135,6 @@ def test_bf16_loss_within_one_percent_of_f32(name, data_dir):  # noqa: F811
 
     def loss(nets):
         outs = {n: nets[n].apply({"params": params[n]}, x) for n in stage.uses}
-        return float(stage.loss(outs, x, 1.0, 5.0))
+        return float(stage.loss(outs, x))
 
     assert abs(loss(bf16) - loss(f32)) <= 0.01 * loss(f32)

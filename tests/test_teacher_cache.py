@@ -13,7 +13,7 @@ from sassid_jax.configuration import validate_config
 from sassid_jax.data.pipeline import numpy_batches, train_dataset
 from sassid_jax.nn import make_network
 from sassid_jax.stages import make_stage
-from tests.test_train import TINY_STEPS, data_dir, final_params, tiny_config  # noqa: F401
+from tests.test_train import TINY_STEPS, data_dir, run_params, tiny_config  # noqa: F401
 
 CROP = 32
 
@@ -93,7 +93,7 @@ def test_precomputed_step_equals_online_step_given_the_same_targets():
         ("precomputed", {}, jnp.concatenate([x, *outs], -1)),
     ):
         state = train.init_state(networks, stage, tx, jax.random.key(0), 32)
-        step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh, mode)
+        step = train.make_train_step(networks, stage, tx, mesh, mode)
         results[mode] = step(state, t, batch)
     (s_on, m_on), (s_pre, m_pre) = results["online"], results["precomputed"]
     np.testing.assert_allclose(float(m_on["loss"]), float(m_pre["loss"]), rtol=1e-6)
@@ -127,6 +127,6 @@ def test_precomputed_run_trains_and_resumes_exactly(data_dir, tmp_path):  # noqa
     with pytest.raises(train.Preempted):
         train.train_and_evaluate(config, tmp_path / "run", stop_after=("unet", 2))
     train.train_and_evaluate(config, tmp_path / "run")
-    a, b = final_params(tmp_path / "run", config), final_params(tmp_path / "ref", config)
+    a, b = run_params(tmp_path / "run", config), run_params(tmp_path / "ref", config)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +17,9 @@ import pytest
 
 from configs import default
 from sassid_jax import train
-from sassid_jax.checkpoint_io import restore_local
+from sassid_jax.checkpoint_io import CheckpointInputError, final_params, restore_local
 from sassid_jax.configuration import validate_config
+from sassid_jax.nn import NETWORK_NAMES
 from tests.conftest import REPO_ROOT
 
 TINY_STEPS = {"bnn": 6, "lan": 4, "unet": 4}
@@ -45,14 +48,10 @@ def tiny_config(data_dir: Path, steps: dict[str, int] | None = None):
     return c
 
 
-def final_params(workdir: Path, config) -> dict[str, dict]:
-    """The last checkpoint of every stage, as numpy trees."""
-    out = {}
-    for stage in train.build_stages(config):
-        step = str(config.stages[stage.name].steps)
-        path = workdir / "checkpoints" / stage.name / step / "default"
-        out[stage.name] = restore_local(path)["params"]
-    return out
+def run_params(workdir: Path, config) -> dict[str, dict]:
+    """{network: final parameters (numpy)} of every network the run of `config` trains."""
+    trained = {n for name in config.stage_order for n in config.stages[name].learners}
+    return {n: final_params(workdir, n) for n in NETWORK_NAMES if n in trained}
 
 
 def assert_same_params(a: dict, b: dict) -> None:
@@ -63,25 +62,96 @@ def assert_same_params(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(data_dir, tmp_path_factory):
+    """A whole tiny run; returns (workdir, config, results, log lines)."""
     workdir = tmp_path_factory.mktemp("uninterrupted")
     config = tiny_config(data_dir)
-    results = train.train_and_evaluate(config, workdir)
-    return workdir, config, results
+    root, handler = logging.getLogger(), _Lines()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        results = train.train_and_evaluate(config, workdir)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return workdir, config, results, handler.lines
+
+
+def _summaries(logdir: Path) -> dict[str, str]:
+    """{tag: plugin name} of every summary in the TensorBoard event files of logdir."""
+    import tensorflow as tf
+
+    tags = {}
+    for path in logdir.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags[value.tag] = value.metadata.plugin_data.plugin_name
+    return tags
 
 
 def test_three_stage_run_outputs(uninterrupted):
-    workdir, _, results = uninterrupted
+    workdir, _, results, _ = uninterrupted
     saved = json.loads((workdir / "results.json").read_text())
     assert set(saved["table"]) == {"noisy", "bnn", "lan", "unet"}
     assert saved["num_images"] == 1
     panels = list((workdir / "panels").glob("*.png"))
     assert len(panels) == 1
     assert (workdir / "config.json").exists()
-    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     for stage, n in TINY_STEPS.items():
         assert [s for s, _ in results["loss_history"][stage]] == list(range(1, n + 1))
+        timing = saved["timing"][stage]
+        assert timing["steps_run"] == n
+        assert timing["seconds"] > 0
+        assert timing["steps_per_sec"] >= n / timing["seconds"]  # the loop is within the stage
+    assert saved["timing"] == results["timing"]
+
+
+def test_tensorboard_gets_scalars_progress_panels_and_hparams(uninterrupted):
+    workdir, _, _, _ = uninterrupted
+    tags = _summaries(workdir / "tensorboard")
+    assert tags[f"panels/{next((workdir / 'panels').glob('*.png')).stem}"] == "images"
+    for stage in TINY_STEPS:
+        for name in ("loss", "grad_norm", "lr"):
+            assert f"{stage}/{name}" in tags
+    assert "steps_per_sec" in tags and "uptime" in tags  # clu's ReportProgress
+    assert "eval/unet_psnr" in tags
+    assert "_hparams_/session_start_info" in tags
+
+
+def test_log_line_per_interval_with_grad_norm_and_run_eta(uninterrupted):
+    _, _, results, lines = uninterrupted
+    total = sum(TINY_STEPS.values())
+    pattern = re.compile(
+        r"stage (\w+) step (\d+)/(\d+) loss ([\d.]+) lr \S+ ([\d.]+) steps/s "
+        r"grad_norm (\S+) \| run step (\d+)/(\d+), ETA \d+m\d\ds"
+    )
+    found = [m for m in map(pattern.match, lines) if m]
+    assert [(m[1], int(m[2])) for m in found] == [
+        (stage, step) for stage, history in results["loss_history"].items() for step, _ in history
+    ]
+    assert all(int(m[8]) == total and float(m[6]) > 0 for m in found)
+    assert [int(m[7]) for m in found] == list(range(1, total + 1))
+    assert any(f"({total}/{total})" in line for line in lines)  # ReportProgress's note
+
+
+def test_final_params_are_the_last_stage_at_its_last_step(uninterrupted, tmp_path):
+    workdir, _, _, _ = uninterrupted
+    for name, steps in TINY_STEPS.items():
+        item = workdir / "checkpoints" / name / str(steps) / "default"
+        assert_same_params(final_params(workdir, name), restore_local(item)["params"][name])
+    with pytest.raises(CheckpointInputError, match="config.json"):
+        final_params(tmp_path, "unet")
 
 
 def test_each_stage_loss_goes_down(data_dir, tmp_path):
@@ -97,19 +167,23 @@ def test_each_stage_loss_goes_down(data_dir, tmp_path):
 
 
 def test_resume_mid_stage_is_exact(data_dir, tmp_path, uninterrupted):
-    ref_dir, config, _ = uninterrupted
+    ref_dir, config, _, _ = uninterrupted
     with pytest.raises(train.Preempted) as stop:
         train.train_and_evaluate(config, tmp_path, stop_after=("bnn", 3))
     assert (stop.value.stage, stop.value.step) == ("bnn", 3)
     assert (tmp_path / "checkpoints" / "bnn" / "3").exists()  # mid-interval checkpoint
     assert not (tmp_path / "checkpoints" / "lan").exists()
+    with pytest.raises(CheckpointInputError, match=r"bnn/6/default: missing \(stage 'bnn'"):
+        final_params(tmp_path, "bnn")
     results = train.train_and_evaluate(config, tmp_path)
     assert [s for s, _ in results["loss_history"]["bnn"]] == [4, 5, 6]
-    assert_same_params(final_params(tmp_path, config), final_params(ref_dir, config))
+    assert results["timing"]["bnn"]["steps_run"] == 3
+    assert results["timing"]["lan"]["steps_run"] == TINY_STEPS["lan"]
+    assert_same_params(run_params(tmp_path, config), run_params(ref_dir, config))
 
 
 def test_several_steps_per_call_give_the_same_run(data_dir, tmp_path, uninterrupted, monkeypatch):
-    ref_dir, ref_config, _ = uninterrupted
+    ref_dir, ref_config, _, _ = uninterrupted
     calls, groups = [], train._groups
 
     def spy(batches, start, size):
@@ -127,19 +201,22 @@ def test_several_steps_per_call_give_the_same_run(data_dir, tmp_path, uninterrup
     assert [s for s, _ in results["loss_history"]["bnn"]] == [6]
     assert [s for s, _ in results["loss_history"]["lan"]] == [4]
     assert calls == [4, 2, 4, 4]  # bnn to step 4 | bnn 5-6, lan 1-4, unet 1-4
-    got, want = final_params(tmp_path, config), final_params(ref_dir, ref_config)
+    got, want = run_params(tmp_path, config), run_params(ref_dir, ref_config)
     for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
 def test_restart_after_stage_one_continues_at_stage_two(data_dir, tmp_path, uninterrupted):
-    ref_dir, config, _ = uninterrupted
+    ref_dir, config, _, _ = uninterrupted
     with pytest.raises(train.Preempted):
         train.train_and_evaluate(config, tmp_path, stop_after=("bnn", TINY_STEPS["bnn"]))
     results = train.train_and_evaluate(config, tmp_path)
     assert results["loss_history"]["bnn"] == []
+    assert results["timing"]["bnn"]["steps_run"] == 0
+    assert results["timing"]["bnn"]["steps_per_sec"] == 0.0
+    assert results["timing"]["lan"]["steps_run"] == TINY_STEPS["lan"]
     assert [s for s, _ in results["loss_history"]["lan"]] == [1, 2, 3, 4]
-    assert_same_params(final_params(tmp_path, config), final_params(ref_dir, config))
+    assert_same_params(run_params(tmp_path, config), run_params(ref_dir, config))
 
 
 def _launch_args(config, workdir: Path) -> list[str]:
@@ -193,7 +270,7 @@ def test_sigterm_checkpoints_then_restart_matches(data_dir, tmp_path):
     assert steps and 0 < steps[-1] < 60, steps
     assert "SIGTERM" in out
     train.train_and_evaluate(config, run)
-    assert_same_params(final_params(run, config), final_params(ref, config))
+    assert_same_params(run_params(run, config), run_params(ref, config))
 
 
 @pytest.mark.parametrize(
@@ -253,7 +330,7 @@ def test_bad_config_fails_before_any_work_from_the_command_line(tmp_path):
 
 
 def test_workdir_with_other_config_refuses_to_resume(uninterrupted):
-    workdir, config, _ = uninterrupted
+    workdir, config, _, _ = uninterrupted
     changed = tiny_config(Path(config.dataset.data_dir))
     changed.stages.lan.lr = 5e-4
     with pytest.raises(ValueError, match=r"different config \(stages\.lan\.lr: 0\.001 -> 0\.0005"):
@@ -290,5 +367,48 @@ def test_joint_ablation_trains_all_three_in_one_stage(data_dir, tmp_path):
     config.stages.joint.steps = 3
     results = train.train_and_evaluate(config, tmp_path)
     assert set(results["table"]) == {"noisy", "bnn", "lan", "unet"}
-    params = final_params(tmp_path, config)["joint"]
-    assert set(params) == {"bnn", "lan", "unet"}
+    saved = restore_local(tmp_path / "checkpoints" / "joint" / "3" / "default")["params"]
+    assert set(saved) == set(NETWORK_NAMES)
+    for name in NETWORK_NAMES:  # the final parameters of each network: the joint stage's
+        assert_same_params(final_params(tmp_path, name), saved[name])
+
+
+def test_eval_bnn_block_follows_crop_size_unless_set():
+    from absl import flags
+    from ml_collections import config_flags
+
+    def parse(*overrides: str):
+        values, argv = flags.FlagValues(), ["prog", *overrides]
+        path = str(REPO_ROOT / "configs" / "default.py")  # launch.py's --config default
+        config_flags.DEFINE_config_file("config", path, flag_values=values, sys_argv=argv)
+        values(argv)
+        return values.config
+
+    assert default.get_config().eval.bnn_block == default.get_config().crop_size
+    assert parse("--config.crop_size=128").eval.bnn_block == 128
+    c = parse("--config.crop_size=128", "--config.eval.bnn_block=0")
+    assert (c.crop_size, c.eval.bnn_block) == (128, 0)
+    c = parse("--config.eval.bnn_block=32", "--config.crop_size=96")
+    assert (c.crop_size, c.eval.bnn_block) == (96, 32)
+    from configs import sasl_paper
+
+    c = sasl_paper.get_config()
+    assert (c.crop_size, c.eval.bnn_block) == (256, 0)
+
+
+def test_stages_carry_the_config_alpha_thresholds():
+    from sassid_jax import supervision
+
+    config = default.get_config()
+    config.alpha.lower, config.alpha.upper = 2.0, 9.0
+    stages = train.build_stages(config)
+    assert {(s.alpha_lower, s.alpha_upper) for s in stages} == {(2.0, 9.0)}
+    rng = np.random.default_rng(0)
+    outs = {n: rng.uniform(0, 255, (1, 32, 32, 3)).astype(np.float32) for n in NETWORK_NAMES}
+    x = rng.uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
+    outs["bnn"] = 128 + rng.normal(0, 1.5, x.shape).astype(np.float32)  # local std ~1.5
+    alpha = supervision.flatness_alpha(outs["bnn"], 2.0, 9.0)
+    want = supervision.adaptive_loss(outs["unet"], outs["bnn"], outs["lan"], alpha)
+    np.testing.assert_allclose(float(stages[-1].loss(outs, x)), float(want), rtol=1e-6)
+    paper = train.build_stages(default.get_config())[-1]
+    assert float(paper.loss(outs, x)) != float(want)

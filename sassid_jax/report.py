@@ -1,0 +1,111 @@
+"""The report at the end of a training run: the table of scores, the panels, TensorBoard images.
+
+Panels: workdir/panels/<example name>.png with noisy | BNN | LAN | U-Net | alpha | clean
+(alpha is the flatness map of the BNN output, white = textured); the same panels go to
+TensorBoard as images `panels/<example name>`. Only process 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from clu import metric_writers
+
+from sassid_jax import visualize
+from sassid_jax.evaluate import predict_all, score_outputs
+from sassid_jax.nn import NETWORK_NAMES
+from sassid_jax.supervision import flatness_alpha
+
+ROW_LABELS = {"noisy": "Noisy", "bnn": "BNN", "lan": "LAN", "unet": "U-Net"}
+
+
+def format_table(scores: Mapping[str, Mapping[str, Any]]) -> str:
+    """A plain-text table: one row per method, mean PSNR (dB) and SSIM."""
+    lines = [f"{'method':<8} {'PSNR (dB)':>10} {'SSIM':>8}", "-" * 28]
+    for name, s in scores.items():
+        lines.append(f"{ROW_LABELS.get(name, name):<8} {s['psnr']:>10.2f} {s['ssim']:>8.4f}")
+    return "\n".join(lines)
+
+
+def _panel_columns(
+    example: dict,
+    outputs: Mapping[str, np.ndarray],
+    alpha: np.ndarray | None,
+    per_image: Mapping[str, float],
+) -> list[tuple[str, np.ndarray]]:
+    def label(name: str) -> str:
+        text = ROW_LABELS.get(name, name)
+        return f"{text} {per_image[name]:.2f} dB" if name in per_image else text
+
+    columns = [(label("noisy"), example["noisy"])]
+    columns += [(label(n), outputs[n]) for n in NETWORK_NAMES if n in outputs]
+    if alpha is not None:
+        columns.append(("alpha (white = texture)", alpha))
+    if example["clean"] is not None:
+        columns.append(("clean", example["clean"]))
+    return columns
+
+
+def final_report(
+    networks: Mapping[str, nn.Module],
+    params: Mapping[str, Any],
+    examples: Sequence[dict],
+    config: Any,
+    workdir: str | os.PathLike[str],
+    writer: metric_writers.MetricWriter | None = None,
+    step: int = 0,
+) -> dict[str, Any]:
+    """Evaluate every trained network, print the table and write the panels.
+
+    Returns {"table": {name: {"psnr", "ssim"}}, "per_image": {example: {name: scores}},
+    "num_images"}. With config.eval.save_panels, process 0 writes one panel per example
+    (module docstring) and, given a `writer`, the same panels as TensorBoard images at `step`.
+    """
+    outputs = predict_all(networks, params, examples, config.eval.bnn_block)
+    scores = score_outputs(examples, outputs)
+    table = format_table(scores) if scores else "(no clean references: no scores)"
+    results: dict[str, Any] = {
+        "table": {n: {"psnr": s["psnr"], "ssim": s["ssim"]} for n, s in scores.items()},
+        "per_image": {
+            e["name"]: {
+                n: {"psnr": s["psnr_list"][i], "ssim": s["ssim_list"][i]} for n, s in scores.items()
+            }
+            for i, e in enumerate(examples)
+        },
+        "num_images": len(examples),
+    }
+    if jax.process_index() != 0:
+        return results
+    print(f"\nHeld-out evaluation ({len(examples)} images):\n{table}\n", flush=True)
+    logging.info("final evaluation:\n%s", table)
+    if config.eval.save_panels:
+        images = {}
+        for i, example in enumerate(examples):
+            columns = _panel_columns(
+                example,
+                {n: o[i] for n, o in outputs.items()},
+                _alpha_map(outputs, i, config),
+                {n: s["psnr_list"][i] for n, s in scores.items()},
+            )
+            image, _ = visualize.render_panel(columns, caption=example["name"])
+            path = Path(workdir) / "panels" / f"{example['name']}.png"
+            visualize.write_png(path, image)
+            images[f"panels/{example['name']}"] = image
+        if writer is not None and images:
+            writer.write_images(step, images)
+    return results
+
+
+def _alpha_map(outputs: Mapping[str, Sequence[np.ndarray]], i: int, config: Any):
+    """(H, W, 1) flatness map in [0, 1] of example i's BNN output (None without a BNN)."""
+    if "bnn" not in outputs:
+        return None
+    bnn = outputs["bnn"][i][None]
+    return np.asarray(flatness_alpha(bnn, config.alpha.lower, config.alpha.upper))[0]
