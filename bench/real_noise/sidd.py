@@ -93,7 +93,9 @@ def _network_rows(cfg, trained: dict[str, Any]) -> list[dict[str, Any]]:
             if not vals:
                 continue
             stage = "bnn" if key == "bnn_whole" else key
+            # a call that skipped a finished stage has no time for it (steps_run 0)
             t = [r["timing"].get(stage, {}) for r in mine]
+            t = [x if x.get("steps_run") else {} for x in t]
             rows.append(
                 {
                     "method": label,

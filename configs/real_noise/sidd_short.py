@@ -26,8 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     run = default.get_config()
     run.dataset.name = "image_folder"
-    run.crop_size = 64
-    run.eval.bnn_block = 64  # stage-1 scores on isolated blocks of the training crop size
+    run.crop_size = 64  # run.eval.bnn_block follows it: stage 1 is scored on 64x64 blocks
     run.batch_size = 4
     run.networks.bnn.width = run.networks.unet.width = 32
     for name in ("bnn", "lan", "unet"):
