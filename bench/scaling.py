@@ -38,7 +38,7 @@ def measure(batch: int, crop: int, width: int, repeats: int) -> dict:
     }
     teachers = sharding.replicate(teachers, mesh)
     state = sharding.replicate(train.init_state(networks, stage, tx, jax.random.key(0), crop), mesh)
-    step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh)
+    step = train.make_train_step(networks, stage, tx, mesh)
     x = np.random.default_rng(0).uniform(0, 255, (batch, crop, crop, 3)).astype(np.float32)
     xs = sharding.global_batch(x, sharding.batch_sharding(mesh))
     state, m = step(state, teachers, xs)  # compile

@@ -190,7 +190,7 @@ def build_jax(row: Row):
     # stage rows: the library's own step
     networks, stage, teachers, batch = stage_problem(row.net, row.mode, (n, size, size))
     state = train.init_state(networks, stage, tx, jax.random.key(0), size)
-    step = train.make_train_step(networks, stage, tx, 1.0, 5.0, sharding.make_mesh(), row.mode)
+    step = train.make_train_step(networks, stage, tx, sharding.make_mesh(), row.mode)
     box = {"state": state}
     compiled = step.lower(box["state"], teachers, batch).compile()
 

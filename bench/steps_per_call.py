@@ -42,9 +42,7 @@ def measure(student: str, mode: str, n: int, size: int, k: int, repeats: int) ->
     forms = {}
     for per_call in (1, k):
         state = train.init_state(networks, stage, tx, jax.random.key(0), size)
-        step = train.make_train_step(
-            networks, stage, tx, 1.0, 5.0, mesh, mode, several_steps=per_call > 1
-        )
+        step = train.make_train_step(networks, stage, tx, mesh, mode, several_steps=per_call > 1)
         x = xs if per_call > 1 else xs[0]
         state, metrics = step(state, teachers, x)  # compile and warm up
         jax.block_until_ready(metrics)
