@@ -2,8 +2,9 @@
 
 Prints wall time, peak RSS (resource.getrusage: the whole process, including the image, the
 output and XLA's buffers) and the achieved GFLOP/s (FLOPs of one tile apply from XLA's cost
-analysis x the number of apply calls / the time of the tiled run), and writes the figures to
-bench/results/denoise_large-<time>.json. Targets: under 2 minutes, under 3 GB peak RSS.
+analysis x the number of apply calls / the time of the tiled run), and writes the figures and
+the machine (bench/common.py) to bench/results/denoise_large-<time>.json. Targets: under 2
+minutes, under 3 GB peak RSS.
 
 Usage: python bench/denoise_large.py [--tile 1024] [--margin 128] [--batch 1] [--width 48]
 The weights are random (He init): the cost does not depend on them.
@@ -14,22 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import resource
-import sys
 import time
-from pathlib import Path
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+common.on_path()
 
 from sassid_jax import inference  # noqa: E402
 from sassid_jax.nn import UNet  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def peak_rss_gb() -> float:
@@ -71,6 +68,7 @@ def main() -> None:
     calls = math.ceil(plan.num_tiles / args.batch)
     flops = tile_flops(apply_fn, args.batch, plan.tile_shape)
 
+    started = common.timestamp()
     start = time.perf_counter()  # compile of the tile shape happens in the first call: timed
     first: list[float] = []
     out = inference.denoise(
@@ -105,7 +103,7 @@ def main() -> None:
         "peak_rss_gb": peak_rss_gb(),
         "cpu_count": jax.local_device_count(),
         "backend": jax.default_backend(),
-        "machine": platform.processor() or platform.machine(),
+        "machine": common.machine_info(),
         "targets": {"seconds": 120, "peak_rss_gb": 3.0},
     }
     print(json.dumps(result, indent=2))
@@ -114,9 +112,7 @@ def main() -> None:
         f"{args.width_px}x{args.height}: {seconds:.1f} s, peak RSS {rss:.2f} GB,"
         f" {result['gflops_per_s']:.1f} GFLOP/s ({plan.num_tiles} tiles of {plan.tile_shape})"
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"denoise_large-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    (RESULTS / name).write_text(json.dumps(result, indent=2))
+    print(f"wrote {common.write_record(common.record_path('denoise_large', started), result)}")
 
 
 if __name__ == "__main__":

@@ -11,18 +11,14 @@ expected: simulated devices share the same cores.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
+import statistics
 
-REPO = Path(__file__).resolve().parents[1]
+import common
+
+common.on_path()
 
 
 def measure(batch: int, crop: int, width: int, repeats: int) -> dict:
-    sys.path.insert(0, str(REPO))
     import jax
     import numpy as np
 
@@ -42,18 +38,18 @@ def measure(batch: int, crop: int, width: int, repeats: int) -> dict:
     }
     teachers = sharding.replicate(teachers, mesh)
     state = sharding.replicate(train.init_state(networks, stage, tx, jax.random.key(0), crop), mesh)
-    step = train.make_train_step(networks, stage, tx, 1.0, 5.0, mesh)
+    step = train.make_train_step(networks, stage, tx, mesh)
     x = np.random.default_rng(0).uniform(0, 255, (batch, crop, crop, 3)).astype(np.float32)
     xs = sharding.global_batch(x, sharding.batch_sharding(mesh))
     state, m = step(state, teachers, xs)  # compile
     jax.block_until_ready(m)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        state, m = step(state, teachers, xs)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t)
-    median = float(np.median(times))
+    box = {"state": state}
+
+    def run() -> None:
+        box["state"], metrics = step(box["state"], teachers, xs)
+        jax.block_until_ready(metrics)
+
+    median = statistics.median(common.repeat(run, repeats))
     return {"devices": jax.device_count(), "median_step_s": median, "steps_per_s": 1 / median}
 
 
@@ -66,39 +62,31 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(measure(args.batch, args.crop, args.width, args.repeats)))
+        common.print_json_line(measure(args.batch, args.crop, args.width, args.repeats))
         return
-    rows = []
-    for n in (1, 2, 4):
-        env = dict(
-            os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu"
-        )
-        cmd = [
-            sys.executable,
+    flags = ["--child", "--batch", str(args.batch), "--crop", str(args.crop)]
+    flags += ["--width", str(args.width), "--repeats", str(args.repeats)]
+    rows = [
+        common.run_child(
             __file__,
-            "--child",
-            "--batch",
-            str(args.batch),
-            "--crop",
-            str(args.crop),
-            "--width",
-            str(args.width),
-            "--repeats",
-            str(args.repeats),
-        ]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+            flags,
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+            JAX_PLATFORMS="cpu",
+        )
+        for n in (1, 2, 4)
+    ]
     base = rows[0]["median_step_s"]
     print(f"U-Net stage step, global batch {args.batch} x {args.crop}^2, width {args.width}")
-    print(f"{'devices':>8} {'step (ms)':>10} {'steps/s':>8} {'vs 1 dev':>9}")
-    for r in rows:
-        print(
-            f"{r['devices']:>8} {1000 * r['median_step_s']:>10.1f} {r['steps_per_s']:>8.2f} "
-            f"{base / r['median_step_s']:>8.2f}x"
-        )
-    out_dir = REPO / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "scaling.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    table = [
+        (r["devices"], f"{1000 * r['median_step_s']:.1f}", f"{r['steps_per_s']:.2f}",
+         f"{base / r['median_step_s']:.2f}x")
+        for r in rows
+    ]  # fmt: skip
+    print(common.text_table(("devices", "step (ms)", "steps/s", "vs 1 dev"), table, rule=False))
+    common.write_record(
+        common.RESULTS / "scaling.json",
+        {"args": vars(args), "machine": common.machine_info(), "rows": rows},
+    )
 
 
 if __name__ == "__main__":

@@ -31,21 +31,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import gc
 import json
 import multiprocessing as mp
-import os
-import platform
 import re
 import sys
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "bench"
+common.on_path()
+REPO, BENCH = common.REPO, common.BENCH
 SHAPES = {"1x256": (1, 256), "8x128": (8, 128)}
 LR = 3e-4
 # The issue's targets: JAX/PyTorch time per row kind, and stage step / student step.
@@ -192,7 +190,7 @@ def build_jax(row: Row):
     # stage rows: the library's own step
     networks, stage, teachers, batch = stage_problem(row.net, row.mode, (n, size, size))
     state = train.init_state(networks, stage, tx, jax.random.key(0), size)
-    step = train.make_train_step(networks, stage, tx, 1.0, 5.0, sharding.make_mesh(), row.mode)
+    step = train.make_train_step(networks, stage, tx, sharding.make_mesh(), row.mode)
     box = {"state": state}
     compiled = step.lower(box["state"], teachers, batch).compile()
 
@@ -304,7 +302,7 @@ def _worker(conn, backend: str, threads: int, device: str = "cpu", inner: int = 
 
     A 'run' times `inner` consecutive calls. device matters to PyTorch only: JAX runs on its
     default device."""
-    sys.path[:0] = [str(REPO), str(BENCH)]
+    common.on_path()
     if backend == "torch":
         import torch
 
@@ -389,22 +387,12 @@ class Worker:
 def measure_row(row: Row, jx: Worker, pt: Worker, lo: int, hi: int, budget: float) -> dict:
     sides = {"jax": jx, "torch": pt}
     info = {k: w.ask("setup", row) for k, w in sides.items()}
-    times: dict[str, list[float]] = {"jax": [], "torch": []}
-    loads = [os.getloadavg()]
-    repeats = hi
-    i = 0
-    while i < repeats:
-        order = ("jax", "torch") if i % 2 == 0 else ("torch", "jax")
-        for k in order:
-            times[k].append(sides[k].ask("run"))
-        loads.append(os.getloadavg())
-        if i == 0:  # fit the row into its time budget, within [lo, hi] repeats
-            pair = times["jax"][0] + times["torch"][0]
-            repeats = int(min(hi, max(lo, budget // max(pair, 1e-9))))
-        i += 1
+    times, loads = common.interleaved(
+        {k: (lambda w=w: w.ask("run")) for k, w in sides.items()}, lo, hi, budget
+    )
     for w in sides.values():
         w.ask("drop")
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    med = common.medians(times)
     flops = info["jax"].get("flops", 0.0)
     if row.kind == "ceil":
         flops = _ceiling_flops(row.net)
@@ -449,31 +437,14 @@ def add_stage_ratios(results: list[dict]) -> None:
                 r["torch_vs_student"] = r["torch_s"] / student["torch_s"]
 
 
-def machine() -> dict:
-    cpu = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    flags = Path("/proc/cpuinfo").read_text()
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)),
-        "avx512": "avx512f" in flags,
-        "python": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-
-
 def format_table(results: list[dict], meta: dict) -> str:
     best_jax = max((r["jax_gflops"] for r in results if r["kind"] == "ceil"), default=0.0)
-    lines = [
-        "| row | JAX ms | PyTorch ms | JAX/PyTorch | target | met | stage/student JAX "
-        "(PyTorch) | JAX GFLOP/s | PyTorch GFLOP/s | JAX % of best ceiling | load 1-min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = (
+        "row", "JAX ms", "PyTorch ms", "JAX/PyTorch", "target", "met",
+        "stage/student JAX (PyTorch)", "JAX GFLOP/s", "PyTorch GFLOP/s",
+        "JAX % of best ceiling", "load 1-min",
+    )  # fmt: skip
+    lines = []
     for r in results:
         t = target_of(r)
         met = "" if t is None else ("yes" if r["ratio"] <= t else "**no**")
@@ -484,15 +455,23 @@ def format_table(results: list[dict], meta: dict) -> str:
         loads = [a[0] for a in r["loadavg"]]
         pct = 100 * r["jax_gflops"] / best_jax if best_jax else 0.0
         lines.append(
-            f"| {r['row']} | {1e3 * r['jax_s']:.0f} | {1e3 * r['torch_s']:.0f} | "
-            f"{r['ratio']:.2f} | {'' if t is None else f'<= {t}'} | {met} | {vs} | "
-            f"{r['jax_gflops']:.0f} | {r['torch_gflops']:.0f} | {pct:.0f} | "
-            f"{min(loads):.1f}-{max(loads):.1f} |"
+            (
+                r["row"],
+                f"{1e3 * r['jax_s']:.0f}",
+                f"{1e3 * r['torch_s']:.0f}",
+                f"{r['ratio']:.2f}",
+                "" if t is None else f"<= {t}",
+                met,
+                vs,
+                f"{r['jax_gflops']:.0f}",
+                f"{r['torch_gflops']:.0f}",
+                f"{pct:.0f}",
+                f"{min(loads):.1f}-{max(loads):.1f}",
+            )
         )
     m = meta["machine"]
     # The bench's own threads account for a load of about `threads`; more means other work.
-    loaded = meta["load_max"] > meta["threads"] + 1
-    state = "the machine was shared and loaded: read ratios, not absolutes" if loaded else "quiet"
+    state = common.load_state(meta["load_max"], meta["threads"])
     head = (
         f"Run {meta['started']} ({meta['mode']} mode, {meta['wall_s'] / 60:.1f} min): "
         f"{m['cpu']}, {m['affinity']} cores available (AVX-512: {m['avx512']}), "
@@ -507,7 +486,7 @@ def format_table(results: list[dict], meta: dict) -> str:
             f" Accelerator: JAX on {meta['jax_devices']}, PyTorch on "
             f"{meta['torch_devices']}; {meta['inner']} calls per timed repeat."
         )
-    return head + "\n\n" + "\n".join(lines) + "\n"
+    return head + "\n\n" + common.markdown_table(header, lines) + "\n"
 
 
 def update_readme(table: str) -> None:
@@ -515,7 +494,7 @@ def update_readme(table: str) -> None:
     start, end = "<!-- speed-table:start -->", "<!-- speed-table:end -->"
     text = path.read_text() if path.exists() else f"{start}\n{end}\n"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    path.write_text(pattern.sub(lambda _: f"{start}\n{table}{end}", text))
+    common.write_text(path, pattern.sub(lambda _: f"{start}\n{table}{end}", text))
 
 
 def main() -> None:
@@ -535,7 +514,7 @@ def main() -> None:
         default=None,
         help="seconds of timed runs per row (repeats shrink to fit, not below min)",
     )
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--threads", type=int, default=common.available_cores())
     ap.add_argument(
         "--device",
         choices=("cpu", "cuda"),
@@ -567,7 +546,7 @@ def main() -> None:
         rows = [r for r in rows if r.kind != "ceil"]
         print("--device cuda: the ceiling rows measure the CPU; left out", flush=True)
 
-    t0, started = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
+    t0, started = time.perf_counter(), common.timestamp()
     pt = Worker("torch", args.threads, args.device, args.inner)
     bad = {k: v for k, v in pt.hello["parity"].items() if v > 1}
     if bad:
@@ -596,7 +575,7 @@ def main() -> None:
         "started": started,
         "mode": "quick" if args.quick else "default",
         "wall_s": time.perf_counter() - t0,
-        "machine": machine(),
+        "machine": common.machine_info(args.threads),
         "threads": args.threads,
         "jax": jx.hello["version"],
         "torch": pt.hello["version"],
@@ -612,9 +591,9 @@ def main() -> None:
     }
     table = format_table(results, meta)
     print("\n" + table)
-    out = args.out or BENCH / "results" / f"speed-{started.replace(':', '')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": results}, indent=1))
+    out = common.write_record(
+        args.out or common.record_path("speed", started), {"meta": meta, "rows": results}
+    )
     print(f"wrote {out}")
     if args.readme:
         update_readme(table)

@@ -5,24 +5,23 @@ call against K steps per call (`train.steps_per_call`), time per step, interleav
 
 Rows: stage/<student>/<teachers mode>/<N>x<size>, paper widths, random inputs and
 initial parameters (only the time is measured). Each repeat times one call of each form
-back to back (1, K, 1, K, ...); the table gives medians of seconds per step and their ratio.
+back to back, interleaved (1, K, then K, 1, ...: bench/common.py); the table gives medians
+of seconds per step and their ratio.
 JSON goes to bench/results/ (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import re
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
+import common
 
-REPO = Path(__file__).resolve().parents[1]
+common.on_path()
+
 ROWS = (
     ("unet", "precomputed", 1, 256),
     ("unet", "precomputed", 8, 128),
@@ -43,28 +42,31 @@ def measure(student: str, mode: str, n: int, size: int, k: int, repeats: int) ->
     forms = {}
     for per_call in (1, k):
         state = train.init_state(networks, stage, tx, jax.random.key(0), size)
-        step = train.make_train_step(
-            networks, stage, tx, 1.0, 5.0, mesh, mode, several_steps=per_call > 1
-        )
+        step = train.make_train_step(networks, stage, tx, mesh, mode, several_steps=per_call > 1)
         x = xs if per_call > 1 else xs[0]
         state, metrics = step(state, teachers, x)  # compile and warm up
         jax.block_until_ready(metrics)
-        forms[per_call] = {"step": step, "state": state, "x": x, "times": []}
-    for _ in range(repeats):
-        for per_call, form in forms.items():
-            t = time.perf_counter()
-            form["state"], metrics = form["step"](form["state"], teachers, form["x"])
-            jax.block_until_ready(metrics)
-            form["times"].append((time.perf_counter() - t) / per_call)
-    one, many = (float(np.median(forms[p]["times"])) for p in (1, k))
+        forms[per_call] = {"step": step, "state": state, "x": x, "per_call": per_call}
+
+    def run(form: dict) -> float:
+        t = time.perf_counter()
+        form["state"], metrics = form["step"](form["state"], teachers, form["x"])
+        jax.block_until_ready(metrics)
+        return (time.perf_counter() - t) / form["per_call"]
+
+    times, loads = common.interleaved(
+        {str(p): (lambda f=f: run(f)) for p, f in forms.items()}, repeats
+    )
+    med = common.medians(times)
+    one, many = med["1"], med[str(k)]
     return {
         "row": f"stage/{student}/{mode}/{n}x{size}",
         "k": k,
         "s_per_step_1": one,
         "s_per_step_k": many,
         "ratio": many / one,
-        "times": {str(p): f["times"] for p, f in forms.items()},
-        "loadavg": os.getloadavg()[0],
+        "times": times,
+        "loadavg": max(a[0] for a in loads),
     }
 
 
@@ -75,29 +77,32 @@ def main() -> None:
     ap.add_argument("--rows", default="", help="regex: keep only matching row names")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    sys.path.insert(0, str(REPO))
-    started = datetime.datetime.now().isoformat(timespec="seconds")
+    started = common.timestamp()
     results = []
     for student, mode, n, size in ROWS:
         if re.search(args.rows, f"stage/{student}/{mode}/{n}x{size}"):
             r = measure(student, mode, n, size, args.k, args.repeats)
             results.append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "times"}), flush=True)
-    lines = [
-        f"Run {started}: medians of {args.repeats} interleaved repeats, seconds per step",
-        "",
-        f"| row | 1 step per call | {args.k} steps per call | ratio | load 1-min |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['row']} | {r['s_per_step_1']:.3f} | {r['s_per_step_k']:.3f} | "
-        f"{r['ratio']:.2f} | {r['loadavg']:.1f} |"
+    header = ("row", "1 step per call", f"{args.k} steps per call", "ratio", "load 1-min")
+    rows = [
+        (
+            r["row"],
+            f"{r['s_per_step_1']:.3f}",
+            f"{r['s_per_step_k']:.3f}",
+            f"{r['ratio']:.2f}",
+            f"{r['loadavg']:.1f}",
+        )
         for r in results
     ]
-    print("\n".join(lines))
-    out = args.out or REPO / "bench" / "results" / f"steps_per_call-{started.replace(':', '')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"started": started, "k": args.k, "rows": results}, indent=1))
+    print(
+        f"Run {started}: medians of {args.repeats} interleaved repeats, seconds per step\n\n"
+        + common.markdown_table(header, rows)
+    )
+    out = common.write_record(
+        args.out or common.record_path("steps_per_call", started),
+        {"started": started, "k": args.k, "machine": common.machine_info(), "rows": results},
+    )
     print(f"wrote {out}")
 
 

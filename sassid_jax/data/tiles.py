@@ -6,7 +6,8 @@ disjoint slices of each global batch (process p takes j in [p * local, (p + 1) *
 Per sample: a tile chosen uniformly (tiles have one size, so this is uniform over the
 stored pixels up to the overlap at borders), a crop offset uniform inside it, and with
 augmentation the vertical flip, horizontal flip and transpose with p = 0.5 each.
-Reads and PNG decodes run on a small thread pool, a few batches ahead.
+Reads and PNG decodes run on a thread pool, a few batches ahead: by default one thread per
+core this process may run on (`default_threads`), since PIL decodes PNGs without the GIL.
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-__all__ = ["TileSource", "tile_batches"]
+__all__ = ["TileSource", "default_threads", "tile_batches"]
+
+
+def default_threads() -> int:
+    """Cores this process may run on: its CPU affinity (`os.sched_getaffinity`, which
+    follows taskset, cgroup cpusets and SLURM bindings) where the OS has one, else
+    os.cpu_count(); at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,14 +77,15 @@ def tile_batches(
     process_index: int = 0,
     process_count: int = 1,
     augment: bool = True,
-    threads: int = 4,
+    threads: int | None = None,
     prefetch: int = 2,
 ) -> Iterator[np.ndarray]:
     """Local batches of steps start_step .. start_step + num_steps - 1.
 
     Yields float32 (batch_size // process_count, crop_size, crop_size, 3) in [0, 255].
-    Raises ValueError for a crop larger than tiles.max_crop, non-positive sizes or a
-    batch that does not divide over the processes.
+    threads: reader/decoder threads; None = `default_threads()` (one per available core).
+    Raises ValueError for a crop larger than tiles.max_crop, non-positive sizes, a batch
+    that does not divide over the processes or threads < 1.
     """
     if not 0 < crop_size <= tiles.max_crop:
         raise ValueError(
@@ -87,6 +99,9 @@ def tile_batches(
         )
     if len(tiles) == 0:
         raise ValueError(f"{tiles.name}: no tiles")
+    threads = default_threads() if threads is None else threads
+    if threads < 1:
+        raise ValueError(f"threads {threads} must be >= 1")
     local = batch_size // process_count
 
     def indices(step: int) -> list[int]:
