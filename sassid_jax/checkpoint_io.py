@@ -30,6 +30,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sassid_jax.convert import check_finite
 from sassid_jax.errors import UserInputError
 from sassid_jax.nn import NETWORK_NAMES
 
@@ -167,17 +168,19 @@ def _pth_module(state: dict[str, np.ndarray], network: str, path: Path) -> nn.Mo
 
 def _load_pth(path: Path, network: str) -> tuple[nn.Module, Any]:
     from sassid_jax.convert import convert_state_dict
-    from sassid_jax.torch_format import TorchFormatError, read_state_dict
+    from sassid_jax.torch_format import read_state_dict
 
     try:
         state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
-    except (TorchFormatError, OSError) as e:
-        raise CheckpointInputError(f"not a checkpoint: {e}") from e
+    except OSError as e:
+        raise CheckpointInputError(f"{path}: cannot read ({e.strerror or e})") from e
+    except UserInputError as e:  # the reader's messages name the file and the key
+        raise CheckpointInputError(str(e)) from e
     module = _pth_module(state, network, path)
     try:
         params = convert_state_dict(state, network, module, source=str(path))
-    except ValueError as e:
-        raise CheckpointInputError(f"not a {LABELS[network]} checkpoint: {e}") from e
+    except UserInputError as e:  # mismatched keys/shapes, non-finite weights: named
+        raise CheckpointInputError(str(e)) from e
     return module, params
 
 
@@ -233,6 +236,10 @@ def _load_orbax(path: Path, network: str) -> tuple[nn.Module, Any]:
     params = state.get("params", {}).get(network) if isinstance(state, dict) else None
     if params is None:
         raise CheckpointInputError(f"{item}: this checkpoint holds no {LABELS[network]} parameters")
+    try:
+        check_finite(params, str(item))
+    except UserInputError as e:
+        raise CheckpointInputError(str(e)) from e
     module = make_network(network, **config.get("networks", {}).get(network, {}))
     params = flax.traverse_util.unflatten_dict(
         {k: np.asarray(v, np.float32) for k, v in flax.traverse_util.flatten_dict(params).items()}

@@ -167,8 +167,10 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
     Returns the results written to <output>/eval_<dataset>.json.
     """
     from sassid_jax.checkpoint_io import load_network
+    from sassid_jax.configuration import validate_eval_config
     from sassid_jax.data import sources
 
+    validate_eval_config(config, "eval")  # also when called from Python, not the CLI
     examples = limit(sources.load_eval_examples(config.dataset), config.eval.max_images)
     name = config.dataset.get("eval_name") or config.dataset.name
     missing = [e["name"] for e in examples if e["clean"] is None]

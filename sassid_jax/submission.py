@@ -20,11 +20,8 @@ from typing import Any
 import numpy as np
 
 from sassid_jax import metrics
-from sassid_jax.errors import ConfigError
 from sassid_jax.evaluate import progress_bar
 from sassid_jax.inference import BatchFn, denoise_images, jit_apply
-
-SUBMIT_DATASETS = ("sidd_benchmark_srgb", "dnd_srgb")
 
 
 def write_sidd_submission(
@@ -101,12 +98,10 @@ def submit_dnd(dataset: Any, apply_fn: BatchFn, out: Path, *, ensemble: bool = F
 def run_submit(config: Any, checkpoint: str, output: str) -> Path:
     """Write the submission files of config.dataset.name (sidd_benchmark_srgb or dnd_srgb)."""
     from sassid_jax.checkpoint_io import load_network
+    from sassid_jax.configuration import validate_eval_config
 
+    validate_eval_config(config, "submit")  # also when called from Python, not the CLI
     name = config.dataset.name
-    if name not in SUBMIT_DATASETS:
-        raise ConfigError(
-            f"dataset.name: --mode submit needs one of {SUBMIT_DATASETS}, got {name!r}"
-        )
     module, params = load_network(checkpoint, config.eval.network)
     apply_fn = jit_apply(module, params)
     out = Path(output)
