@@ -52,6 +52,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_prepare_once_and_both_train(tmp_path):
     photos, data_dir, sync = _photos(tmp_path / "photos"), tmp_path / "tfds", tmp_path / "sync"
     sync.mkdir()
