@@ -30,6 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset.clean_dir = ""  # image_folder only: optional clean references (same names)
     c.dataset.eval_noisy_dir = ""  # image_folder only: other photos to evaluate on ("" = same)
     c.dataset.eval_clean_dir = ""  # image_folder only: their clean references
+    # Multi-process runs: seconds the other processes wait for process 0 to prepare the data.
+    c.dataset.prepare_timeout = 3600.0
 
     c.crop_size = 64
     c.batch_size = 4  # global batch (all devices and processes)

@@ -4,6 +4,7 @@
   sassid --mode denoise --checkpoint runs/default --input IN --output OUT
   sassid --mode eval --config configs/sidd_validation.py --checkpoint CKPT --output DIR
   sassid --mode submit --config configs/dnd.py --checkpoint CKPT --output DIR
+  sassid --mode prepare --config configs/sasl_paper.py --config.dataset.data_dir=gs://b/tfds
 
 Any config field can be overridden (`--config.stages.bnn.steps=1000`), and JAX's own options
 are flags too (`--jax_platforms=cpu`, `--jax_compilation_cache_dir=DIR`,
@@ -24,18 +25,20 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 from absl import app, flags
 
 from sassid_jax.errors import UserInputError
 
 FLAGS = flags.FLAGS
-MODES = ("train", "denoise", "eval", "submit")
+MODES = ("train", "denoise", "eval", "submit", "prepare")
 REQUIRED = {
     "train": ("workdir",),
     "denoise": ("checkpoint", "input", "output"),
     "eval": ("checkpoint", "output"),
     "submit": ("checkpoint", "output"),
+    "prepare": (),
 }
 DEFAULT_CONFIG = "configs/default.py"
 # The folder holding the sassid_jax and configs packages (a checkout's root, or site-packages).
@@ -105,7 +108,12 @@ def define_flags(argv: list[str]) -> None:
     except FlagInputError:
         default = DEFAULT_CONFIG  # only an error if used (no --config given)
     config_flags.DEFINE_config_file("config", default, "Config file (get_config()).", sys_argv=argv)
-    flags.DEFINE_enum("mode", "train", list(MODES), "What to do.")
+    flags.DEFINE_enum(
+        "mode",
+        "train",
+        list(MODES),
+        "What to do (prepare: build the config's datasets into dataset.data_dir, then exit).",
+    )
     flags.DEFINE_string("workdir", None, "train: run folder (checkpoints, logs, results).")
     flags.DEFINE_bool(
         "allow_config_change",
@@ -188,6 +196,12 @@ def _validate(mode: str) -> None:
         configuration.validate_config(FLAGS.config)
     elif mode in ("eval", "submit"):
         configuration.validate_eval_config(FLAGS.config, mode)
+    elif mode == "prepare":
+        from sassid_jax.data import prepare, sources
+
+        sources.check_dataset_name(FLAGS.config.dataset.name)
+        sources.get_source(*sources.eval_dataset_name(FLAGS.config.dataset))
+        prepare.wait_seconds(FLAGS.config.dataset)
 
 
 def dispatch(mode: str) -> int:
@@ -216,6 +230,8 @@ def dispatch(mode: str) -> int:
         from sassid_jax import submission
 
         submission.run_submit(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
+    elif mode == "prepare":
+        run_prepare(FLAGS.config.dataset)
     else:
         from sassid_jax import sharding, train
 
@@ -226,6 +242,18 @@ def dispatch(mode: str) -> int:
             FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change
         )
     return 0
+
+
+def run_prepare(dataset_cfg: Any) -> None:
+    """--mode prepare: build the config's datasets (process 0; others wait), print each."""
+    from sassid_jax import sharding
+    from sassid_jax.data import sources
+
+    sharding.initialize_distributed(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+    )
+    for prepared in sources.prepare_datasets(dataset_cfg):
+        print(prepared.describe(), flush=True)
 
 
 def _fail(error: Exception) -> int:

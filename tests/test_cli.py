@@ -64,6 +64,15 @@ def _launch(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
             + ["--config.eval.batch=0"],
             "error: eval.batch must be a positive integer, got 0",
         ),
+        (["--mode=prepare", "--config.dataset.name=nope"], "error: dataset.name: unknown dataset"),
+        (
+            ["--mode=prepare", "--config.dataset.prepare_timeout=-1"],
+            "error: dataset.prepare_timeout must be a positive number of seconds, got -1.0",
+        ),
+        (
+            ["--mode=prepare", "--config=configs/own_photos.py"],
+            "error: dataset.noisy_dir: '' is not a directory",
+        ),
     ],
 )
 def test_bad_command_line_is_one_line_and_exit_2(tmp_path, args, message):
@@ -123,7 +132,8 @@ def test_helpfull_lists_jax_flags_and_help_ours():
     full = _launch("--helpfull").stdout
     assert "--jax_platforms" in full and "--jax_compilation_cache_dir" in full
     short = _launch("--help").stdout
-    assert "--mode: <train|denoise|eval|submit>" in short and "--jax_platforms:" not in short
+    assert "--mode: <train|denoise|eval|submit|prepare>" in short
+    assert "--jax_platforms:" not in short
 
 
 def test_resolve_config_path(tmp_path, monkeypatch):

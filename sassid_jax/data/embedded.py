@@ -59,8 +59,16 @@ from sassid_jax.data.noise import (
     simulate_camera_noise,
 )
 from sassid_jax.data.pipeline import hide_gpus_from_tf
+from sassid_jax.data.prepare import DEFAULT_WAIT_S, Prepared, prepare_once
 
-__all__ = ["SaslEmbedded", "TEST_CROPS", "TEST_PHOTOS", "TRAIN_PHOTOS", "load_split"]
+__all__ = [
+    "SaslEmbedded",
+    "TEST_CROPS",
+    "TEST_PHOTOS",
+    "TRAIN_PHOTOS",
+    "load_split",
+    "prepare_embedded",
+]
 
 TRAIN_PHOTOS: tuple[str, ...] = (
     "astronaut",
@@ -194,21 +202,30 @@ class SaslEmbedded(tfds.core.GeneratorBasedBuilder):
             yield example["name"], example
 
 
-def load_split(split: str, data_dir: str | None = None) -> list[dict[str, Any]]:
+def prepare_embedded(data_dir: str | None = None, wait_s: float = DEFAULT_WAIT_S) -> Prepared:
+    """Prepares `sasl_embedded` in `data_dir` once (process 0 of a run; the others wait up
+    to `wait_s` seconds for it, see data/prepare.py). No network."""
+    hide_gpus_from_tf()
+    return prepare_once("sasl_embedded", lambda: SaslEmbedded(data_dir=data_dir), wait_s=wait_s)
+
+
+def load_split(
+    split: str, data_dir: str | None = None, wait_s: float = DEFAULT_WAIT_S
+) -> list[dict[str, Any]]:
     """Prepares `sasl_embedded` if needed (no network) and returns one split as numpy.
 
     Args:
       split: 'train' or 'test'.
       data_dir: TFDS data directory; None for the TFDS default (~/tensorflow_datasets).
+      wait_s: in a multi-process run, how long processes other than 0 wait for process 0
+        to prepare it.
     Returns:
       A list sorted by name of dicts with noisy and clean ((H, W, 3) uint8 in [0, 255]),
       name and photo (str), shot and read (float).
     """
     if split not in ("train", "test"):
         raise ValueError(f"unknown split {split!r}; sasl_embedded has 'train' and 'test'")
-    hide_gpus_from_tf()
-    builder = SaslEmbedded(data_dir=data_dir)
-    builder.download_and_prepare()
+    builder = prepare_embedded(data_dir, wait_s).builder
     examples = []
     for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
         examples.append(

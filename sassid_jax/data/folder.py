@@ -22,17 +22,20 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sassid_jax.data.prepare import DEFAULT_WAIT_S, Prepared, prepare_once
+from sassid_jax.errors import ConfigError
 from sassid_jax.photo_io import IMAGE_SUFFIXES, is_image_file, read_rgb8
 
 
 def folder_images(folder: str, field: str) -> dict[str, Path]:
-    """{file name: path} of the images in `folder`; ValueError naming `field` if none."""
+    """{file name: path} of the images in `folder`; ConfigError (a ValueError) naming `field`
+    if none."""
     root = Path(folder)
     if not folder or not root.is_dir():
-        raise ValueError(f"{field}: {folder!r} is not a directory")
+        raise ConfigError(f"{field}: {folder!r} is not a directory")
     files = {p.name: p for p in sorted(root.iterdir()) if is_image_file(p)}
     if not files:
-        raise ValueError(f"{field}: no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+        raise ConfigError(f"{field}: no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
     return files
 
 
@@ -145,18 +148,34 @@ class NoisyImageFolder(tfds.core.GeneratorBasedBuilder):
             )
 
 
+def prepare_folder(
+    noisy_dir: str,
+    clean_dir: str = "",
+    data_dir: str | None = None,
+    max_pixels: int | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
+) -> Prepared:
+    """Prepare `noisy_image_folder` for these folders once (process 0 of a run; the others
+    wait up to `wait_s` seconds for it, see data/prepare.py)."""
+    config = folder_config(noisy_dir, clean_dir, max_pixels)
+    return prepare_once(
+        "noisy_image_folder",
+        lambda: NoisyImageFolder(config=config, data_dir=data_dir),
+        wait_s=wait_s,
+    )
+
+
 def load_folder(
     noisy_dir: str,
     clean_dir: str = "",
     data_dir: str | None = None,
     max_pixels: int | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
 ) -> list[dict[str, Any]]:
     """Prepare (once per folder content) and read `noisy_image_folder`: dicts with noisy,
     clean (None without a reference) and name, sorted by name. max_pixels: photo_io's
-    pixel limit for preparing (None: its default)."""
-    config = folder_config(noisy_dir, clean_dir, max_pixels)
-    builder = NoisyImageFolder(config=config, data_dir=data_dir)
-    builder.download_and_prepare()
+    pixel limit for preparing (None: its default); wait_s: see `prepare_folder`."""
+    builder = prepare_folder(noisy_dir, clean_dir, data_dir, max_pixels, wait_s).builder
     examples = [
         {
             "noisy": e["noisy"],

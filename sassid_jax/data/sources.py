@@ -18,6 +18,10 @@ SIDD-Medium; eval examples are dicts with `noisy`, `clean` (uint8, or None witho
 references) and `name` (SIDD blocks add image_index, block_index, phone and iso).
 The evaluation dataset is `dataset.eval_name` (default: `dataset.name`). Every function takes
 `cfg`, the config's `dataset` block.
+
+TFDS datasets are prepared once into `dataset.data_dir`: by `prepare_datasets` (`--mode
+prepare`), or on first use; in a multi-process run only process 0 prepares and the others
+wait up to `dataset.prepare_timeout` seconds for it (data/prepare.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from sassid_jax.data.prepare import Prepared, prepare_once, wait_seconds
 from sassid_jax.data.tiles import TileSource
 from sassid_jax.errors import ConfigError, UserInputError
 
@@ -72,6 +77,12 @@ class Source:
         """Eval examples: dicts with noisy, clean (or None) and name."""
         raise self.evaluation_refused()
 
+    def prepare(self, cfg: Any, evaluation: bool = False) -> list[Prepared]:
+        """Prepare what training (or, with `evaluation`, evaluation) on `cfg` reads."""
+        if not self.builder:
+            return [Prepared(self.name, "no TFDS dataset", "nothing to prepare")]
+        return [prepare_builder(self.name, cfg)]
+
     def builder_class(self) -> type[tfds.core.DatasetBuilder]:
         """The TFDS builder class (imported on first use: SIDD/DND code loads lazily)."""
         if not self.builder:
@@ -85,17 +96,23 @@ class EmbeddedSource(Source):
 
     name, can_train, can_evaluate = "sasl_embedded", True, True
 
-    def train_images(self, cfg: Any) -> list[np.ndarray]:
+    def prepare(self, cfg: Any, evaluation: bool = False) -> list[Prepared]:
+        from sassid_jax.data.embedded import prepare_embedded
+
+        return [prepare_embedded(cfg.get("data_dir") or None, wait_seconds(cfg))]
+
+    def _split(self, cfg: Any, split: str) -> list[dict[str, Any]]:
         from sassid_jax.data.embedded import load_split
 
-        return [e["noisy"] for e in load_split(cfg.train_split, cfg.data_dir or None)]
+        return load_split(split, cfg.get("data_dir") or None, wait_seconds(cfg))
+
+    def train_images(self, cfg: Any) -> list[np.ndarray]:
+        return [e["noisy"] for e in self._split(cfg, cfg.train_split)]
 
     def eval_examples(self, cfg: Any) -> list[dict[str, Any]]:
-        from sassid_jax.data.embedded import load_split
-
         return [
             {"noisy": e["noisy"], "clean": e["clean"], "name": e["name"]}
-            for e in load_split(cfg.eval_split, cfg.data_dir or None)
+            for e in self._split(cfg, cfg.eval_split)
         ]
 
 
@@ -107,15 +124,32 @@ class FolderSource(Source):
     def __init__(self, name: str, through_tfds: bool) -> None:
         self.name, self.through_tfds = name, through_tfds
 
+    @staticmethod
+    def _fields(cfg: Any, evaluation: bool) -> tuple[str, str]:
+        """The config fields naming the noisy and clean folders read."""
+        if evaluation and cfg.get("eval_noisy_dir"):
+            return "eval_noisy_dir", "eval_clean_dir"
+        return "noisy_dir", "clean_dir"
+
+    def prepare(self, cfg: Any, evaluation: bool = False) -> list[Prepared]:
+        from sassid_jax.data.folder import prepare_folder
+
+        noisy_field, clean_field = self._fields(cfg, evaluation)
+        noisy_dir, clean_dir = cfg.get(noisy_field, ""), cfg.get(clean_field, "")
+        if not self.through_tfds:
+            where = f"photos read directly from dataset.{noisy_field} {noisy_dir!r}"
+            return [Prepared(self.name, where, "nothing to prepare")]
+        data_dir = cfg.get("data_dir") or None
+        return [prepare_folder(noisy_dir, clean_dir, data_dir, wait_s=wait_seconds(cfg))]
+
     def _examples(self, cfg: Any, evaluation: bool) -> list[dict[str, Any]]:
         from sassid_jax.data.folder import folder_examples, load_folder
 
-        noisy_field, clean_field = "noisy_dir", "clean_dir"
-        if evaluation and cfg.get("eval_noisy_dir"):
-            noisy_field, clean_field = "eval_noisy_dir", "eval_clean_dir"
+        noisy_field, clean_field = self._fields(cfg, evaluation)
         noisy_dir, clean_dir = cfg.get(noisy_field, ""), cfg.get(clean_field, "")
         if self.through_tfds:
-            return load_folder(noisy_dir, clean_dir, cfg.get("data_dir") or None)
+            data_dir = cfg.get("data_dir") or None
+            return load_folder(noisy_dir, clean_dir, data_dir, wait_s=wait_seconds(cfg))
         return list(
             folder_examples(noisy_dir, clean_dir, noisy_field=noisy_field, clean_field=clean_field)
         )
@@ -131,6 +165,9 @@ class SiddMediumSource(Source):
     """`sidd_medium_srgb`: training crops from the stored tiles (no whole images to score)."""
 
     name, can_train, builder = "sidd_medium_srgb", True, "sassid_jax.data.sidd:SiddMediumSrgb"
+
+    def prepare(self, cfg: Any, evaluation: bool = False) -> list[Prepared]:
+        return [prepare_builder(self.name, cfg, **medium_builder_kwargs(cfg))]
 
     def train_images(self, cfg: Any) -> TileSource:
         return sidd_medium_tiles(cfg)
@@ -204,16 +241,17 @@ def check_evaluable(cfg: Any) -> None:
         raise source.evaluation_refused()
 
 
-def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBuilder:
-    """The SIDD / DND builder `name`, prepared from cfg.manual_dir unless already prepared.
+def prepare_builder(name: str, cfg: Any, **kwargs: Any) -> Prepared:
+    """Prepare the SIDD / DND builder `name` (kwargs: its config) from cfg.manual_dir once.
 
-    Raises DatasetUnavailableError (prepare it first, naming the files) when it is not
-    prepared and no manual_dir is set.
+    Only process 0 of a run prepares (and needs manual_dir); the others wait for it (see
+    data/prepare.py). Raises DatasetUnavailableError (prepare it first, naming the files)
+    when it is not prepared and no manual_dir is set.
     """
     cls = get_source(name).builder_class()
-    builder = cls(data_dir=cfg.get("data_dir") or None, **kwargs)
     manual_dir = cfg.get("manual_dir", "")
-    if not builder.is_prepared():
+
+    def build(builder: tfds.core.DatasetBuilder) -> None:
         if not manual_dir:
             raise DatasetUnavailableError(
                 f"dataset {name!r}: prepare {'DND' if name == 'dnd_srgb' else 'SIDD'} first: "
@@ -224,7 +262,16 @@ def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBui
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
-    return builder
+
+    def make() -> tfds.core.DatasetBuilder:
+        return cls(data_dir=cfg.get("data_dir") or None, **kwargs)
+
+    return prepare_once(name, make, build, wait_s=wait_seconds(cfg))
+
+
+def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBuilder:
+    """The SIDD / DND builder `name`, ready to read (see `prepare_builder`)."""
+    return prepare_builder(name, cfg, **kwargs).builder
 
 
 def sidd_blocks(name: str, cfg: Any) -> list[dict[str, Any]]:
@@ -250,12 +297,19 @@ def sidd_blocks(name: str, cfg: Any) -> list[dict[str, Any]]:
     return sorted(examples, key=lambda e: (e["image_index"], e["block_index"]))
 
 
-def sidd_medium_tiles(cfg: Any) -> TileSource:
-    """SIDD-Medium's stored tiles for random-access training crops (noisy only)."""
+def medium_builder_kwargs(cfg: Any) -> dict[str, Any]:
+    """SiddMediumSrgb's builder config (tile geometry) and file format (array_record)."""
     from sassid_jax.data.sidd import medium_config
 
     geometry = medium_config(cfg.get("tile", 512), cfg.get("tile_stride", 256))
-    builder = prepared_builder("sidd_medium_srgb", cfg, config=geometry, file_format="array_record")
+    return {"config": geometry, "file_format": "array_record"}
+
+
+def sidd_medium_tiles(cfg: Any) -> TileSource:
+    """SIDD-Medium's stored tiles for random-access training crops (noisy only)."""
+    kwargs = medium_builder_kwargs(cfg)
+    geometry = kwargs["config"]
+    builder = prepared_builder("sidd_medium_srgb", cfg, **kwargs)
     source = builder.as_data_source("train", decoders={"clean": tfds.decode.SkipDecoding()})
     return TileSource(
         source,
@@ -273,3 +327,16 @@ def load_train_images(cfg: Any) -> list[np.ndarray] | TileSource:
 def load_eval_examples(cfg: Any) -> list[dict[str, Any]]:
     """Eval examples of `cfg`: dicts with noisy, clean (or None) and name."""
     return get_source(*eval_dataset_name(cfg)).eval_examples(cfg)
+
+
+def prepare_datasets(cfg: Any) -> list[Prepared]:
+    """Prepare the training dataset of `cfg` and its evaluation dataset (dataset.eval_name),
+    each once; returns what happened to each (see data/prepare.py)."""
+    done: dict[tuple[str, str], Prepared] = {}
+    for (name, field), evaluation in (
+        ((cfg.name, "dataset.name"), False),
+        (eval_dataset_name(cfg), True),
+    ):
+        for prepared in get_source(name, field).prepare(cfg, evaluation):
+            done.setdefault((prepared.name, prepared.where), prepared)
+    return list(done.values())
