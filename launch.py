@@ -5,6 +5,7 @@ python launch.py --config configs/default.py --workdir runs/default            #
 python launch.py --mode denoise --checkpoint runs/default --input IN --output OUT
 python launch.py --mode eval --config configs/sidd_validation.py --checkpoint CKPT --output DIR
 python launch.py --mode submit --config configs/dnd.py --checkpoint CKPT --output DIR
+python launch.py --mode prepare --config configs/sasl_paper.py   # build the datasets once
 
 JAX options are flags too (--jax_platforms=cpu, --jax_compilation_cache_dir=DIR; see
 --helpfull). Bad input: one line on stderr, exit code 2.
