@@ -181,6 +181,7 @@ def _train_from(
         window.append(metrics)
         if step % tc.log_every == 0 or step == steps:
             n_window = step - (history[-1][0] if history else start)
+            jax.block_until_ready(window)  # steps run asynchronously: time them, not dispatch
             rate = n_window / (time.perf_counter() - t_window)
             history.append((step, monitoring.log_window(ctx, stage_index, step, window, rate)))
             t_window, window = time.perf_counter(), []
