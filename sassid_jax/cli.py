@@ -44,6 +44,7 @@ DEFAULT_CONFIG = "configs/default.py"
 # The folder holding the sassid_jax and configs packages (a checkout's root, or site-packages).
 INSTALL_ROOT = Path(__file__).resolve().parents[1]
 EXIT_USER_ERROR = 2
+HELP_FLAGS = ("help", "h", "?", "helpshort", "helpfull", "helpxml")
 OUR_FLAGS = (
     "config",
     "mode",
@@ -284,4 +285,7 @@ def run(argv: list[str] | None = None) -> None:
         parsed = _define_and_parse(argv)
     except UserInputError as e:
         sys.exit(_fail(e))
+    except SystemExit as e:  # absl's help flags print the usage and exit 1: asked-for help is 0
+        asked = any(a.lstrip("-").split("=")[0] in HELP_FLAGS for a in argv[1:])
+        sys.exit(0 if asked and e.code == 1 else e.code)
     app.run(main, argv=argv, flags_parser=lambda _: parsed)

@@ -129,9 +129,12 @@ def test_jax_flags_take_effect():
 
 
 def test_helpfull_lists_jax_flags_and_help_ours():
-    full = _launch("--helpfull").stdout
-    assert "--jax_platforms" in full and "--jax_compilation_cache_dir" in full
-    short = _launch("--help").stdout
+    full = _launch("--helpfull")
+    assert full.returncode == 0
+    assert "--jax_platforms" in full.stdout and "--jax_compilation_cache_dir" in full.stdout
+    run = _launch("--help")
+    assert run.returncode == 0
+    short = run.stdout
     assert "--mode: <train|denoise|eval|submit|prepare>" in short
     assert "--jax_platforms:" not in short
 
