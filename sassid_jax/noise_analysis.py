@@ -1,12 +1,12 @@
 """Noise statistics of noisy photos alone (no clean reference) and the BNN blind size they imply.
 
-Method (flat-block statistics). Each photo is cut into 32x32 blocks (stride 16); a least-squares
-plane (per block and channel) is removed, so each block leaves a residual holding its noise and
-whatever texture a plane cannot follow. Blocks with more than half their values clipped (0 or
-255) in some channel carry no usable noise and are dropped. The rest are split into 4
-brightness bins (equal-count quantiles of the block mean, pooled over all photos: noise in
-sRGB depends on brightness), and in each bin the 25% of blocks with the lowest residual
-variance are kept: the flattest regions at every brightness. From the kept residuals:
+Method (flat-block statistics). Each photo is cut into 32x32 blocks (stride 16); a
+least-squares plane (per block and channel) is removed, so each block leaves a residual
+holding its noise and whatever texture a plane cannot follow. Blocks with more than half
+their values clipped (0 or 255) in some channel carry no usable noise and are dropped. The
+rest are split into 4 brightness bins (equal-count quantiles of the block mean, pooled over
+all photos: noise in sRGB depends on brightness), and in each bin the 25% of blocks with the
+lowest residual variance are kept: the flattest regions at every brightness. From them:
 
 - noise level: per channel, the residual variance (corrected for the 3 plane parameters)
   averaged per bin, then over bins (equal weight: the bins hold equally many blocks, so this
@@ -27,11 +27,14 @@ at least 32x32 px at most brightness levels. Where every block is textured and t
 weak, texture leaks into the residuals: std and correlations come out too HIGH (never
 lower), so "auto" picks a larger, safer blind size. `long_range` (the mean correlation at
 Chebyshev distance 5-6 px, ~0 for camera noise) shows that leak; above 0.05 a warning is
-logged.
-(2) Removing a plane biases the correlations by about -0.01. (3) Pooled photos are assumed
-to share one camera and ISO. (4) Clipped shadows and highlights reduce the measured noise.
-Validated (tests/test_noise_analysis.py) against the simulator's truth and a real SIDD pair:
-correlations within 0.1 per lag, std within 20%.
+logged. (2) The plane also takes the noise's lowest frequencies: correlations read low by about
+3 S / 1024 (S = the sum of the noise correlations over all offsets): ~0.01 for camera noise
+(lag-1 ~0.45), but up to ~0.08 for noise correlated over 3+ px, where "auto" may pick the
+next smaller blind size (correcting it from the measured S over-corrects on real photos,
+whose flattest blocks still hold faint texture, so it is left as is). (3) Pooled photos are
+assumed to share one camera and ISO. (4) Clipped shadows and highlights reduce the measured
+noise. Validated (tests/test_noise_analysis.py) against the simulator's truth, noise of known
+correlation and a real SIDD pair: correlations within 0.1 per lag, std within 25%.
 
 Arrays are HWC uint8 RGB (8-bit levels, [0, 255]).
 """

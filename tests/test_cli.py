@@ -123,7 +123,8 @@ def test_helpfull_lists_jax_flags_and_help_ours():
     full = _launch("--helpfull").stdout
     assert "--jax_platforms" in full and "--jax_compilation_cache_dir" in full
     short = _launch("--help").stdout
-    assert "--mode: <train|denoise|eval|submit>" in short and "--jax_platforms:" not in short
+    assert "--mode: <train|denoise|eval|submit|analyze>" in short
+    assert "--jax_platforms:" not in short
 
 
 def test_resolve_config_path(tmp_path, monkeypatch):
