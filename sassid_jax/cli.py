@@ -5,6 +5,7 @@
   sassid --mode eval --config configs/sidd_validation.py --checkpoint CKPT --output DIR
   sassid --mode submit --config configs/dnd.py --checkpoint CKPT --output DIR
   sassid --mode prepare --config configs/sasl_paper.py --config.dataset.data_dir=gs://b/tfds
+  sassid --mode analyze --input PHOTO_OR_FOLDER [--output DIR]        # noise of your photos
 
 Any config field can be overridden (`--config.stages.bnn.steps=1000`), and JAX's own options
 are flags too (`--jax_platforms=cpu`, `--jax_compilation_cache_dir=DIR`,
@@ -32,13 +33,14 @@ from absl import app, flags
 from sassid_jax.errors import UserInputError
 
 FLAGS = flags.FLAGS
-MODES = ("train", "denoise", "eval", "submit", "prepare")
+MODES = ("train", "denoise", "eval", "submit", "prepare", "analyze")
 REQUIRED = {
     "train": ("workdir",),
     "denoise": ("checkpoint", "input", "output"),
     "eval": ("checkpoint", "output"),
     "submit": ("checkpoint", "output"),
     "prepare": (),
+    "analyze": ("input",),
 }
 DEFAULT_CONFIG = "configs/default.py"
 # The folder holding the sassid_jax and configs packages (a checkout's root, or site-packages).
@@ -127,8 +129,12 @@ def define_flags(argv: list[str]) -> None:
         "denoise/eval/submit: our run folder (or a checkpoint in it) or an authors' .pth "
         "(eval/submit: config.eval.network picks which).",
     )
-    flags.DEFINE_string("input", None, "denoise: an image file or a folder of images.")
-    flags.DEFINE_string("output", None, "denoise: output file or folder; eval/submit: folder.")
+    flags.DEFINE_string("input", None, "denoise/analyze: an image file or a folder of images.")
+    flags.DEFINE_string(
+        "output",
+        None,
+        "denoise: output file or folder; eval/submit: folder; analyze: folder (default: .).",
+    )
     flags.DEFINE_bool("ensemble", False, "denoise: average the 8 flips/rotations (x8 slower).")
     flags.DEFINE_bool("overwrite", False, "denoise: redo outputs that already exist.")
     flags.DEFINE_integer("tile", 1024, "denoise: tile side in pixels (memory ~ tile^2).")
@@ -223,6 +229,10 @@ def dispatch(mode: str) -> int:
             tile=FLAGS.tile,
             max_pixels=FLAGS.max_pixels,
         )
+    if mode == "analyze":
+        from sassid_jax.noise_report import run_analyze
+
+        return run_analyze(FLAGS.input, FLAGS.output)
     if mode == "eval":
         from sassid_jax import evaluate
 

@@ -15,6 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
+from sassid_jax.auto_blind_size import blind_size_value
 from sassid_jax.data.sources import SUBMIT_DATASETS, check_dataset_name, check_evaluable
 from sassid_jax.errors import ConfigError
 from sassid_jax.nn import NETWORK_NAMES
@@ -109,7 +110,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"got {config.crop_size}"
         )
     _positive_int(config.batch_size, "batch_size")
-    _odd_blind_size(config.networks.bnn.blind_size, "networks.bnn.blind_size")
+    blind_size_value(config.networks.bnn.blind_size)  # odd int or "auto" (from the noise)
     _odd_blind_size(config.networks.lan.blind_size, "networks.lan.blind_size")
     for name in NETWORK_NAMES:
         _positive_int(config.networks[name].width, f"networks.{name}.width")

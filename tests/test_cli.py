@@ -135,7 +135,7 @@ def test_helpfull_lists_jax_flags_and_help_ours():
     run = _launch("--help")
     assert run.returncode == 0
     short = run.stdout
-    assert "--mode: <train|denoise|eval|submit|prepare>" in short
+    assert "--mode: <train|denoise|eval|submit|prepare|analyze>" in short
     assert "--jax_platforms:" not in short
 
 
