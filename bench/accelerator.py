@@ -50,7 +50,7 @@ import speed  # noqa: E402
 
 STAGE_STEPS, DTYPES, MODES = 400_000, ("float32", "bfloat16"), ("online", "precomputed")
 TAG = {"float32": "f32", "bfloat16": "bf16"}
-SHARES = {"parity": 0.12, "speed": 0.40, "recipe": 0.28, "input": 0.10, "scaling": 0.10}
+SHARES = {"parity": 0.15, "speed": 0.38, "recipe": 0.27, "input": 0.10, "scaling": 0.10}
 ROW_BUDGET = 8.0  # seconds of timed repeats per row (fewer repeats where a row is slow)
 FIELDS = ("crop", "batch", "width", "repeats", "inner", "budget", "rows", "parity_k", "image")
 FULL = (256, 8, 48, 5, 10, 420.0, "", "", "1024x1536")
