@@ -176,12 +176,20 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
-def run_child(script: str | os.PathLike[str], args: Sequence[str], **env: str) -> Any:
+def run_child(
+    script: str | os.PathLike[str], args: Sequence[str], timeout: float | None = None, **env: str
+) -> Any:
     """Run `python script *args` with extra environment variables; the JSON of its last
-    stdout line. Its stderr passes through; a failure raises CalledProcessError."""
+    stdout line. Its stderr passes through; a failure raises CalledProcessError, a child
+    still running after `timeout` seconds is killed (subprocess.TimeoutExpired)."""
     cmd = [sys.executable, str(script), *args]
     out = subprocess.run(
-        cmd, env={**os.environ, **env}, stdout=subprocess.PIPE, text=True, check=True
+        cmd,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+        timeout=timeout,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -11,6 +11,7 @@ expected: simulated devices share the same cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 
 import common
@@ -21,9 +22,11 @@ common.on_path()
 def measure(batch: int, crop: int, width: int, repeats: int) -> dict:
     import jax
     import numpy as np
+    from speed import random_init
 
     from configs import default
-    from sassid_jax import sharding, train
+    from sassid_jax import sharding
+    from sassid_jax import train_step as train
     from sassid_jax.stages import make_stage
 
     config = default.get_config()
@@ -33,11 +36,12 @@ def measure(batch: int, crop: int, width: int, repeats: int) -> dict:
     stage = make_stage("unet", ("unet",), ("unet",))
     tx = train.make_optimizer(config, "unet")
     x0 = np.zeros((1, crop, crop, 3), np.float32)
-    teachers = {
-        n: networks[n].init(jax.random.key(i), x0)["params"] for i, n in enumerate(("bnn", "lan"))
-    }
+    # Random parameters of the right shapes (speed.random_init): an eager init compiles op by op
+    shapes = {n: jax.eval_shape(networks[n].init, jax.random.key(0), x0) for n in ("bnn", "lan")}
+    teachers = {n: random_init(shapes[n], i + 1)["params"] for i, n in enumerate(shapes)}
     teachers = sharding.replicate(teachers, mesh)
-    state = sharding.replicate(train.init_state(networks, stage, tx, jax.random.key(0), crop), mesh)
+    init = functools.partial(train.init_state, networks, stage, tx, crop=crop)
+    state = sharding.replicate(random_init(jax.eval_shape(init, jax.random.key(0))), mesh)
     step = train.make_train_step(networks, stage, tx, mesh)
     x = np.random.default_rng(0).uniform(0, 255, (batch, crop, crop, 3)).astype(np.float32)
     xs = sharding.global_batch(x, sharding.batch_sharding(mesh))

@@ -72,15 +72,18 @@ def whole_png_crops_per_s(paths: list[Path], repeats: int, crop: int = CROP) -> 
     return 1.0 / statistics.median(common.repeat(one_crop, repeats))
 
 
-def tile_crops_per_s(tiles_source, repeats: int, steps: int = STEPS, batch: int = BATCH) -> float:
-    """Median crops/s of `repeats` runs of `steps` batches (default reader threads)."""
+def tile_crops_per_s(
+    tiles_source, repeats: int, steps: int = STEPS, batch: int = BATCH, crop: int = CROP
+) -> float:
+    """Median crops/s of `repeats` runs of `steps` batches of `crop`^2 crops (default reader
+    threads)."""
     from sassid_jax.data.tiles import tile_batches
 
     seeds = iter(range(repeats))
 
     def run() -> None:
         for _ in tile_batches(
-            tiles_source, crop_size=CROP, batch_size=batch, seed=next(seeds), num_steps=steps
+            tiles_source, crop_size=crop, batch_size=batch, seed=next(seeds), num_steps=steps
         ):
             pass
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
 import multiprocessing as mp
@@ -44,7 +45,7 @@ import numpy as np
 
 common.on_path()
 REPO, BENCH = common.REPO, common.BENCH
-SHAPES = {"1x256": (1, 256), "8x128": (8, 128)}
+NAMES = ("bnn", "lan", "unet")
 LR = 3e-4
 # The issue's targets: JAX/PyTorch time per row kind, and stage step / student step.
 TARGETS = {"fwd": 0.7, "train/bnn": 0.7, "train/lan": 1.0, "train/unet": 1.0}
@@ -61,16 +62,31 @@ class Row:
     net: str = ""
     shape: str = ""
     mode: str = ""
+    width: int = 0  # BNN and U-Net width; 0: the paper's (48)
+    dtype: str = "float32"  # JAX compute dtype; "bfloat16": PyTorch under autocast
 
     @property
     def nhw(self) -> tuple[int, int]:
-        return SHAPES[self.shape]
+        """(N, H = W) from the shape "<N>x<size>"."""
+        n, size = self.shape.split("x")
+        return int(n), int(size)
+
+
+def network_kwargs(name: str, width: int = 0, dtype: str = "float32") -> dict:
+    """make_network's attributes: paper sizes, `width` for the BNN and U-Net when > 0 (the
+    LAN keeps 64), compute dtype `dtype` (float32: None, as `train.build_networks`)."""
+    import jax.numpy as jnp
+
+    kwargs: dict = {"width": width} if width and name != "lan" else {}
+    if dtype != "float32":
+        kwargs["dtype"] = jnp.dtype(dtype)
+    return kwargs
 
 
 def all_rows(shapes: list[str]) -> list[Row]:
     rows = [Row("ceil/matmul", "ceil", "matmul"), Row("ceil/conv3x3", "ceil", "conv3x3")]
     for kind in ("fwd", "train"):
-        for net in ("bnn", "lan", "unet"):
+        for net in NAMES:
             rows += [Row(f"{kind}/{net}/{s}", kind, net, s) for s in shapes]
     for net in ("lan", "unet"):
         for mode in ("online", "precomputed"):
@@ -110,13 +126,15 @@ def _jax_student_step(net, tx):
     return jax.jit(step, donate_argnums=0)
 
 
-def stage_problem(student: str, mode: str, batch_shape: tuple[int, ...]):
+def stage_problem(
+    student: str, mode: str, batch_shape: tuple[int, ...], width: int = 0, dtype: str = "float32"
+):
     """(networks, stage, teachers, batch): the student's stage step on random data.
 
     batch_shape: the batch's shape without channels, ending in (N, H, W): (N, H, W) for one
     step per call, (K, N, H, W) for K. Channels: 3, plus 3 per teacher output when mode is
     "precomputed" (then teachers is {}); online teachers get random initial parameters.
-    Values uniform in [0, 255] (only the time is measured).
+    Values uniform in [0, 255] (only the time is measured). width, dtype: `network_kwargs`.
     """
     import jax
     import jax.numpy as jnp
@@ -125,20 +143,37 @@ def stage_problem(student: str, mode: str, batch_shape: tuple[int, ...]):
     from sassid_jax.stages import make_stage
 
     stage = make_stage(student, (student,), (student,))
-    networks = {name: make_network(name) for name in ("bnn", "lan", "unet")}
+    networks = {name: make_network(name, **network_kwargs(name, width, dtype)) for name in NAMES}
     channels = 3 + 3 * len(stage.teachers) if mode == "precomputed" else 3
     rng = np.random.default_rng(0)
     batch = jnp.asarray(rng.uniform(0, 255, (*batch_shape, channels)).astype(np.float32))
-    blank = jnp.zeros((1, *batch_shape[-2:], 3))
+    blank = jax.ShapeDtypeStruct((1, *batch_shape[-2:], 3), jnp.float32)
+    shapes = {t: jax.eval_shape(networks[t].init, jax.random.key(0), blank) for t in stage.teachers}
     teachers = (
         {}
         if mode == "precomputed"
-        else {
-            t: networks[t].init(jax.random.key(i + 1), blank)["params"]
-            for i, t in enumerate(stage.teachers)
-        }
+        else {t: random_init(shapes[t], i + 1)["params"] for i, t in enumerate(stage.teachers)}
     )
     return networks, stage, teachers, batch
+
+
+def random_init(shapes, seed: int = 0):
+    """Arrays of `shapes` (a jax.eval_shape result of an init): under the top-level "params"
+    key kernels (ndim >= 2) ~ N(0, 1 / fan_in) and biases 0; every other leaf (the step, Adam's
+    count and moments) 0, as Adam's init. Only the time is measured, and nothing compiles here:
+    an eager Flax init compiles each of its ops (88 for a U-Net, 0.3 s each on a loaded CPU)."""
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, shape):
+        if getattr(path[0], "key", None) == "params" and len(shape.shape) >= 2:
+            std = float(np.prod(shape.shape[:-1])) ** -0.5
+            return jnp.asarray(rng.normal(0.0, std, shape.shape).astype(shape.dtype))
+        return jnp.asarray(np.zeros(shape.shape, shape.dtype))
+
+    return jax.tree_util.tree_map_with_path(leaf, shapes)
 
 
 def build_jax(row: Row):
@@ -147,7 +182,7 @@ def build_jax(row: Row):
     import jax.numpy as jnp
     import optax
 
-    from sassid_jax import sharding, train
+    from sassid_jax import sharding, train_step
     from sassid_jax.nn import make_network
     from sassid_jax.nn.layers import conv2d
 
@@ -166,16 +201,16 @@ def build_jax(row: Row):
         return (lambda: compiled(*args).block_until_ready()), _info(compiled)
 
     n, size = row.nhw
-    net = make_network(row.net)
+    net = make_network(row.net, **network_kwargs(row.net, row.width, row.dtype))
     x = _jax_inputs(n, size)
     if row.kind == "fwd":
-        params = net.init(jax.random.key(0), x[:1])
+        params = random_init(jax.eval_shape(net.init, jax.random.key(0), x[:1]))
         compiled = jax.jit(net.apply).lower(params, x).compile()
         return (lambda: compiled(params, x).block_until_ready()), _info(compiled)
 
     tx = optax.adam(LR)
     if row.kind == "train":
-        params = net.init(jax.random.key(0), x[:1])["params"]
+        params = random_init(jax.eval_shape(net.init, jax.random.key(0), x[:1]))["params"]
         y = x if row.net == "bnn" else _jax_inputs(n, size, seed=1)
         step = _jax_student_step(net, tx)
         box = {"state": {"params": params, "opt": tx.init(params)}}
@@ -188,9 +223,12 @@ def build_jax(row: Row):
         return run_train, _info(compiled)
 
     # stage rows: the library's own step
-    networks, stage, teachers, batch = stage_problem(row.net, row.mode, (n, size, size))
-    state = train.init_state(networks, stage, tx, jax.random.key(0), size)
-    step = train.make_train_step(networks, stage, tx, sharding.make_mesh(), row.mode)
+    networks, stage, teachers, batch = stage_problem(
+        row.net, row.mode, (n, size, size), row.width, row.dtype
+    )
+    init = functools.partial(train_step.init_state, networks, stage, tx, crop=size)
+    state = random_init(jax.eval_shape(init, jax.random.key(0)))
+    step = train_step.make_train_step(networks, stage, tx, sharding.make_mesh(), row.mode)
     box = {"state": state}
     compiled = step.lower(box["state"], teachers, batch).compile()
 
@@ -235,13 +273,14 @@ def build_torch(row: Row, device: str = "cpu"):
 
     n, size = row.nhw
     torch.manual_seed(0)
-    net = torch_nets.NETWORKS[row.net]().to(device)
+    net = _torch_network(row, row.net, device)
     x = _torch_inputs(n, size, device=device)
+    cast = _autocast(row, device)
     if row.kind == "fwd":
         net.eval()
 
         def run_fwd():
-            with torch.no_grad():
+            with torch.no_grad(), cast():
                 net(x)
 
         return run_fwd, {}
@@ -249,17 +288,17 @@ def build_torch(row: Row, device: str = "cpu"):
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     if row.kind == "train":
         y = x if row.net == "bnn" else _torch_inputs(n, size, seed=1, device=device)
-        return (lambda: _torch_step(net, opt, lambda out: F.l1_loss(out, y), x)), {}
+        return (lambda: _torch_step(net, opt, lambda out: F.l1_loss(out, y), x, cast)), {}
 
     teacher_names = ("bnn",) if row.net == "lan" else ("bnn", "lan")
-    teachers = {t: torch_nets.NETWORKS[t]().to(device).eval() for t in teacher_names}
+    teachers = {t: _torch_network(row, t, device).eval() for t in teacher_names}
     fixed = {
         t: _torch_inputs(n, size, seed=i + 1, device=device) for i, t in enumerate(teacher_names)
     }
 
     def run_stage():
         if row.mode == "online":
-            with torch.no_grad():
+            with torch.no_grad(), cast():
                 outs = {t: m(x) for t, m in teachers.items()}
         else:
             outs = fixed
@@ -269,14 +308,30 @@ def build_torch(row: Row, device: str = "cpu"):
             with torch.no_grad():
                 alpha = torch_nets.flatness_alpha(outs["bnn"])
             loss_fn = lambda out: torch_nets.adaptive_loss(out, outs["bnn"], outs["lan"], alpha)
-        _torch_step(net, opt, loss_fn, x)
+        _torch_step(net, opt, loss_fn, x, cast)
 
     return run_stage, {}
 
 
-def _torch_step(net, opt, loss_fn, x) -> None:
+def _torch_network(row: Row, name: str, device: str):
+    import torch_nets
+
+    width = {"width": row.width} if row.width and name != "lan" else {}
+    return torch_nets.NETWORKS[name](**width).to(device)
+
+
+def _autocast(row: Row, device: str):
+    """() -> context: torch.autocast to bfloat16 for a bfloat16 row, else a no-op."""
+    import torch
+
+    on = row.dtype == "bfloat16"
+    return lambda: torch.autocast(device, dtype=torch.bfloat16, enabled=on)
+
+
+def _torch_step(net, opt, loss_fn, x, cast) -> None:
     opt.zero_grad(set_to_none=True)
-    loss = loss_fn(net(x))
+    with cast():  # forward and loss in the autocast dtype; backward outside, as torch advises
+        loss = loss_fn(net(x))
     loss.backward()
     opt.step()
 
@@ -297,11 +352,13 @@ def _synchronised(run, device: str):
     return run_sync
 
 
-def _worker(conn, backend: str, threads: int, device: str = "cpu", inner: int = 1) -> None:
+def _worker(
+    conn, backend: str, threads: int, device: str = "cpu", inner: int = 1, check: bool = True
+) -> None:
     """Serve ('setup', row) / ('run',) / ('drop',) / ('stop',) for one backend.
 
     A 'run' times `inner` consecutive calls. device matters to PyTorch only: JAX runs on its
-    default device."""
+    default device. check: PyTorch checks its networks against the parity data first."""
     common.on_path()
     if backend == "torch":
         import torch
@@ -309,9 +366,11 @@ def _worker(conn, backend: str, threads: int, device: str = "cpu", inner: int = 
         torch.set_num_threads(threads)
         import torch_parity
 
+        data = torch_parity.DEFAULT_DATA
         conn.send(
             {
-                "parity": torch_parity.check(torch_parity.DEFAULT_DATA),
+                # {} where the parity data is absent (a bare accelerator machine)
+                "parity": torch_parity.check(data) if check and (data / "parity").is_dir() else {},
                 "version": torch.__version__,
                 "threads": torch.get_num_threads(),
                 "devices": device if device == "cpu" else torch.cuda.get_device_name(),
@@ -324,7 +383,14 @@ def _worker(conn, backend: str, threads: int, device: str = "cpu", inner: int = 
     else:
         import jax
 
-        conn.send({"version": jax.__version__, "devices": str(jax.devices())})
+        conn.send(
+            {
+                "version": jax.__version__,
+                "devices": str(jax.devices()),
+                "device_count": jax.device_count(),
+                "platform": jax.default_backend(),
+            }
+        )
         build = build_jax
     run = None
     while True:
@@ -352,11 +418,13 @@ def _worker(conn, backend: str, threads: int, device: str = "cpu", inner: int = 
 
 
 class Worker:
-    def __init__(self, backend: str, threads: int, device: str = "cpu", inner: int = 1) -> None:
+    def __init__(
+        self, backend: str, threads: int, device: str = "cpu", inner: int = 1, check: bool = True
+    ) -> None:
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=_worker, args=(child, backend, threads, device, inner), daemon=True
+            target=_worker, args=(child, backend, threads, device, inner, check), daemon=True
         )
         self.backend = backend
         self.proc.start()
@@ -553,7 +621,9 @@ def main() -> None:
         sys.exit(f"PyTorch networks disagree with the reference outputs: {bad}")
     print(
         "PyTorch networks match the authors' reference outputs "
-        f"(worst max|diff|/tolerance {max(pt.hello['parity'].values()):.3f})",
+        f"(worst max|diff|/tolerance {max(pt.hello['parity'].values(), default=0.0):.3f})"
+        if pt.hello["parity"]
+        else "no parity data: the PyTorch networks were not checked",
         flush=True,
     )
     jx = Worker("jax", args.threads, args.device, args.inner)
