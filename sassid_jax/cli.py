@@ -5,6 +5,10 @@
   sassid --mode eval --config configs/sidd_validation.py --checkpoint CKPT --output DIR
   sassid --mode submit --config configs/dnd.py --checkpoint CKPT --output DIR
 
+Every path flag (--workdir, --checkpoint, --input, --output) and the config's data folders
+may be a bucket URL (gs://bucket/run): files go through etils.epath (README, "Scaling out").
+`--config` is a local Python file.
+
 Any config field can be overridden (`--config.stages.bnn.steps=1000`), and JAX's own options
 are flags too (`--jax_platforms=cpu`, `--jax_compilation_cache_dir=DIR`,
 `--jax_default_matmul_precision=highest`; `--helpfull` lists them all).
