@@ -12,16 +12,16 @@ and `restore_stage`.
 - an authors' PyTorch state_dict (`.pth`, read without PyTorch, no pickled code runs): the
   width (and for the LAN the blind size and block count) is read from the tensor shapes, and
   inputs are raw [0, 255] (normalize=False) as in their code.
+Any of these may be a bucket URL (gs://...): every access goes through etils.epath (orbax
+and the .pth reader take epath paths and file objects).
 Every failure is a CheckpointInputError whose message is one line naming the path.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import flax
@@ -29,10 +29,12 @@ import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from sassid_jax.convert import check_finite
 from sassid_jax.errors import UserInputError
 from sassid_jax.nn import NETWORK_NAMES
+from sassid_jax.paths import PathLike, absolute
 
 LABELS = {"bnn": "BNN", "lan": "LAN", "unet": "U-Net"}
 CONFIG_FILE = "config.json"
@@ -47,14 +49,12 @@ class CheckpointInputError(UserInputError):
 # ----------------------------------------------------------------------------- run folders
 
 
-def stage_dir(workdir: str | os.PathLike, stage: str) -> Path:
-    """workdir/checkpoints/<stage>: the step folders of one stage."""
-    return Path(workdir).absolute() / CHECKPOINTS / stage
+def stage_dir(workdir: PathLike, stage: str) -> epath.Path:
+    """workdir/checkpoints/<stage>: the step folders of one stage (local: absolute)."""
+    return absolute(workdir) / CHECKPOINTS / stage
 
 
-def stage_manager(
-    workdir: str | os.PathLike, stage: str, keep: int | None = None
-) -> ocp.CheckpointManager:
+def stage_manager(workdir: PathLike, stage: str, keep: int | None = None) -> ocp.CheckpointManager:
     """The orbax manager of one stage's checkpoints (created if missing; `keep` = how many
     steps to keep, None = all). Use it as a context manager so that it is closed."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
@@ -69,7 +69,7 @@ def abstract_state(init: Callable[[], Any], sharding: jax.sharding.Sharding) -> 
 
 
 def restore_stage(
-    workdir: str | os.PathLike,
+    workdir: PathLike,
     stage: str,
     step: int,
     target: Any,
@@ -105,23 +105,23 @@ def final_checkpoint(
     return stage, int(config["stages"][stage]["steps"])
 
 
-def read_run_config(workdir: str | os.PathLike) -> dict[str, Any]:
+def read_run_config(workdir: PathLike) -> dict[str, Any]:
     """workdir/config.json as a dict; CheckpointInputError when it is missing or unreadable."""
-    path = Path(workdir) / CONFIG_FILE
+    path = epath.Path(workdir) / CONFIG_FILE
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointInputError(f"{path}: cannot read the run config ({e})") from e
 
 
-def final_params(workdir: str | os.PathLike, network: str) -> Any:
+def final_params(workdir: PathLike, network: str) -> Any:
     """The final parameters of `network` ('bnn', 'lan' or 'unet') trained in run folder
     `workdir`, as a pytree of numpy arrays (see `final_checkpoint`)."""
     config = read_run_config(workdir)
     try:
         stage, step = final_checkpoint(config, network)
     except CheckpointInputError as e:
-        raise CheckpointInputError(f"{Path(workdir) / CONFIG_FILE}: {e}") from e
+        raise CheckpointInputError(f"{epath.Path(workdir) / CONFIG_FILE}: {e}") from e
     item = stage_dir(workdir, stage) / str(step) / ITEM
     if not (item / "_METADATA").is_file():
         raise CheckpointInputError(f"{item}: missing (stage {stage!r} has not finished)")
@@ -131,21 +131,21 @@ def final_params(workdir: str | os.PathLike, network: str) -> Any:
 # ----------------------------------------------------------------------------- loading
 
 
-def restore_local(item_dir: str | os.PathLike) -> Any:
+def restore_local(item_dir: PathLike) -> Any:
     """The pytree saved in an orbax item folder (the one holding _METADATA), as numpy arrays.
 
     Checkpoints written by several devices or processes restore onto this process's first
     device (orbax refuses a restore without a target when the topology differs).
     """
     checkpointer = ocp.StandardCheckpointer()
-    path = os.path.abspath(item_dir)
+    path = absolute(item_dir)
     tree = checkpointer.metadata(path).item_metadata
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
     return jax.tree.map(np.asarray, checkpointer.restore(path, target))
 
 
-def _pth_module(state: dict[str, np.ndarray], network: str, path: Path) -> nn.Module:
+def _pth_module(state: dict[str, np.ndarray], network: str, path: epath.Path) -> nn.Module:
     """The module an authors' state_dict fits, its sizes read from the tensor shapes."""
     from sassid_jax.nn import make_network
 
@@ -166,7 +166,7 @@ def _pth_module(state: dict[str, np.ndarray], network: str, path: Path) -> nn.Mo
     )
 
 
-def _load_pth(path: Path, network: str) -> tuple[nn.Module, Any]:
+def _load_pth(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
     from sassid_jax.convert import convert_state_dict
     from sassid_jax.torch_format import read_state_dict
 
@@ -184,19 +184,21 @@ def _load_pth(path: Path, network: str) -> tuple[nn.Module, Any]:
     return module, params
 
 
-def _find_config(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
+def _find_config(start: epath.Path) -> epath.Path | None:
+    for folder in (start, *start.parents):  # (a URL's parents end with gs:// and /: no file)
         if (folder / CONFIG_FILE).is_file() and (folder / CHECKPOINTS).is_dir():
             return folder / CONFIG_FILE
     return None
 
 
-def _latest_step(stage_dir: Path) -> Path | None:
+def _latest_step(stage_dir: epath.Path) -> epath.Path | None:
     steps = [p for p in stage_dir.iterdir() if p.name.isdigit() and p.is_dir()]
     return max(steps, key=lambda p: int(p.name)) if steps else None
 
 
-def _item_dir(path: Path, config: dict[str, Any], workdir: Path, network: str) -> Path:
+def _item_dir(
+    path: epath.Path, config: dict[str, Any], workdir: epath.Path, network: str
+) -> epath.Path:
     """The orbax item folder (holding _METADATA) for a workdir / stage / step / item path."""
     label = LABELS[network]
     if path == workdir or path == workdir / CHECKPOINTS:
@@ -217,7 +219,7 @@ def _item_dir(path: Path, config: dict[str, Any], workdir: Path, network: str) -
     raise CheckpointInputError(f"{path}: not an orbax checkpoint (no _METADATA)")
 
 
-def _load_orbax(path: Path, network: str) -> tuple[nn.Module, Any]:
+def _load_orbax(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
     from sassid_jax.convert import expected_shapes
     from sassid_jax.nn import make_network
 
@@ -252,14 +254,14 @@ def _load_orbax(path: Path, network: str) -> tuple[nn.Module, Any]:
     return module, params
 
 
-def load_network(checkpoint: str | os.PathLike, network: str = "unet") -> tuple[nn.Module, Any]:
+def load_network(checkpoint: PathLike, network: str = "unet") -> tuple[nn.Module, Any]:
     """(module, params) of `network` ('bnn', 'lan' or 'unet') from a run folder, a folder
     inside its checkpoints/, or an authors' `.pth` (see the module docstring)."""
     if network not in NETWORK_NAMES:
         raise CheckpointInputError(f"network {network!r}: expected one of {NETWORK_NAMES}")
-    path = Path(checkpoint)
+    path = epath.Path(checkpoint)
     if not path.exists():
         raise CheckpointInputError(f"{path}: checkpoint not found")
     if path.is_dir():
-        return _load_orbax(path.absolute(), network)
+        return _load_orbax(absolute(path), network)
     return _load_pth(path, network)

@@ -7,6 +7,10 @@
   sassid --mode prepare --config configs/sasl_paper.py --config.dataset.data_dir=gs://b/tfds
   sassid --mode analyze --input PHOTO_OR_FOLDER [--output DIR]        # noise of your photos
 
+Every path flag (--workdir, --checkpoint, --input, --output) and the config's data folders
+may be a bucket URL (gs://bucket/run): files go through etils.epath (README, "Scaling out").
+`--config` is a local Python file.
+
 Any config field can be overridden (`--config.stages.bnn.steps=1000`), and JAX's own options
 are flags too (`--jax_platforms=cpu`, `--jax_compilation_cache_dir=DIR`,
 `--jax_default_matmul_precision=highest`; `--helpfull` lists them all).

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
@@ -185,9 +185,12 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
 
 
 def check_resume_compatible(
-    saved: dict[str, Any], current: dict[str, Any], path: Path, allow_change: bool
+    saved: dict[str, Any], current: dict[str, Any], path: str | os.PathLike[str], allow_change: bool
 ) -> None:
-    """Refuse (ConfigError) to resume a run made with a different config, unless allowed."""
+    """Refuse (ConfigError) to resume a run made with a different config, unless allowed.
+
+    `saved` is the run's config.json (read by the caller through etils.epath: the workdir may
+    be a bucket URL), `path` its location for the message."""
     diffs = config_differences(saved, current)
     if diffs and not allow_change:
         shown = "; ".join(diffs[:8])

@@ -14,6 +14,8 @@ the user for bad input: every problem is one line naming the file.
   `max_pixels`).
 - Output format follows the output's extension; in folder mode names and extensions are kept.
   Writes are atomic (`atomic_files`), and existing outputs are skipped unless overwrite=True.
+- Paths (checkpoint, input, output) may be bucket URLs (gs://...): they go through etils.epath;
+  on a bucket an output folder needs no creating (folders are implicit there).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from etils import epath
+
 from sassid_jax.errors import UserInputError
+from sassid_jax.paths import is_local, same_path
 from sassid_jax.photo_io import (
     Photo,
     check_output_suffix,
@@ -64,20 +68,14 @@ def load_denoiser(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
 class Job:
     """One input file and where its result goes."""
 
-    source: Path
-    target: Path
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
+    source: epath.Path
+    target: epath.Path
 
 
 def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> list[Job]:
     """Jobs for a file -> file/folder or a folder -> folder run (folders: top level only,
     names kept). DenoiseInputError for missing or empty inputs and in-place overwrites."""
-    source, target = Path(input_path), Path(output_path)
+    source, target = epath.Path(input_path), epath.Path(output_path)
     if not source.exists():
         raise DenoiseInputError(f"{source}: no such file or directory")
     if source.is_dir():
@@ -85,7 +83,7 @@ def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> 
             raise DenoiseInputError(
                 f"{target}: the input is a folder, so the output must be a folder too"
             )
-        if _same_file(source, target):
+        if same_path(source, target):
             raise DenoiseInputError(
                 f"{target}: output folder is the input folder; the results "
                 "would overwrite the inputs"
@@ -96,10 +94,10 @@ def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> 
         return [Job(p, target / p.name) for p in files]
     if target.is_dir():
         target = target / source.name
-    if _same_file(source, target):
+    if same_path(source, target):
         raise DenoiseInputError(f"{target}: output would overwrite the input")
     check_output_suffix(target)
-    if not target.parent.is_dir():
+    if is_local(target) and not target.parent.is_dir():  # a bucket's folders are implicit
         raise DenoiseInputError(f"{target.parent}: output folder does not exist")
     return [Job(source, target)]
 

@@ -20,13 +20,13 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
 import tqdm
+from etils import epath
 
 from sassid_jax import metrics
 from sassid_jax.atomic_files import write_json
@@ -164,7 +164,8 @@ def progress_bar(total: int, what: str) -> tqdm.tqdm:
 def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
     """Evaluate one network of `checkpoint` (config.eval.network) on the config's eval data.
 
-    Returns the results written to <output>/eval_<dataset>.json.
+    Returns the results written to <output>/eval_<dataset>.json (`checkpoint` and `output`
+    may be bucket URLs, gs://...).
     """
     from sassid_jax.checkpoint_io import load_network
     from sassid_jax.configuration import validate_eval_config
@@ -207,7 +208,7 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
             result,
         )
     )
-    out = Path(output)
+    out = epath.Path(output)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"eval_{name}.json", result)
     logging.info("wrote %s", out / f"eval_{name}.json")

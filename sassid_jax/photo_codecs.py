@@ -11,7 +11,8 @@
 - JPEG: Pillow (8 bit; grey, RGB; CMYK and YCCK become RGB); ICC and EXIF in APP segments.
 
 Every decoder checks width x height from the header against the pixel limit before any
-pixel is decoded (a few-hundred-byte file can claim 60000 x 60000 pixels). The decoders raise
+pixel is decoded (a few-hundred-byte file can claim 60000 x 60000 pixels). Decoders read an
+open binary file (seekable; a local file or an etils.epath one from a bucket). They raise
 `FormatError` (message without the path) for files they understand and refuse; `photo_io`
 adds the path. EXIF is handled as Pillow's bytes (b"Exif\\0\\0" + a TIFF structure).
 """
@@ -22,7 +23,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
+from typing import IO
 
 import imagecodecs
 import numpy as np
@@ -109,11 +110,13 @@ def _channels_last(array: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------ PNG
 
 
-def decode_png(path: Path, max_pixels: int) -> Decoded:
-    with PngImagePlugin.PngImageFile(path) as im:  # lazy: chunks up to the first IDAT only
+def decode_png(f: IO[bytes], max_pixels: int) -> Decoded:
+    f.seek(0)
+    with PngImagePlugin.PngImageFile(f) as im:  # lazy: chunks up to the first IDAT only
         check_pixels(*im.size, max_pixels)
         icc, exif = im.info.get("icc_profile"), im.info.get("exif")
-    pixels = _channels_last(imagecodecs.png_decode(path.read_bytes()))
+    f.seek(0)
+    pixels = _channels_last(imagecodecs.png_decode(f.read()))
     return Decoded(pixels, orientation_of(exif), icc, exif)
 
 
@@ -137,8 +140,9 @@ def encode_png(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None
 # ----------------------------------------------------------------------------------- JPEG
 
 
-def decode_jpeg(path: Path, max_pixels: int) -> Decoded:
-    with JpegImagePlugin.JpegImageFile(path) as im:  # lazy: markers only until load()
+def decode_jpeg(f: IO[bytes], max_pixels: int) -> Decoded:
+    f.seek(0)
+    with JpegImagePlugin.JpegImageFile(f) as im:  # lazy: markers only until load()
         check_pixels(*im.size, max_pixels)
         icc, exif = im.info.get("icc_profile"), im.info.get("exif")
         im.load()
@@ -159,10 +163,11 @@ def encode_jpeg(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | Non
 # ----------------------------------------------------------------------------------- TIFF
 
 
-def _tiff_exif(path: Path) -> bytes | None:
+def _tiff_exif(f: IO[bytes]) -> bytes | None:
     """EXIF bytes from a TIFF's descriptive main-IFD tags and its EXIF / GPS sub-IFDs."""
     try:
-        with TiffImagePlugin.TiffImageFile(path) as im:  # lazy: tags only
+        f.seek(0)
+        with TiffImagePlugin.TiffImageFile(f) as im:  # lazy: tags only
             source, exif = im.getexif(), Image.Exif()
             for tag in (ORIENTATION_TAG, *DESCRIPTIVE_TAGS):
                 if tag in source:
@@ -174,8 +179,9 @@ def _tiff_exif(path: Path) -> bytes | None:
     return exif.tobytes() if len(exif) or any(exif.get_ifd(i) for i in EXIF_SUB_IFDS) else None
 
 
-def decode_tiff(path: Path, max_pixels: int) -> Decoded:
-    with tifffile.TiffFile(path) as tif:
+def decode_tiff(f: IO[bytes], max_pixels: int) -> Decoded:
+    f.seek(0)
+    with tifffile.TiffFile(f) as tif:
         page = tif.pages.first
         check_pixels(page.imagewidth, page.imagelength, max_pixels)
         if page.dtype not in (np.uint8, np.uint16):
@@ -195,7 +201,7 @@ def decode_tiff(path: Path, max_pixels: int) -> Decoded:
         tag = page.tags.get("Orientation")
         orientation = int(tag.value) if tag is not None else 1
         icc = page.iccprofile
-    return Decoded(_channels_last(array), orientation, icc, _tiff_exif(path))
+    return Decoded(_channels_last(array), orientation, icc, _tiff_exif(f))
 
 
 def encode_tiff(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> bytes:

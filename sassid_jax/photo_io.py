@@ -14,17 +14,19 @@ Pillow).
   the input's ICC profile and EXIF are kept (orientation tag reset to 1, pixels being stored
   upright; TIFF keeps EXIF's descriptive tags only, see `photo_codecs`). Writes are atomic and
   follow the umask (`atomic_files`).
+Paths may be local or bucket URLs (gs://...): files are opened through etils.epath.
 Every problem is a `PhotoError`: one line naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 from PIL import Image
 
 from sassid_jax import photo_codecs
@@ -106,7 +108,7 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels if op is None else np.ascontiguousarray(op(pixels))
 
 
-def is_image_file(path: Path) -> bool:
+def is_image_file(path: epath.Path) -> bool:
     """A regular file whose suffix is one of IMAGE_SUFFIXES (case-insensitive)."""
     return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
@@ -130,22 +132,23 @@ def read_photo(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
       PhotoError: one line naming the file (unreadable, not an image, corrupt, too large,
         unsupported layout).
     """
-    path, limit = Path(path), _limit(max_pixels)
-    try:
-        with open(path, "rb") as f:
+    path, limit = epath.Path(path), _limit(max_pixels)
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(path.open("rb"))
             head = f.read(16)
-    except OSError as e:
-        raise PhotoError(f"{path}: cannot read ({e.strerror or e})") from e
-    kind = photo_codecs.sniff(head)
-    if kind is None:
-        raise PhotoError(f"{path}: not a PNG, JPEG or TIFF image")
-    try:
-        decoded = _DECODERS[kind](path, limit)
-    except photo_codecs.FormatError as e:
-        raise PhotoError(f"{path}: {e}") from e
-    except Exception as e:  # decoders raise OSError, ValueError, SyntaxError, PngError ...
-        reason = " ".join(str(e).split()) or type(e).__name__
-        raise PhotoError(f"{path}: cannot decode {kind.upper()} image ({reason})") from e
+        except OSError as e:
+            raise PhotoError(f"{path}: cannot read ({e.strerror or e})") from e
+        kind = photo_codecs.sniff(head)
+        if kind is None:
+            raise PhotoError(f"{path}: not a PNG, JPEG or TIFF image")
+        try:
+            decoded = _DECODERS[kind](f, limit)
+        except photo_codecs.FormatError as e:
+            raise PhotoError(f"{path}: {e}") from e
+        except Exception as e:  # decoders raise OSError, ValueError, SyntaxError, PngError ...
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise PhotoError(f"{path}: cannot decode {kind.upper()} image ({reason})") from e
     pixels = decoded.pixels
     if (
         pixels.ndim != 3
@@ -175,7 +178,7 @@ def read_rgb8(path: str | os.PathLike[str], max_pixels: int | None = None) -> np
 
 def check_output_suffix(path: str | os.PathLike[str]) -> None:
     """PhotoError when `path`'s suffix is not one of IMAGE_SUFFIXES."""
-    path = Path(path)
+    path = epath.Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise PhotoError(
             f"{path}: unsupported output format '{path.suffix}' "
@@ -186,7 +189,7 @@ def check_output_suffix(path: str | os.PathLike[str]) -> None:
 def check_writable(photo: Photo, path: str | os.PathLike[str]) -> None:
     """PhotoError when `path`'s suffix is no image format or cannot hold the photo (alpha
     in JPEG)."""
-    path = Path(path)
+    path = epath.Path(path)
     check_output_suffix(path)
     if path.suffix.lower() in (".jpg", ".jpeg") and photo.alpha is not None:
         raise PhotoError(
@@ -206,8 +209,8 @@ def encode_photo(photo: Photo, suffix: str) -> bytes:
     return photo_codecs.encode_jpeg(pixels, photo.icc_profile, photo.exif)
 
 
-def write_photo(path: str | os.PathLike[str], photo: Photo) -> Path:
+def write_photo(path: str | os.PathLike[str], photo: Photo) -> epath.Path:
     """Encode the photo (format from the suffix) and write it atomically (mode from the
     umask; parent folders created). PhotoError for a format that cannot hold it."""
     check_writable(photo, path)
-    return write_bytes(path, encode_photo(photo, Path(path).suffix))
+    return write_bytes(path, encode_photo(photo, epath.Path(path).suffix))

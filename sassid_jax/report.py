@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
 from clu import metric_writers
+from etils import epath
 
 from sassid_jax import visualize
 from sassid_jax.evaluate import predict_all, score_outputs
@@ -95,7 +95,7 @@ def final_report(
                 {n: s["psnr_list"][i] for n, s in scores.items()},
             )
             image, _ = visualize.render_panel(columns, caption=example["name"])
-            path = Path(workdir) / "panels" / f"{example['name']}.png"
+            path = epath.Path(workdir) / "panels" / f"{example['name']}.png"
             visualize.write_png(path, image)
             images[f"panels/{example['name']}"] = image
         if writer is not None and images:

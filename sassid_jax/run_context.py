@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -21,6 +20,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from clu import metric_writers, periodic_actions
+from etils import epath
 
 from sassid_jax import checkpoint_io, sharding
 from sassid_jax.data import tiles
@@ -62,7 +62,7 @@ class RunContext:
     """Everything the stages of one run share."""
 
     config: ml_collections.ConfigDict
-    workdir: Path
+    workdir: epath.Path  # local (absolute) or a bucket URL (gs://...)
     networks: dict[str, nn.Module]
     stages: list[Stage]
     train_images: list[np.ndarray] | tiles.TileSource

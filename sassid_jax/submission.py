@@ -12,12 +12,13 @@ images go through it on the [0, 255] scale, optionally with the x8 self-ensemble
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 from sassid_jax import metrics
 from sassid_jax.evaluate import progress_bar
@@ -25,7 +26,10 @@ from sassid_jax.inference import BatchFn, denoise_images, jit_apply
 
 
 def write_sidd_submission(
-    path: str | Path, examples: Sequence[dict], outputs: Sequence[np.ndarray], seconds_per_mp: float
+    path: str | os.PathLike[str],
+    examples: Sequence[dict],
+    outputs: Sequence[np.ndarray],
+    seconds_per_mp: float,
 ) -> np.ndarray:
     """SubmitSrgb.mat: outputs quantized by the protocol into the (images, blocks, H, W, 3)
     uint8 array 'DenoisedBlocksSrgb' (positions from the examples' image/block indices)."""
@@ -43,8 +47,8 @@ def write_sidd_submission(
 
 
 def submit_sidd(
-    dataset: Any, apply_fn: BatchFn, out: Path, *, ensemble: bool = False, batch: int = 8
-) -> Path:
+    dataset: Any, apply_fn: BatchFn, out: epath.Path, *, ensemble: bool = False, batch: int = 8
+) -> epath.Path:
     """Denoise the SIDD benchmark blocks of the `dataset` config block into
     out/SubmitSrgb.mat; returns its path."""
     from sassid_jax.data import sources
@@ -75,7 +79,9 @@ def denoise_dnd_box(apply_fn: BatchFn, example: dict[str, Any], ensemble: bool) 
     return np.clip(window[top : top + height, left : left + width] / 255.0, 0.0, 1.0)
 
 
-def submit_dnd(dataset: Any, apply_fn: BatchFn, out: Path, *, ensemble: bool = False) -> Path:
+def submit_dnd(
+    dataset: Any, apply_fn: BatchFn, out: epath.Path, *, ensemble: bool = False
+) -> epath.Path:
     """Denoise every DND box of the `dataset` config block into out/boxes/ (keeping boxes
     already there) and bundle them into out/bundled/; returns that folder."""
     import tensorflow_datasets as tfds
@@ -95,8 +101,9 @@ def submit_dnd(dataset: Any, apply_fn: BatchFn, out: Path, *, ensemble: bool = F
     return out / "bundled"
 
 
-def run_submit(config: Any, checkpoint: str, output: str) -> Path:
-    """Write the submission files of config.dataset.name (sidd_benchmark_srgb or dnd_srgb)."""
+def run_submit(config: Any, checkpoint: str, output: str) -> epath.Path:
+    """Write the submission files of config.dataset.name (sidd_benchmark_srgb or dnd_srgb);
+    `checkpoint` and `output` may be bucket URLs (gs://...)."""
     from sassid_jax.checkpoint_io import load_network
     from sassid_jax.configuration import validate_eval_config
 
@@ -104,7 +111,7 @@ def run_submit(config: Any, checkpoint: str, output: str) -> Path:
     name = config.dataset.name
     module, params = load_network(checkpoint, config.eval.network)
     apply_fn = jit_apply(module, params)
-    out = Path(output)
+    out = epath.Path(output)
     out.mkdir(parents=True, exist_ok=True)
     if name == "sidd_benchmark_srgb":
         path = submit_sidd(

@@ -20,10 +20,10 @@ import pickle
 import reprlib
 import stat
 import zipfile
-from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
+from etils import epath
 
 from sassid_jax.errors import UserInputError
 
@@ -231,9 +231,8 @@ def _decode(values: np.ndarray, type_name: str) -> np.ndarray:
 class _Reader:
     """One open archive: bounded entry reads, storages cached by key, tensors validated."""
 
-    def __init__(self, archive: zipfile.ZipFile, path: str) -> None:
-        self.archive, self.path = archive, path
-        self.file_size = os.path.getsize(path)
+    def __init__(self, archive: zipfile.ZipFile, path: str, file_size: int) -> None:
+        self.archive, self.path, self.file_size = archive, path, file_size
         self.storages: dict[str, tuple[_StorageRef, np.ndarray]] = {}
         counts = collections.Counter(names := archive.namelist())
         duplicate = next((n for n in names if counts[n] > 1), None)
@@ -322,7 +321,7 @@ class _Reader:
         return {k: self.tensor(k, v) for k, v in state.items()}
 
 
-def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Return {key: numpy array} from a zip-format `.pth` state_dict, no code executed.
 
     Arrays keep the tensor's shape and dtype (native byte order; bfloat16 becomes float32).
@@ -331,17 +330,20 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     big-endian file, a pickle holding anything but tensors, a storage entry whose size is not
     numel * itemsize, or a tensor whose offset, sizes or strides reach outside its storage.
     """
-    path = str(path)
-    if not Path(path).is_file():
+    path = epath.Path(path)  # local or a bucket URL (gs://): read through a file object
+    if not path.is_file():
         raise TorchFormatError(f"{path}: no such checkpoint file")
-    try:
-        archive = zipfile.ZipFile(path) if zipfile.is_zipfile(path) else None
-    except Exception as e:  # zipfile's errors on a corrupt end record or directory vary
-        raise TorchFormatError(f"{path}: corrupt zip archive: {type(e).__name__}: {e}") from e
-    if archive is None:
-        raise TorchFormatError(
-            f"{path}: not a zip-format PyTorch checkpoint (legacy torch.save format or not a "
-            "checkpoint at all); re-save it with torch.save(state_dict, path) from torch >= 1.6"
-        )
-    with archive:
-        return _Reader(archive, path).state_dict()
+    with path.open("rb") as f:
+        size = f.seek(0, io.SEEK_END)
+        try:
+            archive = zipfile.ZipFile(f) if zipfile.is_zipfile(f) else None
+        except Exception as e:  # zipfile's errors on a corrupt end record or directory vary
+            raise TorchFormatError(f"{path}: corrupt zip archive: {type(e).__name__}: {e}") from e
+        if archive is None:
+            raise TorchFormatError(
+                f"{path}: not a zip-format PyTorch checkpoint (legacy torch.save format or "
+                "not a checkpoint at all); re-save it with torch.save(state_dict, path) from "
+                "torch >= 1.6"
+            )
+        with archive:
+            return _Reader(archive, str(path), size).state_dict()

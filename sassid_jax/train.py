@@ -19,7 +19,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -27,12 +26,14 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from clu import metric_writers
+from etils import epath
 
 from sassid_jax import evaluate, monitoring, report, sharding, teacher_cache
 from sassid_jax.atomic_files import write_json
 from sassid_jax.configuration import check_resume_compatible, validate_config
 from sassid_jax.data import pipeline, sources, tiles
 from sassid_jax.nn import NETWORK_NAMES
+from sassid_jax.paths import absolute
 from sassid_jax.run_context import Preempted, RunContext, SigtermFlag
 from sassid_jax.train_step import (
     State,
@@ -208,7 +209,9 @@ def _stop(mgr: ocp.CheckpointManager, state: State, stage: str, step: int) -> No
     raise Preempted(stage, step)
 
 
-def _write_run_config(config: ml_collections.ConfigDict, workdir: Path, allow_change: bool) -> None:
+def _write_run_config(
+    config: ml_collections.ConfigDict, workdir: epath.Path, allow_change: bool
+) -> None:
     path = workdir / "config.json"
     current = json.loads(config.to_json_best_effort())
     if path.exists():
@@ -219,7 +222,7 @@ def _write_run_config(config: ml_collections.ConfigDict, workdir: Path, allow_ch
 
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
-    workdir: str | Path,
+    workdir: str | epath.PathLike,
     *,
     allow_config_change: bool = False,
     stop_after: tuple[str, int] | None = None,
@@ -228,7 +231,8 @@ def train_and_evaluate(
 
     Args:
       config: a config from configs/ (validated before any work).
-      workdir: run folder (checkpoints, TensorBoard logs, config.json, results).
+      workdir: run folder (checkpoints, TensorBoard logs, config.json, results); a local
+        path or a bucket URL (gs://...).
       allow_config_change: resume even if workdir/config.json differs from `config`.
       stop_after: (stage, step): checkpoint and raise Preempted there (for tests).
     Returns:
@@ -237,14 +241,14 @@ def train_and_evaluate(
       {"seconds", "steps_run", "steps_per_sec"}} (see `train_stage`) and "train_seconds".
     """
     validate_config(config)
-    workdir = Path(workdir).resolve()  # orbax wants absolute paths
+    workdir = absolute(workdir)  # orbax wants absolute paths; gs://... stays as given
     with SigtermFlag() as sigterm:  # from the start: a SIGTERM during set-up is not lost
         return _run(config, workdir, allow_config_change, stop_after, sigterm)
 
 
 def _run(
     config: ml_collections.ConfigDict,
-    workdir: Path,
+    workdir: epath.Path,
     allow_config_change: bool,
     stop_after: tuple[str, int] | None,
     sigterm: SigtermFlag,

@@ -17,7 +17,7 @@ def test_write_json_round_trip_and_umask(tmp_path):
     finally:
         os.umask(old)
     assert json.loads(path.read_text()) == {"x": [1, 2]}
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert os.stat(path).st_mode & 0o777 == 0o644
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.json"]
 
 

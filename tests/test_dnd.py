@@ -148,5 +148,5 @@ def test_truncated_mat_and_written_boxes(tmp_path):
     finally:
         os.umask(old)
     written = dnd.box_path(tmp_path / "out", 0, 0)
-    assert written.stat().st_mode & 0o777 == 0o640
+    assert os.stat(written).st_mode & 0o777 == 0o640
     assert [p.name for p in written.parent.iterdir()] == [written.name]  # no temp file left

@@ -258,7 +258,7 @@ def test_write_follows_umask_and_is_atomic(tmp_path, monkeypatch):
         path = write_photo(tmp_path / "x.png", Photo(_pixels(8, 8, 3)))
     finally:
         os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert os.stat(path).st_mode & 0o777 == 0o644
     before = path.read_bytes()
 
     def broken(*args):

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from sassid_jax.data.matfiles import MatFileError, read_array, write_atomic_mat
 from sassid_jax.errors import UserInputError
@@ -37,11 +37,11 @@ class DndFilesError(UserInputError, ValueError):
 
 def read_boxes(manual_dir: str | os.PathLike[str]) -> np.ndarray:
     """(50, 20, 4) int64 boxes [row0, col0, row1, col1], 0-based, half-open."""
-    path = Path(manual_dir) / "info.mat"
+    path = epath.Path(manual_dir) / "info.mat"
     if not path.is_file():
         raise DndFilesError(f"{path}: file not found (unpack the DND benchmark there)")
     try:
-        with h5py.File(path, "r") as f:
+        with path.open("rb") as source, h5py.File(source, "r") as f:  # local or gs://
             per_image = [
                 np.asarray(f[r]).T for r in np.asarray(f["info"]["boundingboxes"]).reshape(-1)
             ]
@@ -64,7 +64,7 @@ def read_boxes(manual_dir: str | os.PathLike[str]) -> np.ndarray:
 
 def read_image(manual_dir: str | os.PathLike[str], index: int) -> np.ndarray:
     """Image `index` (0-based) as (H, W, 3) float32 in [0, 1]."""
-    path = Path(manual_dir) / "images_srgb" / f"{index + 1:04d}.mat"
+    path = epath.Path(manual_dir) / "images_srgb" / f"{index + 1:04d}.mat"
     try:
         image = read_array(path, "InoisySRGB", shape=(None, None, 3))
     except MatFileError as e:
@@ -102,7 +102,8 @@ def box_examples(manual_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]
             try:
                 window = context_window(boxes[i, k], h, w)
             except ValueError as e:
-                raise DndFilesError(f"{Path(manual_dir) / 'info.mat'}: image {i + 1}: {e}") from e
+                info = epath.Path(manual_dir) / "info.mat"
+                raise DndFilesError(f"{info}: image {i + 1}: {e}") from e
             r0, c0, r1, c1 = window
             b = boxes[i, k]
             yield {
@@ -140,16 +141,16 @@ class DndSrgb(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict[str, Any]:
-        return {"benchmark": self._generate_examples(Path(dl_manager.manual_dir))}
+        return {"benchmark": self._generate_examples(epath.Path(dl_manager.manual_dir))}
 
-    def _generate_examples(self, manual_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _generate_examples(self, manual_dir: epath.Path) -> Iterator[tuple[str, dict[str, Any]]]:
         for example in box_examples(manual_dir):
             yield f"{example['image_index']:02d}_{example['box_index']:02d}", example
 
 
-def box_path(out_dir: str | os.PathLike[str], image_index: int, box_index: int) -> Path:
+def box_path(out_dir: str | os.PathLike[str], image_index: int, box_index: int) -> epath.Path:
     """Where the denoised box goes: out_dir/boxes/<image>_<box>.mat (1-based names)."""
-    return Path(out_dir) / "boxes" / f"{image_index + 1:04d}_{box_index + 1:02d}.mat"
+    return epath.Path(out_dir) / "boxes" / f"{image_index + 1:04d}_{box_index + 1:02d}.mat"
 
 
 def write_box(
@@ -160,7 +161,7 @@ def write_box(
     write_atomic_mat(box_path(out_dir, image_index, box_index), {"Idenoised_crop": crop})
 
 
-def bundle(out_dir: str | os.PathLike[str]) -> list[Path]:
+def bundle(out_dir: str | os.PathLike[str]) -> list[epath.Path]:
     """Gather out_dir/boxes/*.mat into the 50 submission files out_dir/bundled/0001.mat ..
     ('Idenoised': 1x20 cell, 'israw': False, 'eval_version': '1.0'). Raises DndFilesError
     naming the first missing box."""
@@ -173,7 +174,7 @@ def bundle(out_dir: str | os.PathLike[str]) -> list[Path]:
                 cells[k] = read_array(path, "Idenoised_crop", shape=(None, None, 3))
             except MatFileError as e:
                 raise DndFilesError(f"cannot bundle: {e}") from e
-        target = Path(out_dir) / "bundled" / f"{i + 1:04d}.mat"
+        target = epath.Path(out_dir) / "bundled" / f"{i + 1:04d}.mat"
         write_atomic_mat(target, {"Idenoised": cells, "israw": False, "eval_version": "1.0"})
         written.append(target)
     return written

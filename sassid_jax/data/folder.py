@@ -8,29 +8,32 @@ parallel folder of clean references matched by file name, used only for evaluati
 
 Each distinct folder content gets its own builder config, named by a hash of the paths and
 of every file's name, size and modification time, so adding or changing a photo prepares
-the dataset again instead of reading a stale copy.
+the dataset again instead of reading a stale copy. The folders may be bucket URLs (gs://...,
+listed and read through etils.epath; there the modification time is in whole seconds).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from sassid_jax.data.prepare import DEFAULT_WAIT_S, Prepared, prepare_once
 from sassid_jax.errors import ConfigError
+from sassid_jax.paths import absolute, is_local
 from sassid_jax.photo_io import IMAGE_SUFFIXES, is_image_file, read_rgb8
 
 
-def folder_images(folder: str, field: str) -> dict[str, Path]:
+def folder_images(folder: str, field: str) -> dict[str, epath.Path]:
     """{file name: path} of the images in `folder`; ConfigError (a ValueError) naming `field`
     if none."""
-    root = Path(folder)
+    root = epath.Path(folder)
     if not folder or not root.is_dir():
         raise ConfigError(f"{field}: {folder!r} is not a directory")
     files = {p.name: p for p in sorted(root.iterdir()) if is_image_file(p)}
@@ -66,7 +69,7 @@ def folder_examples(
                     f"{clean[name]}: shape {reference.shape} differs from its "
                     f"noisy image {path} {image.shape}"
                 )
-        yield {"noisy": image, "clean": reference, "name": Path(name).stem}
+        yield {"noisy": image, "clean": reference, "name": os.path.splitext(name)[0]}
 
 
 def _fingerprint(noisy_dir: str, clean_dir: str) -> str:
@@ -74,13 +77,21 @@ def _fingerprint(noisy_dir: str, clean_dir: str) -> str:
     for folder in (noisy_dir, clean_dir):
         if not folder:
             continue
-        root = Path(folder).resolve()
+        root = absolute(folder)
         digest.update(str(root).encode())
         for path in sorted(root.iterdir()):
             if is_image_file(path):
-                stat = path.stat()
-                digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+                digest.update(f"{path.name}:{_stamp(path)}".encode())
     return digest.hexdigest()[:16]
+
+
+def _stamp(path: epath.Path) -> str:
+    """'size:modification time' of a file (ns locally, s on a bucket)."""
+    if is_local(path):
+        stat = os.stat(path)
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+    stat = path.stat()
+    return f"{stat.length}:{stat.mtime}"
 
 
 @dataclasses.dataclass
@@ -101,8 +112,8 @@ def folder_config(
         folder_images(clean_dir, "dataset.clean_dir")
     return FolderConfig(
         name=f"f{_fingerprint(noisy_dir, clean_dir)}",
-        noisy_dir=str(Path(noisy_dir).resolve()),
-        clean_dir=str(Path(clean_dir).resolve()) if clean_dir else "",
+        noisy_dir=str(absolute(noisy_dir)),
+        clean_dir=str(absolute(clean_dir)) if clean_dir else "",
         max_pixels=max_pixels,
     )
 

@@ -32,11 +32,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils.epath import Path  # local paths and bucket URLs (gs://) alike
 
 from sassid_jax.data.matfiles import MatFileError, read_array
 from sassid_jax.errors import UserInputError
