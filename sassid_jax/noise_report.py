@@ -12,9 +12,9 @@ its limits: `sassid_jax.noise_analysis`.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 from PIL import Image, ImageDraw, ImageFont
 
 from sassid_jax.atomic_files import write_bytes, write_json
@@ -37,9 +37,10 @@ class AnalyzeInputError(UserInputError):
     """--input of --mode analyze is missing or holds no photo."""
 
 
-def input_photos(path: str | Path) -> list[Path]:
-    """The photo `path`, or the photos (by suffix) in the folder `path`, sorted."""
-    source = Path(path)
+def input_photos(path: str | epath.PathLike) -> list[epath.Path]:
+    """The photo `path`, or the photos (by suffix) in the folder `path` (local or a bucket
+    URL), sorted."""
+    source = epath.Path(path)
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if is_image_file(p))
         if not files:
@@ -116,7 +117,7 @@ def run_analyze(input_path: str, output_dir: str | None = None) -> int:
             per_photo[path.name] = analyze_noise([image]).to_json()
         except NoiseAnalysisError as e:
             per_photo[path.name] = {"error": str(e)}
-    folder = Path(output_dir or ".")
+    folder = epath.Path(output_dir or ".")
     if folder.exists() and not folder.is_dir():
         raise AnalyzeInputError(f"{folder}: --output must be a folder")
     json_path = write_json(folder / JSON_NAME, {"all": pooled.to_json(), "photos": per_photo})
