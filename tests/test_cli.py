@@ -1,6 +1,7 @@
 """The command line (launch.py = the `sassid` console script): exit codes, one-line errors,
 JAX's flags, and where --config is looked up."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +80,8 @@ def test_bad_command_line_is_one_line_and_exit_2(tmp_path, args, message):
     args = [a.replace("=W", f"={tmp_path / 'w'}") for a in args]
     run = _launch(*args)
     assert run.returncode == 2, run.stderr[-3000:]
-    lines = run.stderr.strip().splitlines()
+    # INFO log lines (e.g. prepare's one-line runtime description) may come first.
+    lines = [x for x in run.stderr.strip().splitlines() if not re.match(r"I\d{4} ", x)]
     assert len(lines) == 1 and lines[0].startswith(message), run.stderr[-3000:]
     assert not (tmp_path / "w").exists()  # failed before any work
 

@@ -276,7 +276,11 @@ def test_sigterm_checkpoints_then_restart_matches(data_dir, tmp_path):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("networks.bnn.blind_size", 8, "bnn.blind_size must be an odd integer >= 1, got 8"),
+        (
+            "networks.bnn.blind_size",
+            8,
+            "bnn.blind_size must be an odd integer >= 1 or 'auto', got 8",
+        ),
         ("networks.lan.blind_size", 4, "networks.lan.blind_size must be an odd integer"),
         ("crop_size", 48, "crop_size must be a multiple of 32 (five 2x2 poolings), got 48"),
         ("crop_size", 0, "crop_size must be a positive integer, got 0"),
@@ -324,7 +328,7 @@ def test_bad_config_fails_before_any_work_from_the_command_line(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 2
-    assert "networks.bnn.blind_size must be an odd integer >= 1, got 4" in proc.stderr
+    assert "networks.bnn.blind_size must be an odd integer >= 1 or 'auto', got 4" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not workdir.exists()
 
