@@ -77,7 +77,7 @@ def _try_restore(ctx: RunContext, stage: Stage, step: int, target: State) -> Sta
 def move_aside(workdir: Path, stage: str, step: int) -> Path:
     """Move checkpoint `step` of `stage` to workdir/damaged/<stage>/<step>[.<n>]; its path."""
     source = checkpoint_io.stage_dir(workdir, stage) / str(step)
-    folder = Path(workdir) / DAMAGED / stage
+    folder = workdir / DAMAGED / stage
     folder.mkdir(parents=True, exist_ok=True)
     target, n = folder / str(step), 0
     while target.exists():
@@ -110,7 +110,7 @@ def restore_newest(ctx: RunContext, stage: Stage) -> tuple[State | None, int | N
 
 def history_path(workdir: Path, stage: str) -> Path:
     """workdir/history/<stage>.json."""
-    return Path(workdir) / HISTORY / f"{stage}.json"
+    return workdir / HISTORY / f"{stage}.json"
 
 
 def save_history(workdir: Path, stage: str, step: int, history: History, window: Window) -> None:
