@@ -141,7 +141,7 @@ class RunContext:
 def _check_crop(images: list[np.ndarray] | tiles.TileSource, config: Any) -> None:
     """ConfigError when crop_size does not fit in every training image (or tile)."""
     crop, cfg = config.crop_size, config.dataset
-    where = f"dataset.noisy_dir {cfg.noisy_dir}" if cfg.get("noisy_dir") else f"{cfg.name}"
+    where = f"dataset.noisy_dir {cfg.noisy_dir}" if cfg.get("noisy_dir") else f"dataset {cfg.name}"
     if isinstance(images, tiles.TileSource):
         if crop > images.max_crop:
             raise ConfigError(
