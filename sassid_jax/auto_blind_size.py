@@ -46,6 +46,15 @@ def analyse_sample(images: Sequence[np.ndarray]) -> NoiseAnalysis:
     return analyze_noise(images)
 
 
+def photos_of(train_images: Any) -> Sequence[np.ndarray]:
+    """The noisy photos to analyse: the list itself, or MAX_IMAGES evenly spaced tiles of a
+    `tiles.TileSource` (SIDD-Medium), whose `source[i]['noisy']` is one (tile, tile, 3) tile."""
+    if isinstance(train_images, Sequence):
+        return train_images
+    picks = np.linspace(0, len(train_images) - 1, min(MAX_IMAGES, len(train_images)))
+    return [train_images.source[int(i)]["noisy"] for i in picks.round()]
+
+
 def resolve_blind_size(value: Any, images: Sequence[np.ndarray]) -> int:
     """A `networks.bnn.blind_size` value -> int: "auto" analyses `images` ((H, W, 3) uint8
     noisy photos; see `analyse_sample`); an odd int or its decimal string is returned as is.
@@ -56,20 +65,20 @@ def resolve_blind_size(value: Any, images: Sequence[np.ndarray]) -> int:
     return analyse_sample(images).blind_size
 
 
-def resolve_config_blind_size(config: Any, train_images: Sequence[np.ndarray]) -> Any:
+def resolve_config_blind_size(config: Any, train_images: Any) -> Any:
     """`config` with `networks.bnn.blind_size` an int; a copy when that changes anything.
 
-    "auto": analyse `train_images` ((H, W, 3) uint8 noisy photos), log the analysis line
-    ("noise analysis (...): std R/G/B ..., lag-1 0.43, lag-2 0.05, ... -> blind size 5") and
-    set the size it gives. Call it before building the networks, and before comparing the
-    config with a resumed run's config.json (the same photos give the same size).
+    "auto": analyse `train_images` ((H, W, 3) uint8 noisy photos, or a TileSource), log the
+    analysis line ("noise analysis (...): std R/G/B ..., lag-1 0.43, lag-2 0.05, ... -> blind
+    size 5") and set the size it gives. Call it before building the networks, and before
+    comparing the config with a resumed run's config.json (the same photos give the same size).
     """
     value = config.networks.bnn.blind_size
     resolved = blind_size_value(value)
     if resolved == value and resolved != AUTO:
         return config
     if resolved == AUTO:
-        analysis = analyse_sample(train_images)
+        analysis = analyse_sample(photos_of(train_images))
         logging.info("%s", analysis.summary())
         resolved = analysis.blind_size
     config = copy.deepcopy(config)

@@ -1,9 +1,13 @@
-"""What the stages of one training run share: the run context, SIGTERM handling, progress.
+"""What the stages of one training run share: the run context, its inputs, how it stops.
 
 `RunContext` binds the run folder layout of `checkpoint_io` (stage managers, restore
 targets, which checkpoint holds a network's final parameters) to the run's networks, stages
-and device mesh; `SigtermFlag` turns SIGTERM into a flag the training loop checks after each
-call (it then checkpoints and raises `Preempted`).
+and device mesh. `SigtermFlag` turns SIGTERM into a flag the training loop checks (it then
+checkpoints and raises `Preempted`): after each call in a one-process run; in a multi-process
+run at each log, checkpoint or evaluation step, where the processes agree (`any_process`)
+so that all of them stop at the same step. `TrainingDivergedError` stops a run whose loss or
+weights became NaN or inf. `load_inputs` reads and checks the datasets before any file of
+the run is written.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import orbax.checkpoint as ocp
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from sassid_jax import checkpoint_io, sharding
-from sassid_jax.data import tiles
+from sassid_jax import checkpoint_io, evaluate, sharding
+from sassid_jax.data import sources, tiles
+from sassid_jax.errors import ConfigError, UserInputError
 from sassid_jax.stages import Stage
 from sassid_jax.train_step import State, init_state, make_optimizer
 
@@ -34,6 +39,20 @@ class Preempted(SystemExit):
     def __init__(self, stage: str, step: int) -> None:
         super().__init__(128 + signal.SIGTERM)
         self.stage, self.step = stage, step
+
+
+class TrainingDivergedError(UserInputError):
+    """The loss or the weights became NaN or inf; the last finite state is checkpointed."""
+
+
+def any_process(flag: bool) -> bool:
+    """True if `flag` is True on any process. Multi-process: a collective that every process
+    must call at the same point of the run."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
 
 
 class SigtermFlag:
@@ -82,6 +101,15 @@ class RunContext:
         """A step counter increasing across stages (TensorBoard's x axis, the run's ETA)."""
         return sum(self.config.stages[s.name].steps for s in self.stages[:stage_index]) + step
 
+    def should_stop(self, stage: str, step: int, agree: bool) -> bool:
+        """Stop after `step`: stop_after says so, or SIGTERM came (one process: to any process
+        of the run, checked where `agree` is True, the steps where all processes check)."""
+        if self.stop_after == (stage, step):
+            return True
+        if jax.process_count() == 1:
+            return self.sigterm.requested
+        return agree and any_process(self.sigterm.requested)
+
     def manager(self, stage: str) -> ocp.CheckpointManager:
         """The checkpoint manager of `stage` (keeps train.keep_checkpoints steps)."""
         return checkpoint_io.stage_manager(
@@ -108,3 +136,32 @@ class RunContext:
         stage_name, step = checkpoint_io.final_checkpoint(self.config, name, before)
         stage = next(s for s in self.stages if s.name == stage_name)
         return self.restore(stage, step)["params"][name]
+
+
+def _check_crop(images: list[np.ndarray] | tiles.TileSource, config: Any) -> None:
+    """ConfigError when crop_size does not fit in every training image (or tile)."""
+    crop, cfg = config.crop_size, config.dataset
+    where = f"dataset.noisy_dir {cfg.noisy_dir}" if cfg.get("noisy_dir") else f"dataset {cfg.name}"
+    if isinstance(images, tiles.TileSource):
+        if crop > images.max_crop:
+            raise ConfigError(
+                f"crop_size {crop} is larger than {images.max_crop}, the largest "
+                f"crop that the tiles of {where} allow"
+            )
+        return
+    for i, image in enumerate(images):
+        if min(image.shape[:2]) < crop:
+            raise ConfigError(
+                f"crop_size {crop} is larger than training image {i} ({image.shape[1]}x"
+                f"{image.shape[0]} pixels) of {where}; lower crop_size (a multiple of 32)"
+                " or remove the small images"
+            )
+
+
+def load_inputs(config: ml_collections.ConfigDict) -> tuple[Any, list[dict[str, Any]]]:
+    """(training images or tiles, eval examples) of config.dataset, after checking that the
+    crops fit: all a run reads before it writes anything to its workdir."""
+    train_images = sources.load_train_images(config.dataset)
+    _check_crop(train_images, config)
+    eval_examples = sources.load_eval_examples(config.dataset)
+    return train_images, evaluate.limit(eval_examples, config.eval.max_images)

@@ -5,9 +5,13 @@ learners' parameters and Adam state (cosine-decayed learning rate) live in one s
 frozen teachers are restored from the stage that trained them and applied inside the same
 jitted step (train_step.py); the step donates the state. Orbax checkpoints go to
 `workdir/checkpoints/<stage>/<step>` (checkpoint_io.py); a restart resumes each stage where
-its latest checkpoint left it (finished stages are skipped), and because the batch of step s
-is a pure function of (seed, stage, s), a resumed run ends with exactly the parameters of an
-uninterrupted one. SIGTERM (a preempted machine) saves a checkpoint and exits.
+its newest checkpoint that restores left it (damaged ones are moved aside, finished stages
+are skipped; resume.py), and because the batch of step s is a pure function of (seed,
+stage, s), a resumed run ends with exactly the parameters (and loss history) of an
+uninterrupted one. SIGTERM (a preempted machine) saves a checkpoint and exits (143); a loss
+or weights turning NaN/inf saves the last finite state and raises TrainingDivergedError.
+The datasets are read and checked before config.json is written, and `workdir/.lock`
+(workdir_lock.py) keeps a second run off the same workdir.
 Loss, grad norm, learning rate, steps/s (clu's ReportProgress, ETA of the whole run), eval
 scores, the final panels (images) and the config (hparams) go to TensorBoard
 (`workdir/tensorboard`, process 0 only); a readable line per log interval goes to the log.
@@ -24,17 +28,20 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from clu import metric_writers
 from etils import epath
 
-from sassid_jax import evaluate, monitoring, report, sharding, teacher_cache
+from sassid_jax import monitoring, report, resume, sharding, teacher_cache, workdir_lock
 from sassid_jax.atomic_files import write_json
+from sassid_jax.auto_blind_size import resolve_config_blind_size
 from sassid_jax.configuration import check_resume_compatible, validate_config
-from sassid_jax.data import pipeline, sources, tiles
+from sassid_jax.data import pipeline, tiles
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.paths import absolute
-from sassid_jax.run_context import Preempted, RunContext, SigtermFlag
+from sassid_jax.resume import History
+from sassid_jax.run_context import Preempted as Preempted  # re-exported: what a stop raises
+from sassid_jax.run_context import RunContext, SigtermFlag, load_inputs
+from sassid_jax.run_context import TrainingDivergedError as TrainingDivergedError
 from sassid_jax.train_step import (
     State,
     build_networks,
@@ -45,7 +52,6 @@ from sassid_jax.train_step import (
 )
 
 STAGE_SEED_STRIDE = 1000
-History = list[tuple[int, float]]
 
 
 def _batches(
@@ -82,24 +88,27 @@ def _groups(batches: Iterator[np.ndarray], start: int, size: int) -> Iterator[li
 
 
 def train_stage(ctx: RunContext, stage_index: int) -> tuple[History, dict[str, Any]]:
-    """Train one stage to its last step, resuming from its latest checkpoint if any.
+    """Train one stage to its last step, resuming from its newest checkpoint that restores.
 
-    Returns the (step, mean loss) pairs logged by this call (empty if already finished) and
-    its timing {"seconds": wall time of the call (teacher set-up, steps, checkpoints, end
-    evaluation), "steps_run": steps trained by this call, "steps_per_sec": steps_run over
-    the seconds of the step loop (compilation, checkpoint saves and train.eval_every
-    evaluations included; set-up and the end-of-stage evaluation not; 0.0 when nothing ran)}.
+    Returns the stage's (step, mean loss) log points (those of earlier runs in this workdir
+    too, see resume.py) and the timing of this call {"seconds": wall time of the call
+    (checkpoint restore, teacher set-up, steps, checkpoints, end evaluation), "steps_run":
+    steps trained by this call, "steps_per_sec": steps_run over the seconds of the step loop
+    (compilation, checkpoint saves and train.eval_every evaluations included; set-up and the
+    end-of-stage evaluation not; 0.0 when nothing ran)}.
     """
     t0 = time.perf_counter()
     stage = ctx.stages[stage_index]
     steps = ctx.config.stages[stage.name].steps
-    with ctx.manager(stage.name) as mgr:
-        latest = mgr.latest_step()
-        if latest is not None and latest >= steps:
-            logging.info("stage %s: finished earlier (step %d), skipping", stage.name, latest)
-            history, steps_run, loop_seconds = [], 0, 0.0
-        else:
-            history, steps_run, loop_seconds = _train_from(ctx, stage_index, mgr, latest)
+    state, latest = resume.restore_newest(ctx, stage)
+    history, window = resume.load_history(ctx.workdir, stage.name, latest or 0)
+    if latest is not None and latest >= steps:
+        logging.info("stage %s: finished earlier (step %d), skipping", stage.name, latest)
+        steps_run, loop_seconds = 0, 0.0
+    else:
+        with ctx.manager(stage.name) as mgr:
+            run = resume.StageRun(ctx, mgr, stage.name, history, window)
+            steps_run, loop_seconds = _train_from(ctx, stage_index, run, state, latest or 0)
     timing = {
         "seconds": time.perf_counter() - t0,
         "steps_run": steps_run,
@@ -108,20 +117,16 @@ def train_stage(ctx: RunContext, stage_index: int) -> tuple[History, dict[str, A
     return history, timing
 
 
-def _initial_state(
-    ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager, latest: int | None
-) -> tuple[State, int]:
-    """(state, first step): fresh at step 0, or restored from the checkpoint at `latest`."""
+def _initial_state(ctx: RunContext, stage_index: int, state: State | None, start: int) -> State:
+    """The restored `state` at step `start`, or a fresh one at step 0 when None."""
     stage, cfg = ctx.stages[stage_index], ctx.config
-    if latest is None:
-        key = jax.random.fold_in(jax.random.key(cfg.seed), stage_index)
-        tx = make_optimizer(cfg, stage.name)
-        state = init_state(ctx.networks, stage, tx, key, cfg.crop_size)
-        return sharding.replicate(state, ctx.mesh), 0
-    logging.info(
-        "stage %s: resuming at step %d of %d", stage.name, latest, cfg.stages[stage.name].steps
-    )
-    return ctx.restore(stage, latest, mgr), latest
+    if state is not None:
+        steps = cfg.stages[stage.name].steps
+        logging.info("stage %s: resuming at step %d of %d", stage.name, start, steps)
+        return state
+    key = jax.random.fold_in(jax.random.key(cfg.seed), stage_index)
+    tx = make_optimizer(cfg, stage.name)
+    return sharding.replicate(init_state(ctx.networks, stage, tx, key, cfg.crop_size), ctx.mesh)
 
 
 def _teachers(ctx: RunContext, stage_index: int) -> tuple[dict[str, Any], list[np.ndarray] | None]:
@@ -148,14 +153,15 @@ def _teachers(ctx: RunContext, stage_index: int) -> tuple[dict[str, Any], list[n
 
 
 def _train_from(
-    ctx: RunContext, stage_index: int, mgr: ocp.CheckpointManager, latest: int | None
-) -> tuple[History, int, float]:
-    """The body of `train_stage` for an unfinished stage; `mgr` is the stage's manager.
+    ctx: RunContext, stage_index: int, run: resume.StageRun, state: State | None, start: int
+) -> tuple[int, float]:
+    """The body of `train_stage` for an unfinished stage, from `state` at step `start` (None:
+    fresh); `run` saves its checkpoints and collects its log points.
 
-    Returns (history, steps run, seconds of the step loop)."""
+    Returns (steps run, seconds of the step loop)."""
     stage, cfg, tc = ctx.stages[stage_index], ctx.config, ctx.config.train
     steps = cfg.stages[stage.name].steps
-    state, start = _initial_state(ctx, stage_index, mgr, latest)
+    state = _initial_state(ctx, stage_index, state, start)
     teachers, aux = _teachers(ctx, stage_index)
     several = tc.get("steps_per_call", 1) > 1
     step_fn = make_train_step(
@@ -171,42 +177,39 @@ def _train_from(
     )
     ctx.progress(ctx.global_step(stage_index, start))
     t_loop = t_window = time.perf_counter()
-    window: list[dict[str, jax.Array]] = []
-    history: History = []
-    step = start
+    finite = sharding.replicate(np.True_, ctx.mesh)
+    step = since = start
     batches = _batches(ctx, stage_index, start, steps, aux)
     for group in _groups(batches, start, tc.get("steps_per_call", 1)):
         x = sharding.global_batch(np.stack(group) if several else group[0], data_sharding)
-        state, metrics = step_fn(state, teachers, x)
+        state, metrics = step_fn(state, teachers, x, finite)
+        finite = metrics["finite"]
         step += len(group)
-        window.append(metrics)
-        if step % tc.log_every == 0 or step == steps:
-            n_window = step - (history[-1][0] if history else start)
-            jax.block_until_ready(window)  # steps run asynchronously: time them, not dispatch
-            rate = n_window / (time.perf_counter() - t_window)
-            history.append((step, monitoring.log_window(ctx, stage_index, step, window, rate)))
-            t_window, window = time.perf_counter(), []
-        if step % tc.checkpoint_every == 0 or step == steps:
-            mgr.save(step, args=ocp.args.StandardSave(state))
-        if tc.eval_every and step % tc.eval_every == 0 and step != steps:
+        run.window.append(metrics)
+        logs = step % tc.log_every == 0 or step == steps
+        saves = step % tc.checkpoint_every == 0 or step == steps
+        evals = tc.eval_every and step % tc.eval_every == 0 and step != steps
+        if (logs or saves or evals) and not finite:  # the host waits for the step here only
+            run.diverged(state, step)
+        if logs:
+            jax.block_until_ready(run.window)  # steps run asynchronously: time them
+            rate = (step - since) / (time.perf_counter() - t_window)
+            loss = monitoring.log_window(ctx, stage_index, step, run.window, rate)
+            run.history.append((step, loss))
+            t_window, run.window, since = time.perf_counter(), [], step
+        if saves:
+            run.save(state, step)
+        if evals:
             monitoring.evaluate_learners(ctx, stage_index, state, step)
-        if ctx.sigterm.requested or ctx.stop_after == (stage.name, step):
-            _stop(mgr, state, stage.name, step)
+        if ctx.should_stop(stage.name, step, agree=bool(logs or saves or evals)):
+            if not finite:
+                run.diverged(state, step)
+            run.stop(state, step)
     jax.block_until_ready(state)
     loop_seconds = time.perf_counter() - t_loop
-    mgr.wait_until_finished()
+    run.mgr.wait_until_finished()
     monitoring.evaluate_learners(ctx, stage_index, state, step)
-    return history, step - start, loop_seconds
-
-
-def _stop(mgr: ocp.CheckpointManager, state: State, stage: str, step: int) -> None:
-    """Make sure the checkpoint of `step` is written, then raise Preempted."""
-    mgr.wait_until_finished()
-    if mgr.latest_step() != step:
-        mgr.save(step, args=ocp.args.StandardSave(state), force=True)
-        mgr.wait_until_finished()
-    logging.warning("stage %s: stopped at step %d (checkpoint written)", stage, step)
-    raise Preempted(stage, step)
+    return step - start, loop_seconds
 
 
 def _write_run_config(
@@ -235,6 +238,10 @@ def train_and_evaluate(
         path or a bucket URL (gs://...).
       allow_config_change: resume even if workdir/config.json differs from `config`.
       stop_after: (stage, step): checkpoint and raise Preempted there (for tests).
+    Raises:
+      WorkdirLockedError: another live run holds `workdir`.
+      TrainingDivergedError: the loss or the weights became NaN or inf.
+      Preempted: after SIGTERM, once the current step is checkpointed.
     Returns:
       the results dict also written to workdir/results.json: the final evaluation
       (report.final_report), "loss_history" {stage: [(step, loss)]}, "timing" {stage:
@@ -242,7 +249,10 @@ def train_and_evaluate(
     """
     validate_config(config)
     workdir = absolute(workdir)  # orbax wants absolute paths; gs://... stays as given
-    with SigtermFlag() as sigterm:  # from the start: a SIGTERM during set-up is not lost
+    with (
+        SigtermFlag() as sigterm,  # from the start: a SIGTERM during set-up is not lost
+        workdir_lock.workdir_lock(workdir, enabled=jax.process_index() == 0),
+    ):
         return _run(config, workdir, allow_config_change, stop_after, sigterm)
 
 
@@ -255,9 +265,11 @@ def _run(
 ) -> dict[str, Any]:
     mesh = sharding.make_mesh()
     sharding.check_global_batch(config.batch_size, mesh)
+    pipeline.hide_gpus_from_tf()
+    train_images, eval_examples = load_inputs(config)  # checked before config.json is written
+    config = resolve_config_blind_size(config, train_images)  # blind_size "auto": from the noise
     workdir.mkdir(parents=True, exist_ok=True)
     _write_run_config(config, workdir, allow_config_change)
-    pipeline.hide_gpus_from_tf()
     writer = metric_writers.create_default_writer(
         str(workdir / "tensorboard"), just_logging=jax.process_index() > 0
     )
@@ -268,10 +280,8 @@ def _run(
         workdir=workdir,
         networks=build_networks(config),
         stages=build_stages(config),
-        train_images=sources.load_train_images(config.dataset),
-        eval_examples=evaluate.limit(
-            sources.load_eval_examples(config.dataset), config.eval.max_images
-        ),
+        train_images=train_images,
+        eval_examples=eval_examples,
         writer=writer,
         progress=monitoring.make_progress(config, writer),
         sigterm=sigterm,

@@ -21,7 +21,7 @@ from sassid_jax.nn import NETWORK_NAMES, make_network
 from sassid_jax.stages import Stage, make_stage
 
 State = dict[str, Any]
-StepFn = Callable[[State, Mapping[str, Any], jax.Array], tuple[State, dict[str, jax.Array]]]
+StepFn = Callable[..., tuple[State, dict[str, jax.Array]]]
 
 
 def build_networks(config: ml_collections.ConfigDict) -> dict[str, nn.Module]:
@@ -81,6 +81,17 @@ def init_state(
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
 
+def all_finite(tree: Any) -> jax.Array:
+    """A bool scalar: every floating-point leaf of `tree` is free of NaN and inf."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+def keep_if(ok: jax.Array, new: State, old: State) -> State:
+    """`new` where the bool scalar `ok` is True, else `old` (bit for bit either way)."""
+    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
 def make_train_step(
     networks: Mapping[str, nn.Module],
     stage: Stage,
@@ -89,16 +100,20 @@ def make_train_step(
     teachers_mode: str = "online",
     several_steps: bool = False,
 ) -> StepFn:
-    """Jitted SPMD (state, teacher_params, x) -> (state, metrics); state is donated.
+    """Jitted SPMD (state, teacher_params, x, finite=True) -> (state, metrics); state is donated.
 
     x: (N, H, W, 3) noisy crops in [0, 255], split over the mesh's 'data' axis; state,
-    teachers and metrics ({"loss", "grad_norm"}: float32 scalars) are replicated. The loss is
+    teachers and metrics ({"loss", "grad_norm"}: float32 scalars, "finite": bool scalar) are
+    replicated. Divergence guard: a step whose loss or new state holds a NaN or inf keeps the
+    state it started from, and so does every step once `finite` is False; metrics["finite"]
+    says whether every step so far was finite (pass it to the next call, so that the state
+    stays the last finite one, whose "step" counter says which). The loss is
     `stage.loss` (its alpha thresholds are the stage's). Teachers run forward only
     ("online"), or, with teachers_mode="precomputed", x carries their outputs as extra
     channels (see `teacher_cache.split_batch`) and teacher_params is unused.
     several_steps: the function takes (K, N, H, W, C), runs K consecutive steps in one
-    call (one compiled program per K) and returns metrics of shape (K,). Same arithmetic as
-    K calls; one call allocates XLA's temporaries once instead of K times.
+    call (one compiled program per K) and returns loss and grad_norm of shape (K,). Same
+    arithmetic as K calls; one call allocates XLA's temporaries once instead of K times.
     """
     teacher_cache.check_mode(teachers_mode, "teachers_mode")
     given = stage.teachers if teachers_mode == "precomputed" else ()
@@ -111,31 +126,35 @@ def make_train_step(
         )
         return stage.loss(outputs, x)
 
-    def step(state: State, teachers: Mapping[str, Any], x: jax.Array):
+    def step(state: State, teachers: Mapping[str, Any], x: jax.Array, finite: jax.Array):
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], teachers, x)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
-        return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        finite = finite & jnp.isfinite(loss) & all_finite(new_state)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite}
+        return keep_if(finite, new_state, state), metrics
 
-    repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    if not several_steps:
-        return jax.jit(
-            step, in_shardings=(repl, repl, data), out_shardings=(repl, repl), donate_argnums=0
-        )
-
-    def steps(state: State, teachers: Mapping[str, Any], xs: jax.Array):
+    def steps(state: State, teachers: Mapping[str, Any], xs: jax.Array, finite: jax.Array):
         # Unrolled on purpose: XLA:CPU runs convolutions inside a loop body (lax.scan) far
         # slower than in straight-line code (bench/NOTES.md, section 7e).
         metrics = []
         for i in range(xs.shape[0]):
-            state, m = step(state, teachers, xs[i])
+            state, m = step(state, teachers, xs[i], finite)
+            finite = m.pop("finite")
             metrics.append(m)
-        return state, jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+        return state, {**jax.tree.map(lambda *m: jnp.stack(m), *metrics), "finite": finite}
 
-    return jax.jit(
-        steps,
-        in_shardings=(repl, repl, sharding.steps_batch_sharding(mesh)),
+    repl = sharding.replicated(mesh)
+    data = sharding.steps_batch_sharding(mesh) if several_steps else sharding.batch_sharding(mesh)
+    jitted = jax.jit(
+        steps if several_steps else step,
+        in_shardings=(repl, repl, data, repl),
         out_shardings=(repl, repl),
         donate_argnums=0,
     )
+
+    def call(state: State, teachers: Mapping[str, Any], x: jax.Array, finite: Any = True):
+        return jitted(state, teachers, x, finite)
+
+    return call

@@ -10,6 +10,7 @@ import logging
 import numpy as np
 import pytest
 from absl import logging as absl_logging
+from PIL import Image
 from scipy import ndimage
 from skimage import data as skdata
 
@@ -190,3 +191,28 @@ def test_run_analyze_writes_json_and_plot(tmp_path):
     assert report["all"]["std_8bit"]["R"] == pytest.approx(5.0, rel=STD_TOLERANCE)
     plot = read_rgb8(out / PLOT_NAME)
     assert plot.shape[2] == 3 and plot.min() < 100  # something is drawn
+
+
+def test_training_resolves_auto_blind_size_before_config_json(tmp_path):
+    """A run with networks.bnn.blind_size='auto' analyses its training photos and stores the
+    int it chose in config.json (so a resume compares like with like)."""
+    import json
+
+    from sassid_jax import train
+    from tests.test_train import tiny_config
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):  # smooth photos with white noise: nothing correlates beyond lag 0
+        base = np.linspace(60, 190, 96)[None, :, None] * np.ones((96, 1, 3))
+        noisy = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(folder / f"p{i}.png")
+    config = tiny_config(tmp_path / "tfds")
+    config.dataset.name, config.dataset.noisy_dir = "image_folder", str(folder)
+    with config.ignore_type():
+        config.networks.bnn.blind_size = "auto"
+    with pytest.raises(train.Preempted):
+        train.train_and_evaluate(config, tmp_path / "run", stop_after=("bnn", 1))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["networks"]["bnn"]["blind_size"] == 3
