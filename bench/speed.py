@@ -230,10 +230,11 @@ def build_jax(row: Row):
     state = random_init(jax.eval_shape(init, jax.random.key(0)))
     step = train_step.make_train_step(networks, stage, tx, sharding.make_mesh(), row.mode)
     box = {"state": state}
-    compiled = step.lower(box["state"], teachers, batch).compile()
+    finite = jnp.bool_(True)
+    compiled = step.lower(box["state"], teachers, batch, finite).compile()
 
     def run_stage():
-        box["state"], metrics = compiled(box["state"], teachers, batch)
+        box["state"], metrics = compiled(box["state"], teachers, batch, finite)
         metrics["loss"].block_until_ready()
 
     return run_stage, _info(compiled)

@@ -157,4 +157,5 @@ def make_train_step(
     def call(state: State, teachers: Mapping[str, Any], x: jax.Array, finite: Any = True):
         return jitted(state, teachers, x, finite)
 
+    call.lower = jitted.lower  # type: ignore[attr-defined]  # AOT: lower(state, teachers, x, finite)
     return call

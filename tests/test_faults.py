@@ -4,6 +4,7 @@ run on the same workdir, training photos smaller than the crop."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import signal
@@ -56,7 +57,7 @@ def runs(data_dir, tmp_path_factory):  # noqa: F811
 def _data_files(item: Path) -> list[Path]:
     """The array data files of an orbax item folder, largest first."""
     files = [p for p in (item / "ocdbt.process_0" / "d").iterdir() if p.is_file()]
-    return sorted(files, key=lambda p: p.stat().st_size, reverse=True)
+    return sorted(files, key=lambda p: os.path.getsize(p), reverse=True)
 
 
 def _write_nan_checkpoint(workdir: Path, config, step: int) -> None:
@@ -77,7 +78,7 @@ def _damage(workdir: Path, config, step: int, kind: str) -> None:
     item = checkpoint_io.stage_dir(workdir, "bnn") / str(step) / checkpoint_io.ITEM
     if kind == "truncated data file":
         path = _data_files(item)[0]
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
     elif kind == "missing data file":
         _data_files(item)[0].unlink()
     elif kind == "missing _METADATA":
