@@ -21,9 +21,10 @@ Storage of SIDD-Medium: decoding a 12-megapixel PNG costs ~0.5 s, so training ca
 whole images per crop. The builder cuts every pair into overlapping `tile x tile` tiles at
 `stride` (default 512 at 256: every 256x256 window of an image lies inside some tile) and
 stores them as PNGs in ArrayRecord files, which TFDS reads by index: a training crop is one
-random-access read and one 512x512 decode. `bench/sidd_crops.py` measured, on 2 CPU cores
-under load, 2.0 crops/s decoding whole 5328x3000 PNGs against 159 crops/s from the tiles
-(batch 8 of 256x256, 4 reader threads). The price is disk: the tiles took 3.5x the bytes of
+random-access read and one 512x512 decode (reader threads: one per core this process may run
+on). `bench/sidd_crops.py` measured, on this project's 2-core CPU (quiet), 138 crops/s from
+the tiles pinned to one core and 209 on two (batch 8 of 256x256), against 2.7 crops/s
+decoding whole 16 MP PNGs. The price is disk: the tiles took 3.5x the bytes of
 the download (2x2 overlap), i.e. ~45 GB for SIDD-Medium's ~13 GB.
 """
 
