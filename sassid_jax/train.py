@@ -36,6 +36,7 @@ from sassid_jax.atomic_files import write_json
 from sassid_jax.auto_blind_size import resolve_config_blind_size
 from sassid_jax.configuration import check_resume_compatible, validate_config
 from sassid_jax.data import pipeline, tiles
+from sassid_jax.errors import ConfigError
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.paths import absolute
 from sassid_jax.resume import History
@@ -218,7 +219,16 @@ def _write_run_config(
     path = workdir / "config.json"
     current = json.loads(config.to_json_best_effort())
     if path.exists():
-        check_resume_compatible(json.loads(path.read_text()), current, path, allow_change)
+        try:
+            saved = json.loads(path.read_text())
+        except ValueError as e:
+            saved = e
+        if not isinstance(saved, dict):
+            raise ConfigError(
+                f"{path}: not a run config (empty or damaged: {saved}); restore it, delete it "
+                "to start this workdir afresh, or use another --workdir"
+            )
+        check_resume_compatible(saved, current, path, allow_change)
     if jax.process_index() == 0:
         write_json(path, current)
 

@@ -239,3 +239,17 @@ def test_photos_smaller_than_the_crop_fail_before_the_run_config_is_written(tmp_
     results = train.train_and_evaluate(config, workdir)
     assert [s for s, _ in results["loss_history"]["bnn"]] == [2]
     assert (workdir / "config.json").exists()
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]"])
+def test_damaged_config_json_in_the_workdir_is_one_line_naming_it(tmp_path, content):
+    from etils import epath
+
+    from configs import default
+    from sassid_jax.errors import ConfigError
+    from sassid_jax.train import _write_run_config
+
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/config\.json: not a run config") as e:
+        _write_run_config(default.get_config(), epath.Path(tmp_path), allow_change=False)
+    assert "\n" not in str(e.value)
