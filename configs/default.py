@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset.tile_stride = 256
     c.dataset.train_split = "train"
     c.dataset.eval_split = "test"
+    c.dataset.max_pixels = 0  # photo folders: largest width x height read; 0 = Pillow's guard
     c.dataset.noisy_dir = ""  # image_folder only: folder of noisy photos
     c.dataset.clean_dir = ""  # image_folder only: optional clean references (same names)
     c.dataset.eval_noisy_dir = ""  # image_folder only: other photos to evaluate on ("" = same)

@@ -25,6 +25,7 @@ from sassid_jax.teacher_cache import check_mode as check_teacher_mode
 
 # Fields that may differ between a run and its resumption (they change no result).
 RESUMABLE_FIELDS = (
+    "dataset.max_pixels",
     "dataset.prepare_timeout",
     "train.log_every",
     "train.eval_every",

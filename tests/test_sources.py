@@ -149,3 +149,11 @@ def test_unprepared_builder_asks_for_the_downloads(tmp_path, name, family, modul
     with pytest.raises(sources.DatasetUnavailableError, match=f"prepare {family} first.*{module}"):
         sources.prepared_builder(name, cfg)
     assert issubclass(sources.DatasetUnavailableError, UserInputError)
+
+
+def test_dataset_max_pixels_limits_training_folders(tmp_path):
+    _write(tmp_path / "noisy", "a.png", 10)  # 12 x 8 = 96 pixels
+    with pytest.raises(UserInputError, match=r"a\.png: 12x8 image has 96 pixels, over the limit"):
+        sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "noisy"), max_pixels=50))
+    (image,) = sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "noisy"), max_pixels=96))
+    assert image.shape == (8, 12, 3)

@@ -139,19 +139,26 @@ class FolderSource(Source):
         if not self.through_tfds:
             where = f"photos read directly from dataset.{noisy_field} {noisy_dir!r}"
             return [Prepared(self.name, where, "nothing to prepare")]
-        data_dir = cfg.get("data_dir") or None
-        return [prepare_folder(noisy_dir, clean_dir, data_dir, wait_s=wait_seconds(cfg))]
+        data_dir, limit = cfg.get("data_dir") or None, cfg.get("max_pixels") or None
+        return [prepare_folder(noisy_dir, clean_dir, data_dir, limit, wait_seconds(cfg))]
 
     def _examples(self, cfg: Any, evaluation: bool) -> list[dict[str, Any]]:
         from sassid_jax.data.folder import folder_examples, load_folder
 
         noisy_field, clean_field = self._fields(cfg, evaluation)
         noisy_dir, clean_dir = cfg.get(noisy_field, ""), cfg.get(clean_field, "")
+        limit = cfg.get("max_pixels") or None  # 0 / absent: photo_io's default limit
         if self.through_tfds:
             data_dir = cfg.get("data_dir") or None
-            return load_folder(noisy_dir, clean_dir, data_dir, wait_s=wait_seconds(cfg))
+            return load_folder(noisy_dir, clean_dir, data_dir, limit, wait_seconds(cfg))
         return list(
-            folder_examples(noisy_dir, clean_dir, noisy_field=noisy_field, clean_field=clean_field)
+            folder_examples(
+                noisy_dir,
+                clean_dir,
+                noisy_field=noisy_field,
+                clean_field=clean_field,
+                max_pixels=limit,
+            )
         )
 
     def train_images(self, cfg: Any) -> list[np.ndarray]:
