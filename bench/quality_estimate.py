@@ -2,7 +2,7 @@
 
 Cases (each network plain and with the 8 px colour anchor f + G_8 * (x - f)):
 - main: a trained run (default /work/newmain/runs/default) on its held-out eval photos;
-- sidd: a run trained on the SIDD pair's noisy block (--sidd-run) on that pair;
+- sidd: a network trained on SIDD (default: the authors' LAN, --sidd-run) on the SIDD pair;
 - bad: a run trained for a few steps (--bad-run, worse than its input), and a Gaussian blur
   (sigma 2 px) of the first main eval photo's clean image plus mild white noise (std 5).
 The noise analysis is run on each noisy photo alone (what a user has). True PSNRs are of the
@@ -51,8 +51,10 @@ def truth(fn: qe.DenoiseFn, noisy: np.ndarray, clean: np.ndarray) -> dict[str, f
     x, y = noisy.astype(np.float64), clean.astype(np.float64)
     diff = out - x
     best = float(np.clip(np.sum(diff * (y - x)) / max(np.sum(diff**2), 1e-12), 0, 1))
+    # |f - y|^2 = |f - x|^2 - |n|^2 + 2 n . f: the realised covariance term SURE estimates
+    c_real = np.mean(diff**2 + (x - y) * (x - y) - (out - y) ** 2) / -2 + np.mean((x - y) ** 2)
     return {"noisy": np.mean((x - y) ** 2), "output": np.mean((out - y) ** 2), "best_w": best,
-            "out": out}  # fmt: skip
+            "out": out, "C_real": c_real}  # fmt: skip
 
 
 def row(case: str, photo: str, label: str, fn: qe.DenoiseFn, noisy, clean, args) -> dict:
@@ -69,7 +71,7 @@ def row(case: str, photo: str, label: str, fn: qe.DenoiseFn, noisy, clean, args)
         "gain_est": est.gain_db, "gain_true": p(t["output"]) - p(t["noisy"]),
         "w": est.blend_weight, "blend_est": est.blend_psnr, "blend_true": p(true_blend),
         "best_w": t["best_w"], "D": est.distance, "s2": est.noise_variance,
-        "C": est.divergence, "seconds": time.perf_counter() - start,
+        "C": est.divergence, "C_real": t["C_real"], "seconds": time.perf_counter() - start,
     }  # fmt: skip
     print(f"{case} {photo} {label}: {est.summary()}; true output {p(t['output']):.2f} dB",
           flush=True)  # fmt: skip
@@ -98,7 +100,7 @@ def main() -> None:
     ap.add_argument("--cases", default="main,sidd,bad")
     ap.add_argument("--networks", default="unet,lan")
     ap.add_argument("--main-run", default="/work/newmain/runs/default")
-    ap.add_argument("--sidd-run", default="/tmp/quality_sidd/run")
+    ap.add_argument("--sidd-run", default="/work/shared/data/weights/official_LAN.pth")
     ap.add_argument("--bad-run", default="/tmp/bench_smoke/rn_short/runs/sasl_seed0")
     ap.add_argument("--sidd-pair", default="/work/shared/data/sidd_pair")
     ap.add_argument("--probes", type=int, default=2)
@@ -117,7 +119,7 @@ def main() -> None:
             for ex in examples:
                 rows.append(row("main", ex["name"], label, fn, ex["noisy"], ex["clean"], args))
     if "sidd" in cases:
-        for label, fn in functions(args.sidd_run, networks):
+        for label, fn in functions(args.sidd_run, ["lan"] if "pth" in args.sidd_run else networks):
             rows.append(row("sidd", "sidd_pair", label, fn, *sidd, args))
     if "bad" in cases:
         for label, fn in functions(args.bad_run, ["unet"]):
