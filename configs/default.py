@@ -85,4 +85,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.network = "unet"
     c.eval.ensemble = False
     c.eval.batch = 8
+
+    # Applied to every output (evaluation, eval/submit/denoise modes), not to training.
+    # colour_sigma: the output keeps the noisy input's local mean colour, blurred with a
+    # Gaussian of this std in pixels (sassid_jax/colour_anchor.py: removes the colour shift
+    # the LAN and U-Net learn); 0 = off (the paper's raw network output).
+    c.postprocess = ml_collections.ConfigDict({"colour_sigma": 8.0})
     return c

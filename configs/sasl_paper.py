@@ -28,5 +28,6 @@ def get_config() -> ml_collections.ConfigDict:
         {"log_every": 100, "eval_every": 20_000, "checkpoint_every": 5_000, "keep_checkpoints": 3}
     )
     c.eval.max_images = 0
+    c.postprocess.colour_sigma = 0.0  # the authors' raw outputs
     c.eval.bnn_block = 0  # 256x256 validation blocks = the training crop size
     return c

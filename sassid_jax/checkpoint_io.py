@@ -184,6 +184,14 @@ def _load_pth(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
     return module, params
 
 
+def run_config_of(checkpoint: PathLike) -> dict[str, Any] | None:
+    """The run config (config.json) of the run folder holding `checkpoint`; None for an
+    authors' `.pth` or a folder outside any run."""
+    path = absolute(checkpoint)
+    found = _find_config(path) if path.is_dir() else None
+    return read_run_config(found.parent) if found is not None else None
+
+
 def _find_config(start: epath.Path) -> epath.Path | None:
     for folder in (start, *start.parents):  # (a URL's parents end with gs:// and /: no file)
         if (folder / CONFIG_FILE).is_file() and (folder / CHECKPOINTS).is_dir():

@@ -140,6 +140,12 @@ def define_flags(argv: list[str]) -> None:
         "denoise: output file or folder; eval/submit: folder; analyze: folder (default: .).",
     )
     flags.DEFINE_bool("ensemble", False, "denoise: average the 8 flips/rotations (x8 slower).")
+    flags.DEFINE_float(
+        "colour_sigma",
+        None,
+        "denoise: keep the input's local mean colour, blur std in pixels (0 = off; default: "
+        "the run's postprocess.colour_sigma, 0 for a .pth).",
+    )
     flags.DEFINE_bool("overwrite", False, "denoise: redo outputs that already exist.")
     flags.DEFINE_integer("tile", 1024, "denoise: tile side in pixels (memory ~ tile^2).")
     flags.DEFINE_integer(
@@ -232,6 +238,7 @@ def dispatch(mode: str) -> int:
             overwrite=FLAGS.overwrite,
             tile=FLAGS.tile,
             max_pixels=FLAGS.max_pixels,
+            colour_sigma=FLAGS.colour_sigma,
         )
     if mode == "analyze":
         from sassid_jax.noise_report import run_analyze

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sassid_jax.auto_blind_size import blind_size_value
+from sassid_jax.colour_anchor import config_sigma
 from sassid_jax.data.sources import SUBMIT_DATASETS, check_dataset_name, check_evaluable
 from sassid_jax.errors import ConfigError
 from sassid_jax.nn import NETWORK_NAMES
@@ -37,6 +38,7 @@ RESUMABLE_FIELDS = (
     "eval.network",
     "eval.ensemble",
     "eval.batch",
+    "postprocess.colour_sigma",
 )
 
 
@@ -96,12 +98,14 @@ def validate_eval_config(config: ml_collections.ConfigDict, mode: str = "eval") 
     else:
         check_evaluable(config.dataset)
     _check_eval_fields(config)
+    config_sigma(config)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Check a training config; raise ConfigError naming the first bad field and its value."""
     check_finite(config)
     check_dataset_name(config.dataset.name)
+    config_sigma(config)
     if config.dataset.get("eval_name"):
         check_dataset_name(config.dataset.eval_name, "dataset.eval_name")
     _positive_int(config.crop_size, "crop_size")

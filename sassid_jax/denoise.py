@@ -61,6 +61,20 @@ def load_denoiser(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
         raise DenoiseInputError(str(e)) from e
 
 
+def denoiser_colour_sigma(checkpoint: str | os.PathLike) -> float:
+    """postprocess.colour_sigma of the run that holds `checkpoint` (0 for a .pth, or a run
+    from before the field existed)."""
+    from sassid_jax.checkpoint_io import run_config_of
+    from sassid_jax.colour_anchor import config_sigma
+    from sassid_jax.errors import ConfigError
+
+    config = run_config_of(checkpoint)
+    try:
+        return config_sigma(config) if config is not None else 0.0
+    except ConfigError as e:
+        raise DenoiseInputError(f"{checkpoint}: {e}") from e
+
+
 # ============================================================================ the command
 
 
@@ -155,16 +169,28 @@ def denoise_photo(
     ensemble: bool,
     tile: int,
     progress: Callable[[int, int], None] | None,
+    colour_sigma: float = 0.0,
 ) -> Photo:
-    """The denoised photo (same size, bit depth, channels; alpha unchanged)."""
+    """The denoised photo (same size, bit depth, channels; alpha unchanged), with the
+    input's local mean colour when colour_sigma > 0 (colour_anchor.py)."""
     from sassid_jax import inference
+    from sassid_jax.colour_anchor import anchor_image
 
     run = inference.denoise_ensemble if ensemble else inference.denoise
-    return photo.with_rgb(run(apply_fn, photo.rgb(), tile=tile, progress=progress))
+    rgb = photo.rgb()
+    out = run(apply_fn, rgb, tile=tile, progress=progress)
+    return photo.with_rgb(anchor_image(out, rgb, colour_sigma))
 
 
 def _process(
-    job: Job, apply_fn: Any, bars: _Progress, *, ensemble: bool, tile: int, max_pixels: int | None
+    job: Job,
+    apply_fn: Any,
+    bars: _Progress,
+    *,
+    ensemble: bool,
+    tile: int,
+    max_pixels: int | None,
+    sigma: float,
 ) -> None:
     from sassid_jax.inference import MIN_SIZE
 
@@ -177,7 +203,14 @@ def _process(
             f"denoise (need at least {MIN_SIZE}x{MIN_SIZE})"
         )
     check_writable(photo, job.target)
-    result = denoise_photo(apply_fn, photo, ensemble=ensemble, tile=tile, progress=bars.tiles)
+    result = denoise_photo(
+        apply_fn,
+        photo,
+        ensemble=ensemble,
+        tile=tile,
+        progress=bars.tiles,
+        colour_sigma=sigma,
+    )
     write_photo(job.target, result)
     note = (
         " (JPEG output: 8-bit)"
@@ -199,13 +232,16 @@ def run_denoise(
     overwrite: bool = False,
     tile: int = 1024,
     max_pixels: int | None = None,
+    colour_sigma: float | None = None,
 ) -> int:
     """Denoise a file or every image of a folder; returns the exit code.
 
     0: all done (or skipped because the output exists); 2: bad input (one line per problem,
     naming the file; in folder mode the other files are still processed); 130: Ctrl-C (no
     partial output file is left). max_pixels: the largest width x height read (None:
-    photo_io.DEFAULT_MAX_PIXELS), checked before decoding.
+    photo_io.DEFAULT_MAX_PIXELS), checked before decoding. colour_sigma: the colour anchor's
+    blur in pixels (colour_anchor.py); None = the run's postprocess.colour_sigma (0 for an
+    authors' .pth: their raw outputs).
     """
     from sassid_jax.inference import DEFAULT_MARGIN, jit_apply
 
@@ -226,6 +262,10 @@ def run_denoise(
         if not todo:
             return EXIT_OK
         module, params = load_denoiser(checkpoint)
+        if colour_sigma is None:
+            colour_sigma = denoiser_colour_sigma(checkpoint)
+        elif not colour_sigma >= 0:
+            raise DenoiseInputError(f"--colour_sigma {colour_sigma}: must be >= 0 (0 = off)")
         todo[0].target.parent.mkdir(parents=True, exist_ok=True)  # folder mode: may be new
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -238,7 +278,15 @@ def run_denoise(
     try:
         for job in todo:
             try:
-                _process(job, apply_fn, bars, ensemble=ensemble, tile=tile, max_pixels=max_pixels)
+                _process(
+                    job,
+                    apply_fn,
+                    bars,
+                    ensemble=ensemble,
+                    tile=tile,
+                    max_pixels=max_pixels,
+                    sigma=colour_sigma,
+                )
             except UserInputError as e:
                 failed += 1
                 bars.message(f"error: {e}", error=True)

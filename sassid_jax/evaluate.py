@@ -30,6 +30,7 @@ from etils import epath
 
 from sassid_jax import metrics
 from sassid_jax.atomic_files import write_json
+from sassid_jax.colour_anchor import anchor_image, config_sigma
 from sassid_jax.errors import ConfigError
 from sassid_jax.inference import denoise_images, jit_apply, predict_blocks, predict_image
 
@@ -44,12 +45,14 @@ def predict_all(
     params: Mapping[str, Any],
     examples: Sequence[dict],
     bnn_block: int = 0,
+    colour_sigma: float = 0.0,
 ) -> dict[str, list[np.ndarray]]:
     """{network name: [(H, W, 3) float32 output per example]} for every network in params.
 
     bnn_block > 0 runs the BNN on isolated bnn_block-sized blocks, the input size it was
     trained on and used at as a teacher (a BNN trained on small crops does not transfer to
     whole images: its one-sided padding gives it positional cues); 0 = whole images.
+    colour_sigma > 0: every output keeps its input's local mean colour (colour_anchor.py).
     """
     # Evaluation is small: every process runs it alone on its first local device (explicit
     # shardings, so it never mixes with the training mesh); only process 0 reports.
@@ -65,6 +68,10 @@ def predict_all(
             outputs[name] = [predict_blocks(run, e["noisy"], bnn_block) for e in examples]
         else:
             outputs[name] = [predict_image(run, e["noisy"]) for e in examples]
+        outputs[name] = [
+            anchor_image(out, e["noisy"], colour_sigma)
+            for out, e in zip(outputs[name], examples, strict=True)
+        ]
     return outputs
 
 
@@ -91,9 +98,11 @@ def evaluate_networks(
     params: Mapping[str, Any],
     examples: Sequence[dict],
     bnn_block: int = 0,
+    colour_sigma: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
-    """{name: scores} for 'noisy' and every network in params ({} without references)."""
-    return score_outputs(examples, predict_all(networks, params, examples, bnn_block))
+    """{name: scores} for 'noisy' and every network in params ({} without references);
+    bnn_block and colour_sigma as in `predict_all`."""
+    return score_outputs(examples, predict_all(networks, params, examples, bnn_block, colour_sigma))
 
 
 def _group_scores(
@@ -126,9 +135,18 @@ def score_examples(examples: Sequence[dict], outputs: Sequence[np.ndarray]) -> d
         "images": len(examples),
         "noisy_psnr": noisy["psnr"],
         "noisy_ssim": noisy["ssim"],
+        "colour_shift_abs": scores["shift"],
+        "noisy_colour_shift_abs": noisy["shift"],
         "per_image": {
-            e["name"]: {"psnr": p, "ssim": s}
-            for e, p, s in zip(examples, scores["psnr_list"], scores["ssim_list"], strict=True)
+            e["name"]: {"psnr": p, "ssim": s, "colour_shift": c, "noisy_colour_shift": n}
+            for e, p, s, c, n in zip(
+                examples,
+                scores["psnr_list"],
+                scores["ssim_list"],
+                scores["shift_list"],
+                noisy["shift_list"],
+                strict=True,
+            )
         },
     }
     for key in ("phone", "iso"):
@@ -138,12 +156,17 @@ def score_examples(examples: Sequence[dict], outputs: Sequence[np.ndarray]) -> d
     return result
 
 
+def _rgb(values: Sequence[float]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
+
+
 def format_scores(name: str, result: dict[str, Any]) -> str:
     """Plain-text summary: the means, then the per-phone / per-ISO rows if any."""
     lines = [
         f"{name}: {result['images']} images, PSNR {result['psnr']:.2f} dB, "
-        f"SSIM {result['ssim']:.4f} (noisy input {result['noisy_psnr']:.2f} dB, "
-        f"{result['noisy_ssim']:.4f})"
+        f"SSIM {result['ssim']:.4f}, |colour shift| R/G/B {_rgb(result['colour_shift_abs'])} "
+        f"(noisy input {result['noisy_psnr']:.2f} dB, {result['noisy_ssim']:.4f}, "
+        f"{_rgb(result['noisy_colour_shift_abs'])})"
     ]
     for key in ("per_phone", "per_iso"):
         for group, s in result.get(key, {}).items():
@@ -182,6 +205,7 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
         )
     module, params = load_network(checkpoint, config.eval.network)
     apply_fn = jit_apply(module, params)
+    sigma = config_sigma(config)
     start = time.perf_counter()
     with progress_bar(len(examples), "img") as bar:
         outputs = denoise_images(
@@ -190,6 +214,7 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
             ensemble=config.eval.ensemble,
             batch=config.eval.batch,
             progress=bar.update,
+            colour_sigma=sigma,
         )
     seconds = time.perf_counter() - start
     result = score_examples(examples, outputs)
@@ -199,6 +224,7 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
             "checkpoint": str(checkpoint),
             "network": config.eval.network,
             "ensemble": bool(config.eval.ensemble),
+            "colour_sigma": sigma,
             "seconds": seconds,
         }
     )

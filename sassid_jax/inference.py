@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sassid_jax.colour_anchor import anchor_image
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
 
 ApplyFn = Callable[[jax.Array], jax.Array]
@@ -312,11 +313,13 @@ def denoise_images(
     ensemble: bool = False,
     batch: int = 8,
     progress: Callable[[int], None] | None = None,
+    colour_sigma: float = 0.0,
 ) -> list[np.ndarray]:
     """Denoise (H, W, 3) images on [0, 255] (uint8 or float), batching equal shapes.
 
     Each image is padded (reflect) to a multiple of 32 and cropped back; with ensemble,
-    the output is the mean over the 8 flips x rotations, each undone. Returns float32
+    the output is the mean over the 8 flips x rotations, each undone; colour_sigma > 0 then
+    gives each output its input's local mean colour (colour_anchor.py). Returns float32
     (H, W, 3) outputs on [0, 255], in input order. progress(n) is called after each batch
     with the number of images it finished (counted once, in the last ensemble pass).
     """
@@ -335,7 +338,7 @@ def denoise_images(
             stack = np.stack([np.asarray(images[i], np.float32) for i in chunk])
             result = self_ensemble(run, stack) if ensemble else run(stack)
             for k, i in enumerate(chunk):
-                outputs[i] = result[k]
+                outputs[i] = anchor_image(result[k], stack[k], colour_sigma)
             if progress is not None:
                 progress(len(chunk))
     return outputs  # type: ignore[return-value]

@@ -158,6 +158,15 @@ def ssim(clean: ArrayLike, denoised: ArrayLike, data_range: float = 255.0) -> ja
     return jnp.mean(_spatial_mean(s_map), axis=-1)
 
 
+def colour_shift(clean: ArrayLike, denoised: ArrayLike) -> jax.Array:
+    """Mean signed error per channel, mean(quantize(denoised) - clean) over each image's
+    pixels: (H, W, C) or (N, H, W, C) -> (N, C), in 8-bit levels."""
+    clean = jnp.asarray(clean, jnp.float32)
+    diff = quantize(jnp.asarray(denoised, jnp.float32)) - clean
+    diff = diff[None] if diff.ndim == 3 else diff
+    return jnp.mean(diff, axis=(1, 2))
+
+
 def evaluate_pairs(pairs: Iterable[tuple[ArrayLike, ArrayLike]]) -> dict[str, Any]:
     """Score a sequence of (clean, denoised) pairs with :func:`psnr` and :func:`ssim`.
 
@@ -168,21 +177,28 @@ def evaluate_pairs(pairs: Iterable[tuple[ArrayLike, ArrayLike]]) -> dict[str, An
 
     Returns:
         ``{"psnr": mean dB, "ssim": mean SSIM, "psnr_list": [...], "ssim_list": [...],
-        "count": number of images}``, all plain Python floats/ints (one list entry per image;
-        means are ``nan`` when there are no images).
+        "shift_list": [[R, G, B] mean signed error per image (:func:`colour_shift`)],
+        "shift": [R, G, B] mean over images of the absolute shift, "count": number of
+        images}``, all plain Python floats/ints (one list entry per image; means are ``nan``
+        when there are no images).
     """
     psnr_fn = jax.jit(psnr)
     ssim_fn = jax.jit(ssim)
+    shift_fn = jax.jit(colour_shift)
     psnr_list: list[float] = []
     ssim_list: list[float] = []
+    shift_list: list[list[float]] = []
     for clean, denoised in pairs:
         psnr_list.extend(float(v) for v in np.asarray(psnr_fn(clean, denoised)))
         ssim_list.extend(float(v) for v in np.asarray(ssim_fn(clean, denoised)))
+        shift_list.extend([float(c) for c in row] for row in np.asarray(shift_fn(clean, denoised)))
     count = len(psnr_list)
     return {
         "psnr": float(np.mean(psnr_list)) if count else float("nan"),
         "ssim": float(np.mean(ssim_list)) if count else float("nan"),
         "psnr_list": psnr_list,
         "ssim_list": ssim_list,
+        "shift_list": shift_list,
+        "shift": [float(v) for v in np.mean(np.abs(shift_list), axis=0)] if count else [],
         "count": count,
     }

@@ -20,6 +20,7 @@ import numpy as np
 from clu import metric_writers, periodic_actions
 
 from sassid_jax import evaluate
+from sassid_jax.colour_anchor import config_sigma
 from sassid_jax.run_context import RunContext
 from sassid_jax.train_step import State, learning_rate
 
@@ -105,6 +106,7 @@ def evaluate_learners(ctx: RunContext, stage_index: int, state: State, step: int
         jax.device_get(state["params"]),
         ctx.eval_examples,
         ctx.config.eval.bnn_block,
+        config_sigma(ctx.config),
     )
     scalars = {}
     for name, s in scores.items():

@@ -19,6 +19,7 @@ from clu import metric_writers
 from etils import epath
 
 from sassid_jax import visualize
+from sassid_jax.colour_anchor import config_sigma
 from sassid_jax.evaluate import predict_all, score_outputs
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.supervision import flatness_alpha
@@ -27,10 +28,14 @@ ROW_LABELS = {"noisy": "Noisy", "bnn": "BNN", "lan": "LAN", "unet": "U-Net"}
 
 
 def format_table(scores: Mapping[str, Mapping[str, Any]]) -> str:
-    """A plain-text table: one row per method, mean PSNR (dB) and SSIM."""
-    lines = [f"{'method':<8} {'PSNR (dB)':>10} {'SSIM':>8}", "-" * 28]
+    """A plain-text table: one row per method, mean PSNR (dB), SSIM and colour shift (mean
+    over images of |mean(output - clean)| per channel R/G/B, 8-bit levels)."""
+    lines = [f"{'method':<8} {'PSNR (dB)':>10} {'SSIM':>8}  {'|shift| R/G/B':>16}", "-" * 46]
     for name, s in scores.items():
-        lines.append(f"{ROW_LABELS.get(name, name):<8} {s['psnr']:>10.2f} {s['ssim']:>8.4f}")
+        shift = "/".join(f"{v:.1f}" for v in s.get("shift", ()))
+        lines.append(
+            f"{ROW_LABELS.get(name, name):<8} {s['psnr']:>10.2f} {s['ssim']:>8.4f}  {shift:>16}"
+        )
     return "\n".join(lines)
 
 
@@ -64,22 +69,33 @@ def final_report(
 ) -> dict[str, Any]:
     """Evaluate every trained network, print the table and write the panels.
 
-    Returns {"table": {name: {"psnr", "ssim"}}, "per_image": {example: {name: scores}},
-    "num_images"}. With config.eval.save_panels, process 0 writes one panel per example
-    (module docstring) and, given a `writer`, the same panels as TensorBoard images at `step`.
+    Returns {"table": {name: {"psnr", "ssim", "colour_shift_abs" [R, G, B]}}, "per_image":
+    {example: {name: {"psnr", "ssim", "colour_shift" [R, G, B] signed}}}, "num_images",
+    "colour_sigma"}. Outputs are colour-anchored with config.postprocess.colour_sigma.
+    With config.eval.save_panels, process 0 writes one panel per example (module docstring)
+    and, given a `writer`, the same panels as TensorBoard images at `step`.
     """
-    outputs = predict_all(networks, params, examples, config.eval.bnn_block)
+    outputs = predict_all(networks, params, examples, config.eval.bnn_block, config_sigma(config))
     scores = score_outputs(examples, outputs)
     table = format_table(scores) if scores else "(no clean references: no scores)"
     results: dict[str, Any] = {
-        "table": {n: {"psnr": s["psnr"], "ssim": s["ssim"]} for n, s in scores.items()},
+        "table": {
+            n: {"psnr": s["psnr"], "ssim": s["ssim"], "colour_shift_abs": s["shift"]}
+            for n, s in scores.items()
+        },
         "per_image": {
             e["name"]: {
-                n: {"psnr": s["psnr_list"][i], "ssim": s["ssim_list"][i]} for n, s in scores.items()
+                n: {
+                    "psnr": s["psnr_list"][i],
+                    "ssim": s["ssim_list"][i],
+                    "colour_shift": s["shift_list"][i],
+                }
+                for n, s in scores.items()
             }
             for i, e in enumerate(examples)
         },
         "num_images": len(examples),
+        "colour_sigma": config_sigma(config),
     }
     if jax.process_index() != 0:
         return results

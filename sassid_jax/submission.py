@@ -21,6 +21,7 @@ import numpy as np
 from etils import epath
 
 from sassid_jax import metrics
+from sassid_jax.colour_anchor import config_sigma
 from sassid_jax.evaluate import progress_bar
 from sassid_jax.inference import BatchFn, denoise_images, jit_apply
 
@@ -47,10 +48,16 @@ def write_sidd_submission(
 
 
 def submit_sidd(
-    dataset: Any, apply_fn: BatchFn, out: epath.Path, *, ensemble: bool = False, batch: int = 8
+    dataset: Any,
+    apply_fn: BatchFn,
+    out: epath.Path,
+    *,
+    ensemble: bool = False,
+    batch: int = 8,
+    colour_sigma: float = 0.0,
 ) -> epath.Path:
     """Denoise the SIDD benchmark blocks of the `dataset` config block into
-    out/SubmitSrgb.mat; returns its path."""
+    out/SubmitSrgb.mat (colour-anchored with colour_sigma); returns its path."""
     from sassid_jax.data import sources
 
     examples = sources.sidd_blocks("sidd_benchmark_srgb", dataset)
@@ -62,6 +69,7 @@ def submit_sidd(
             ensemble=ensemble,
             batch=batch,
             progress=bar.update,
+            colour_sigma=colour_sigma,
         )
     megapixels = sum(np.shape(e["noisy"])[0] * np.shape(e["noisy"])[1] for e in examples) / 1e6
     path = out / "SubmitSrgb.mat"
@@ -69,18 +77,30 @@ def submit_sidd(
     return path
 
 
-def denoise_dnd_box(apply_fn: BatchFn, example: dict[str, Any], ensemble: bool) -> np.ndarray:
-    """The denoised box of one dnd_srgb example: its context window x255 through the network,
-    the box cut out, /255 and clipped to [0, 1] (float32 (h, w, 3))."""
+def denoise_dnd_box(
+    apply_fn: BatchFn, example: dict[str, Any], ensemble: bool, colour_sigma: float = 0.0
+) -> np.ndarray:
+    """The denoised box of one dnd_srgb example: its context window x255 through the network
+    (colour-anchored on the window), the box cut out, /255 and clipped to [0, 1] (float32
+    (h, w, 3))."""
     (window,) = denoise_images(
-        apply_fn, [np.asarray(example["noisy"], np.float32) * 255.0], ensemble=ensemble, batch=1
+        apply_fn,
+        [np.asarray(example["noisy"], np.float32) * 255.0],
+        ensemble=ensemble,
+        batch=1,
+        colour_sigma=colour_sigma,
     )
     top, left, height, width = (int(v) for v in example["inner"])
     return np.clip(window[top : top + height, left : left + width] / 255.0, 0.0, 1.0)
 
 
 def submit_dnd(
-    dataset: Any, apply_fn: BatchFn, out: epath.Path, *, ensemble: bool = False
+    dataset: Any,
+    apply_fn: BatchFn,
+    out: epath.Path,
+    *,
+    ensemble: bool = False,
+    colour_sigma: float = 0.0,
 ) -> epath.Path:
     """Denoise every DND box of the `dataset` config block into out/boxes/ (keeping boxes
     already there) and bundle them into out/bundled/; returns that folder."""
@@ -95,7 +115,7 @@ def submit_dnd(
         for e in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
             i, k = int(e["image_index"]), int(e["box_index"])
             if not dnd.box_path(out, i, k).exists():
-                dnd.write_box(out, i, k, denoise_dnd_box(apply_fn, e, ensemble))
+                dnd.write_box(out, i, k, denoise_dnd_box(apply_fn, e, ensemble, colour_sigma))
             bar.update(1)
     dnd.bundle(out)
     return out / "bundled"
@@ -113,11 +133,17 @@ def run_submit(config: Any, checkpoint: str, output: str) -> epath.Path:
     apply_fn = jit_apply(module, params)
     out = epath.Path(output)
     out.mkdir(parents=True, exist_ok=True)
+    sigma, ensemble = config_sigma(config), config.eval.ensemble
     if name == "sidd_benchmark_srgb":
         path = submit_sidd(
-            config.dataset, apply_fn, out, ensemble=config.eval.ensemble, batch=config.eval.batch
+            config.dataset,
+            apply_fn,
+            out,
+            ensemble=ensemble,
+            batch=config.eval.batch,
+            colour_sigma=sigma,
         )
     else:
-        path = submit_dnd(config.dataset, apply_fn, out, ensemble=config.eval.ensemble)
+        path = submit_dnd(config.dataset, apply_fn, out, ensemble=ensemble, colour_sigma=sigma)
     print(f"{name}: submission written to {path}")
     return path
