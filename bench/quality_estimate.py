@@ -29,7 +29,7 @@ common.on_path()
 
 import ml_collections  # noqa: E402
 
-from sassid_jax import checkpoint_io, inference, photo_io  # noqa: E402
+from sassid_jax import checkpoint_io, colour_anchor, inference, photo_io  # noqa: E402
 from sassid_jax import quality_estimate as qe  # noqa: E402
 from sassid_jax.run_context import load_inputs  # noqa: E402
 
@@ -37,6 +37,11 @@ HEADER = (
     "case", "photo", "f", "noisy est/true", "output est/true", "gain est/true", "error dB",
     "w*", "blend est/true", "true best w",
 )  # fmt: skip
+
+
+def _anchored(fn: Any, sigma: float = 8.0) -> Any:
+    """fn followed by the colour anchor (sassid_jax/colour_anchor.py)."""
+    return lambda x: colour_anchor.anchor(fn(x), x, sigma)
 
 
 def network_fn(run: str, name: str) -> qe.DenoiseFn:
@@ -91,7 +96,7 @@ def functions(run: str, networks: list[str]) -> list[tuple[str, qe.DenoiseFn]]:
     out = []
     for name in networks:
         fn = network_fn(run, name)
-        out += [(name, fn), (name + "+anchor", qe.color_anchor(fn))]
+        out += [(name, fn), (name + "+anchor", _anchored(fn))]
     return out
 
 
@@ -127,8 +132,8 @@ def main() -> None:
         clean = examples[0]["clean"]
         noise = np.random.default_rng(0).normal(0, 5, clean.shape)
         mild = np.clip(np.round(clean + noise), 0, 255).astype(np.uint8)
-        blur = lambda x: qe.gaussian_blur(x, 2.0)  # noqa: E731
-        for label, fn in (("blur2", blur), ("blur2+anchor", qe.color_anchor(blur))):
+        blur = lambda x: colour_anchor.blur(x, 2.0)  # noqa: E731
+        for label, fn in (("blur2", blur), ("blur2+anchor", _anchored(blur))):
             rows.append(row("bad", examples[0]["name"] + "+n5", label, fn, mild, clean, args))
     print(common.markdown_table(HEADER, [cells(r) for r in rows]))
     errors = [abs(r["output_est"] - r["output_true"]) for r in rows]

@@ -90,5 +90,8 @@ def get_config() -> ml_collections.ConfigDict:
     # colour_sigma: the output keeps the noisy input's local mean colour, blurred with a
     # Gaussian of this std in pixels (sassid_jax/colour_anchor.py: removes the colour shift
     # the LAN and U-Net learn); 0 = off (the paper's raw network output).
-    c.postprocess = ml_collections.ConfigDict({"colour_sigma": 8.0})
+    # safeguard: "blend" estimates each output's PSNR from its noisy photo alone and blends
+    # the output with the input where it is estimated no better (sassid_jax/safeguard.py);
+    # "off" hands back the network's output as it is.
+    c.postprocess = ml_collections.ConfigDict({"colour_sigma": 8.0, "safeguard": "blend"})
     return c

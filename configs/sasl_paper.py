@@ -29,5 +29,6 @@ def get_config() -> ml_collections.ConfigDict:
     )
     c.eval.max_images = 0
     c.postprocess.colour_sigma = 0.0  # the authors' raw outputs
+    c.postprocess.safeguard = "off"
     c.eval.bnn_block = 0  # 256x256 validation blocks = the training crop size
     return c

@@ -146,6 +146,13 @@ def define_flags(argv: list[str]) -> None:
         "denoise: keep the input's local mean colour, blur std in pixels (0 = off; default: "
         "the run's postprocess.colour_sigma, 0 for a .pth).",
     )
+    flags.DEFINE_enum(
+        "safeguard",
+        None,
+        ["blend", "off", "none"],
+        "denoise: blend = mix the output with the input where its estimated PSNR is no better; "
+        "off = only warn; none = no estimate (default: the run's postprocess.safeguard).",
+    )
     flags.DEFINE_bool("overwrite", False, "denoise: redo outputs that already exist.")
     flags.DEFINE_integer("tile", 1024, "denoise: tile side in pixels (memory ~ tile^2).")
     flags.DEFINE_integer(
@@ -239,6 +246,7 @@ def dispatch(mode: str) -> int:
             tile=FLAGS.tile,
             max_pixels=FLAGS.max_pixels,
             colour_sigma=FLAGS.colour_sigma,
+            safeguard=FLAGS.safeguard,
         )
     if mode == "analyze":
         from sassid_jax.noise_report import run_analyze

@@ -21,6 +21,7 @@ from sassid_jax.data.sources import SUBMIT_DATASETS, check_dataset_name, check_e
 from sassid_jax.errors import ConfigError
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
+from sassid_jax.safeguard import config_mode
 from sassid_jax.stages import check_order, make_stage
 from sassid_jax.teacher_cache import check_mode as check_teacher_mode
 
@@ -39,6 +40,7 @@ RESUMABLE_FIELDS = (
     "eval.ensemble",
     "eval.batch",
     "postprocess.colour_sigma",
+    "postprocess.safeguard",
 )
 
 
@@ -106,6 +108,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     check_finite(config)
     check_dataset_name(config.dataset.name)
     config_sigma(config)
+    config_mode(config)
     if config.dataset.get("eval_name"):
         check_dataset_name(config.dataset.eval_name, "dataset.eval_name")
     _positive_int(config.crop_size, "crop_size")

@@ -20,6 +20,7 @@ the user for bad input: every problem is one line naming the file.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -61,18 +62,24 @@ def load_denoiser(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
         raise DenoiseInputError(str(e)) from e
 
 
-def denoiser_colour_sigma(checkpoint: str | os.PathLike) -> float:
-    """postprocess.colour_sigma of the run that holds `checkpoint` (0 for a .pth, or a run
-    from before the field existed)."""
+def denoiser_settings(checkpoint: str | os.PathLike) -> tuple[float, str]:
+    """(postprocess.colour_sigma, postprocess.safeguard) of the run that holds `checkpoint`;
+    (0, "off") for a .pth or a run from before the fields existed."""
     from sassid_jax.checkpoint_io import run_config_of
     from sassid_jax.colour_anchor import config_sigma
     from sassid_jax.errors import ConfigError
+    from sassid_jax.safeguard import config_mode
 
-    config = run_config_of(checkpoint)
+    config = run_config_of(checkpoint) or {}
     try:
-        return config_sigma(config) if config is not None else 0.0
+        return config_sigma(config), config_mode(config)
     except ConfigError as e:
         raise DenoiseInputError(f"{checkpoint}: {e}") from e
+
+
+def denoiser_colour_sigma(checkpoint: str | os.PathLike) -> float:
+    """postprocess.colour_sigma of the run that holds `checkpoint` (see denoiser_settings)."""
+    return denoiser_settings(checkpoint)[0]
 
 
 # ============================================================================ the command
@@ -170,16 +177,18 @@ def denoise_photo(
     tile: int,
     progress: Callable[[int, int], None] | None,
     colour_sigma: float = 0.0,
+    check: Callable[[Any, Any], Any] | None = None,
 ) -> Photo:
     """The denoised photo (same size, bit depth, channels; alpha unchanged), with the
-    input's local mean colour when colour_sigma > 0 (colour_anchor.py)."""
+    input's local mean colour when colour_sigma > 0 (colour_anchor.py), then passed through
+    check(rgb, output) -> output when given (the safeguard, `quality_check`)."""
     from sassid_jax import inference
     from sassid_jax.colour_anchor import anchor_image
 
     run = inference.denoise_ensemble if ensemble else inference.denoise
     rgb = photo.rgb()
-    out = run(apply_fn, rgb, tile=tile, progress=progress)
-    return photo.with_rgb(anchor_image(out, rgb, colour_sigma))
+    out = anchor_image(run(apply_fn, rgb, tile=tile, progress=progress), rgb, colour_sigma)
+    return photo.with_rgb(out if check is None else check(rgb, out))
 
 
 def _process(
@@ -191,6 +200,7 @@ def _process(
     tile: int,
     max_pixels: int | None,
     sigma: float,
+    check: Callable | None,
 ) -> None:
     from sassid_jax.inference import MIN_SIZE
 
@@ -210,6 +220,7 @@ def _process(
         tile=tile,
         progress=bars.tiles,
         colour_sigma=sigma,
+        check=None if check is None else functools.partial(check, str(job.source)),
     )
     write_photo(job.target, result)
     note = (
@@ -233,6 +244,7 @@ def run_denoise(
     tile: int = 1024,
     max_pixels: int | None = None,
     colour_sigma: float | None = None,
+    safeguard: str | None = None,
 ) -> int:
     """Denoise a file or every image of a folder; returns the exit code.
 
@@ -241,7 +253,9 @@ def run_denoise(
     partial output file is left). max_pixels: the largest width x height read (None:
     photo_io.DEFAULT_MAX_PIXELS), checked before decoding. colour_sigma: the colour anchor's
     blur in pixels (colour_anchor.py); None = the run's postprocess.colour_sigma (0 for an
-    authors' .pth: their raw outputs).
+    authors' .pth: their raw outputs). safeguard: "blend", "off" (safeguard.py) or "none"
+    (no quality estimate at all); None = the run's postprocess.safeguard ("off" for a .pth).
+    Either way, each photo's gain is estimated and a warning printed when it is <= 0 dB.
     """
     from sassid_jax.inference import DEFAULT_MARGIN, jit_apply
 
@@ -262,10 +276,13 @@ def run_denoise(
         if not todo:
             return EXIT_OK
         module, params = load_denoiser(checkpoint)
-        if colour_sigma is None:
-            colour_sigma = denoiser_colour_sigma(checkpoint)
-        elif not colour_sigma >= 0:
+        run_sigma, run_safeguard = denoiser_settings(checkpoint)
+        colour_sigma = run_sigma if colour_sigma is None else colour_sigma
+        safeguard = run_safeguard if safeguard is None else safeguard
+        if not colour_sigma >= 0:
             raise DenoiseInputError(f"--colour_sigma {colour_sigma}: must be >= 0 (0 = off)")
+        if safeguard not in ("blend", "off", "none"):
+            raise DenoiseInputError(f"--safeguard {safeguard}: must be blend, off or none")
         todo[0].target.parent.mkdir(parents=True, exist_ok=True)  # folder mode: may be new
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -275,6 +292,11 @@ def run_denoise(
         return EXIT_BAD_INPUT
     apply_fn = jit_apply(module, params)
     bars, failed = _Progress(len(todo)), 0
+    check = None
+    if safeguard != "none":
+        from sassid_jax.safeguard import photo_check
+
+        check = photo_check(module, params, colour_sigma, safeguard, bars.message)
     try:
         for job in todo:
             try:
@@ -286,6 +308,7 @@ def run_denoise(
                     tile=tile,
                     max_pixels=max_pixels,
                     sigma=colour_sigma,
+                    check=check,
                 )
             except UserInputError as e:
                 failed += 1

@@ -81,6 +81,8 @@ class NoiseAnalysis:
       level_function: per brightness bin, (median block brightness, std per channel).
       blind_size: the BNN blind size the correlations call for.
       images, blocks: photos analysed, flat blocks kept.
+      acf: the 2-D correlation rho[MAX_LAG + dy][MAX_LAG + dx] for |dy|, |dx| <= MAX_LAG
+        (horizontal and vertical are its centre row and column); empty when not measured.
     """
 
     std: tuple[float, ...]
@@ -93,6 +95,7 @@ class NoiseAnalysis:
     blind_size: int
     images: int
     blocks: int
+    acf: tuple[tuple[float, ...], ...] = ()
 
     def summary(self) -> str:
         """One line: 'noise analysis: std R/G/B ..., lag-1 0.43, lag-2 0.05 ... -> blind size 5'."""
@@ -315,6 +318,10 @@ def analyze_noise(images: Sequence[np.ndarray]) -> NoiseAnalysis:
         blind_size=blind_size_from_acf(acf),
         images=len(images),
         blocks=int(sum(len(k) for k in kept)),
+        acf=tuple(
+            tuple(float(v) for v in row)
+            for row in acf[w - MAX_LAG : w + MAX_LAG + 1, w - MAX_LAG : w + MAX_LAG + 1]
+        ),
     )
     if analysis.long_range > TEXTURE_WARNING:
         logging.warning(

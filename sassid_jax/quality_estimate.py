@@ -29,8 +29,8 @@ Large photos are estimated on up to `crops` random crops (multiples of 32 px, at
 CROP x CROP, fixed seed); each crop is denoised alone, so border context differs slightly from
 whole-photo inference.
 
-The 2-D autocorrelation (`noise_acf`, lags up to 6 in both axes) replaces the separable
-model when the photo is analysed here: demosaiced noise correlates more diagonally (SIDD
+The 2-D autocorrelation of the analysis (lags up to 6 in both axes) replaces the separable
+model whenever the analysis holds it: demosaiced noise correlates more diagonally (SIDD
 (1, 1): 0.26, separable 0.19), which moved a blur's estimate on the SIDD pair from 2.2 dB off
 to within 1 dB.
 
@@ -63,13 +63,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sassid_jax import noise_analysis
+from sassid_jax.colour_anchor import blur
 from sassid_jax.errors import UserInputError
 from sassid_jax.noise_analysis import NoiseAnalysis
 
@@ -143,50 +144,11 @@ def blend(output: np.ndarray, noisy: np.ndarray, w: float) -> np.ndarray:
     return np.float32(w) * out + np.float32(1.0 - w) * np.asarray(noisy, np.float32)
 
 
-def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of (N, H, W, C) per channel, reflect borders, radius 4 sigma
-    (limited to the image size - 1). Linear, so differentiable; same shape and range."""
-    h, w = x.shape[1:3]
-    radius = max(1, min(int(math.ceil(4 * sigma)), h - 1, w - 1))
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (t / sigma) ** 2)
-    k = jnp.asarray(k / k.sum(), x.dtype)
-    pad = jnp.pad(x, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="reflect")
-    rows = sum(k[i] * pad[:, i : i + h] for i in range(2 * radius + 1))
-    return sum(k[i] * rows[:, :, i : i + w] for i in range(2 * radius + 1))
-
-
-def color_anchor(denoise_fn: DenoiseFn, sigma: float = 8.0) -> DenoiseFn:
-    """f'(x) = f(x) + G_sigma * (x - f(x)): the noisy photo's low frequencies put back."""
-
-    def anchored(x: jax.Array) -> jax.Array:
-        out = denoise_fn(x)
-        return out + gaussian_blur(x - out, sigma)
-
-    return anchored
-
-
-def noise_acf(images: Sequence[np.ndarray]) -> np.ndarray:
-    """(2 MAX_LAG + 1, 2 MAX_LAG + 1) pooled 2-D noise autocorrelation rho[MAX_LAG + dy,
-    MAX_LAG + dx] of photos' flattest blocks, measured exactly as `analyze_noise` does (its
-    horizontal and vertical lags are the centre row and column of this).
-
-    Args:
-      images: (H, W, 3) uint8 photos (see `noise_analysis.analyze_noise`).
-    """
-    na = noise_analysis
-    size = na._block_size(images)
-    stats = zip(*(na._block_stats(im, size) for im in images), strict=True)
-    mean, clipped, var = (np.concatenate(part) for part in stats)
-    kept = np.concatenate(na._select(mean, var, clipped <= na.MAX_CLIPPED))
-    res = na._kept_residuals(images, size, kept).reshape(-1, size, size)
-    acf = na.autocorrelation_2d(res, min(na.WINDOW, size - 1))
-    w, lag = acf.shape[0] // 2, na.MAX_LAG
-    return acf[w - lag : w + lag + 1, w - lag : w + lag + 1]
-
-
 def separable_acf(analysis: NoiseAnalysis) -> np.ndarray:
-    """The 2-D autocorrelation rho_v(dy) rho_h(dx) of the analysis's lags 0..MAX_LAG."""
+    """The analysis's 2-D autocorrelation ((2 MAX_LAG + 1) square, centre = lag 0), or when it
+    holds none, the separable model rho_v(dy) rho_h(dx) of its lags 0..MAX_LAG."""
+    if analysis.acf:
+        return np.asarray(analysis.acf, np.float64)
     v, h = np.asarray(analysis.vertical), np.asarray(analysis.horizontal)
     return np.outer(np.concatenate([v[:0:-1], v]), np.concatenate([h[:0:-1], h]))
 
@@ -217,7 +179,7 @@ def noise_std_map(noisy: np.ndarray, analysis: NoiseAnalysis) -> np.ndarray:
     """(H, W, 3) noise std per pixel and channel from the level function, read at the
     brightness of each pixel (channel mean blurred by BRIGHTNESS_SIGMA px)."""
     x = jnp.asarray(np.asarray(noisy, np.float32).mean(axis=2)[None, :, :, None])
-    bright = np.asarray(gaussian_blur(x, BRIGHTNESS_SIGMA))[0, :, :, 0]
+    bright = np.asarray(blur(x, BRIGHTNESS_SIGMA))[0, :, :, 0]
     levels = sorted(analysis.level_function)
     centres = np.array([b for b, _ in levels])
     var = np.array([s for _, s in levels]) ** 2  # (bins, 3)
@@ -273,7 +235,6 @@ def estimate_quality(
     seed: int = 0,
     probes: int = 2,
     crops: int = 8,
-    acf: np.ndarray | None = None,
 ) -> QualityEstimate:
     """MC-SURE estimate of f(x)'s PSNR, its gain over the noisy photo and the best blend.
 
@@ -281,9 +242,8 @@ def estimate_quality(
       denoise_fn: (1, h, w, 3) float32 on [0, 255] -> same shape; JAX-differentiable. Called
         (and differentiated, one jvp per probe) on crops whose sides are multiples of 32.
       noisy: (H, W, 3) uint8 RGB photo, H, W >= 32.
-      analysis: the noise of this camera's photos; None: `analyze_noise([noisy])`.
-      acf: 2-D noise autocorrelation (`noise_acf`); None: `noise_acf([noisy])` when analysis
-        is None, else the separable model of the analysis's lags (`separable_acf`).
+      analysis: the noise of this camera's photos; None: `analyze_noise([noisy])`. Its 2-D
+        autocorrelation shapes the probes (`separable_acf`).
       seed: seeds the crop positions and the probes.
       probes: probes per crop (the divergence's Monte-Carlo sample).
       crops: largest number of CROP x CROP crops of a large photo.
@@ -295,8 +255,7 @@ def estimate_quality(
         raise QualityEstimateError(f"quality estimate needs an (H, W, 3) photo, got {noisy.shape}")
     if analysis is None:
         analysis = noise_analysis.analyze_noise([noisy])
-        acf = noise_acf([noisy]) if acf is None else acf
-    acf = separable_acf(analysis) if acf is None else acf
+    acf = separable_acf(analysis)
     boxes = crop_boxes(noisy.shape[0], noisy.shape[1], crops, seed)
     std_map = noise_std_map(noisy, analysis)
     rng = np.random.default_rng([seed, 1])

@@ -18,8 +18,9 @@ import numpy as np
 from clu import metric_writers
 from etils import epath
 
-from sassid_jax import visualize
+from sassid_jax import safeguard, visualize
 from sassid_jax.colour_anchor import config_sigma
+from sassid_jax.errors import UserInputError
 from sassid_jax.evaluate import predict_all, score_outputs
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.supervision import flatness_alpha
@@ -71,11 +72,15 @@ def final_report(
 
     Returns {"table": {name: {"psnr", "ssim", "colour_shift_abs" [R, G, B]}}, "per_image":
     {example: {name: {"psnr", "ssim", "colour_shift" [R, G, B] signed}}}, "num_images",
-    "colour_sigma"}. Outputs are colour-anchored with config.postprocess.colour_sigma.
+    "colour_sigma", "quality_estimate": {"unet": {"gain_db", "safeguard", "per_image"}}}.
+    Outputs are colour-anchored with config.postprocess.colour_sigma; the U-Net's quality is
+    estimated from each noisy photo alone and its output blended with the input where the
+    estimate says it is not better (postprocess.safeguard, safeguard.py).
     With config.eval.save_panels, process 0 writes one panel per example (module docstring)
     and, given a `writer`, the same panels as TensorBoard images at `step`.
     """
     outputs = predict_all(networks, params, examples, config.eval.bnn_block, config_sigma(config))
+    quality = _check_unet(networks, params, examples, outputs, config)
     scores = score_outputs(examples, outputs)
     table = format_table(scores) if scores else "(no clean references: no scores)"
     results: dict[str, Any] = {
@@ -97,6 +102,9 @@ def final_report(
         "num_images": len(examples),
         "colour_sigma": config_sigma(config),
     }
+    if quality:
+        results["quality_estimate"] = {"unet": quality}
+        table += "\n" + _estimate_line(quality, scores)
     if jax.process_index() != 0:
         return results
     print(f"\nHeld-out evaluation ({len(examples)} images):\n{table}\n", flush=True)
@@ -117,6 +125,50 @@ def final_report(
         if writer is not None and images:
             writer.write_images(step, images)
     return results
+
+
+def _check_unet(
+    networks: Mapping[str, nn.Module],
+    params: Mapping[str, Any],
+    examples: Sequence[dict],
+    outputs: dict[str, list[np.ndarray]],
+    config: Any,
+) -> dict[str, Any] | None:
+    """Estimate the U-Net's gain per example and apply the safeguard to outputs["unet"] in
+    place; the summary for results.json (None without a U-Net or any usable photo)."""
+    if "unet" not in outputs:
+        return None
+    fn = safeguard.denoiser_fn(networks["unet"], params["unet"], config_sigma(config))
+    mode = safeguard.config_mode(config)
+    per_image = {}
+    for i, example in enumerate(examples):
+        try:
+            checked = safeguard.check_output(fn, example["noisy"], outputs["unet"][i], mode)
+        except UserInputError as e:  # too small, all clipped: no estimate for this photo
+            logging.info("U-Net on %s: no quality estimate (%s)", example["name"], e)
+            continue
+        outputs["unet"][i] = checked.output
+        per_image[example["name"]] = checked.to_json()
+        logging.info("%s", safeguard.verdict(f"U-Net on {example['name']}", checked))
+    if not per_image:
+        return None
+    gains = [p["estimated_gain_db"] for p in per_image.values()]
+    return {"gain_db": float(np.mean(gains)), "safeguard": mode, "per_image": per_image}
+
+
+def _estimate_line(quality: Mapping[str, Any], scores: Mapping[str, Any]) -> str:
+    """The report's plain words on the estimated gain (and the measured one, if any)."""
+    gain = quality["gain_db"]
+    measured = ""
+    if "unet" in scores and "noisy" in scores:
+        measured = f" (measured: {scores['unet']['psnr'] - scores['noisy']['psnr']:+.2f} dB)"
+    line = f"U-Net gain estimated from the noisy photos alone: {gain:+.2f} dB{measured}"
+    blended = [n for n, p in quality["per_image"].items() if p["blended"]]
+    if gain <= 0:
+        line += "\nThe U-Net is estimated NOT better than its noisy input on these photos."
+    if blended:
+        line += f"\nSafeguard: blended with the input on {len(blended)} photo(s): {blended}"
+    return line
 
 
 def _alpha_map(outputs: Mapping[str, Sequence[np.ndarray]], i: int, config: Any):

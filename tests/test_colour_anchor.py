@@ -101,13 +101,21 @@ def test_denoise_images_and_denoise_mode_anchor(tmp_path, monkeypatch, capsys):
     Image.fromarray(noisy).save(tmp_path / "in.png")
     for sigma, name, limit in ((None, "a.png", 1.0), (0.0, "b.png", 9.0)):
         code = dn.run_denoise(
-            str(run), str(tmp_path / "in.png"), str(tmp_path / name), colour_sigma=sigma
+            str(run),
+            str(tmp_path / "in.png"),
+            str(tmp_path / name),
+            colour_sigma=sigma,
+            safeguard="none",
         )
         assert code == 0, capsys.readouterr()
         out = np.asarray(Image.open(tmp_path / name)).astype(np.float32)
         shift = np.abs(out.mean((0, 1)) - clean.mean((0, 1))).max()
         assert (shift < limit) and (sigma is None or shift > 7.0), (sigma, shift)
     code = dn.run_denoise(
-        str(run), str(tmp_path / "in.png"), str(tmp_path / "c.png"), colour_sigma=-2.0
+        str(run),
+        str(tmp_path / "in.png"),
+        str(tmp_path / "c.png"),
+        colour_sigma=-2.0,
+        safeguard="none",
     )
     assert code == 2 and "--colour_sigma" in capsys.readouterr().err
