@@ -146,8 +146,11 @@ def _digest(params: Any) -> str:
     return h.hexdigest()
 
 
-def _source(path: str, name: str) -> str:
+def _source(path: str, name: str, config: ml_collections.ConfigDict) -> str:
     if not epath.Path(path).is_dir():
+        if name == "bnn":
+            blind = config.networks.bnn.blind_size
+            return f"authors' .pth; blind size not stored, networks.bnn.blind_size={blind} used"
         return "authors' .pth"
     item = checkpoint_io.checkpoint_item(path, name)
     step, stage = item.parent, item.parent.parent
@@ -159,7 +162,7 @@ def load_one(config: ml_collections.ConfigDict, name: str, path: str) -> Pretrai
     try:
         module, params = checkpoint_io.load_network(path, name)
         check_finite(params, path)
-        source = _source(path, name)
+        source = _source(path, name, config)
     except UserInputError as e:  # missing, unreadable, wrong network, non-finite: one line
         raise ConfigError(f"pretrained.{name}: {e}") from e
     _check_architecture(name, path, module, params, config)

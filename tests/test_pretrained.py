@@ -242,7 +242,8 @@ def test_authors_teachers_are_used_exactly(data_dir, shared_data, tmp_path, monk
     for name in ("bnn", "lan"):
         _, params = load_network(config.pretrained[name], name)
         assert_same_params(seen["teachers"][name], params)
-        assert results["pretrained"][name]["source"] == "authors' .pth"
+        assert results["pretrained"][name]["source"].startswith("authors' .pth")
+    assert "networks.bnn.blind_size=9 used" in results["pretrained"]["bnn"]["source"]
     assert np.isfinite(results["loss_history"]["unet"][0][1])
 
 
