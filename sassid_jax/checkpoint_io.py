@@ -204,7 +204,9 @@ def _item_dir(
     if path == workdir or path == workdir / CHECKPOINTS:
         stage = training_stage(config, network)
         if stage is None:
-            raise CheckpointInputError(f"{workdir}: no stage of this run trains the {label}")
+            given = (config.get("pretrained") or {}).get(network)  # the run took it from there
+            hint = f" (it used the {label} of {given})" if given else ""
+            raise CheckpointInputError(f"{workdir}: no stage of this run trains the {label}{hint}")
         path = stage_dir(workdir, stage)
         if not path.is_dir():
             raise CheckpointInputError(f"{workdir}: no {label} checkpoint yet ({path} is missing)")

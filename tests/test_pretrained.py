@@ -12,7 +12,7 @@ import pytest
 
 from configs import own_photos_teachers
 from sassid_jax import pretrained, train
-from sassid_jax.checkpoint_io import final_params, load_network
+from sassid_jax.checkpoint_io import CheckpointInputError, final_params, load_network
 from sassid_jax.configuration import config_differences, validate_config
 from sassid_jax.errors import ConfigError
 from tests.test_train import assert_same_params, data_dir, tiny_config  # noqa: F401
@@ -101,6 +101,8 @@ def test_unet_only_run_uses_the_loaded_teachers_exactly(teachers_run, source_run
     assert written["bnn"]["use"] == "frozen teacher of stages ['unet']"
     logged = [line for line in lines if line.startswith("pretrained ")]
     assert len(logged) == 2 and all("frozen teacher" in line for line in logged)
+    with pytest.raises(CheckpointInputError, match=rf"\(it used the BNN of {source_run}\)$"):
+        load_network(workdir, "bnn")  # this run trained no BNN: the message says whose it used
 
 
 def test_resume_with_pretrained_teachers_ends_identically(teachers_run, tmp_path):
