@@ -45,6 +45,12 @@ def get_config() -> ml_collections.ConfigDict:
     )
     c.networks.unet = ml_collections.ConfigDict({"width": 32, "normalize": True})
 
+    # Trained weights per network (a run folder, a checkpoint in one, or an authors' .pth;
+    # local or gs://); "" = none. A network no stage trains is then a frozen teacher (so
+    # stage_order=("unet",) with bnn and lan given trains only the U-Net); one a stage trains
+    # starts there from these weights. See sassid_jax/pretrained.py.
+    c.pretrained = ml_collections.ConfigDict({"bnn": "", "lan": "", "unet": ""})
+
     c.alpha = ml_collections.ConfigDict({"lower": 1.0, "upper": 5.0})
     c.optimizer = ml_collections.ConfigDict({"b1": 0.9, "b2": 0.999, "eps": 1e-8})
 

@@ -212,7 +212,9 @@ def _item_dir(
     if path == workdir or path == workdir / CHECKPOINTS:
         stage = training_stage(config, network)
         if stage is None:
-            raise CheckpointInputError(f"{workdir}: no stage of this run trains the {label}")
+            given = (config.get("pretrained") or {}).get(network)  # the run took it from there
+            hint = f" (it used the {label} of {given})" if given else ""
+            raise CheckpointInputError(f"{workdir}: no stage of this run trains the {label}{hint}")
         path = stage_dir(workdir, stage)
         if not path.is_dir():
             raise CheckpointInputError(f"{workdir}: no {label} checkpoint yet ({path} is missing)")
@@ -227,10 +229,8 @@ def _item_dir(
     raise CheckpointInputError(f"{path}: not an orbax checkpoint (no _METADATA)")
 
 
-def _load_orbax(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
-    from sassid_jax.convert import expected_shapes
-    from sassid_jax.nn import make_network
-
+def _locate(path: epath.Path, network: str) -> tuple[epath.Path, dict[str, Any], epath.Path]:
+    """(orbax item folder, run config, its config.json) for a run folder or a folder in it."""
     config_path = _find_config(path)
     if config_path is None:
         raise CheckpointInputError(
@@ -238,7 +238,20 @@ def _load_orbax(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
             "config.json and checkpoints/, a folder inside it, or a .pth)"
         )
     config = json.loads(config_path.read_text())
-    item = _item_dir(path, config, config_path.parent, network)
+    return _item_dir(path, config, config_path.parent, network), config, config_path
+
+
+def checkpoint_item(checkpoint: PathLike, network: str) -> epath.Path:
+    """The orbax item folder (`<run>/checkpoints/<stage>/<step>/default`) that `load_network`
+    reads `network` from, for a run folder or a folder inside its checkpoints/."""
+    return _locate(absolute(checkpoint), network)[0]
+
+
+def _load_orbax(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
+    from sassid_jax.convert import expected_shapes
+    from sassid_jax.nn import make_network
+
+    item, config, config_path = _locate(path, network)
     try:
         state = restore_local(item)
     except Exception as e:  # orbax raises many types for damaged folders

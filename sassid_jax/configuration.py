@@ -15,6 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
+from sassid_jax import pretrained
 from sassid_jax.auto_blind_size import blind_size_value
 from sassid_jax.colour_anchor import config_sigma
 from sassid_jax.data.sources import SUBMIT_DATASETS, check_dataset_name, check_evaluable
@@ -42,6 +43,9 @@ RESUMABLE_FIELDS = (
     "postprocess.colour_sigma",
     "postprocess.safeguard",
 )
+
+# Fields that configs written before they existed lack: absent means this value.
+ABSENT_DEFAULTS = {f"pretrained.{name}": "" for name in NETWORK_NAMES}
 
 
 def _positive_int(value: Any, field: str) -> None:
@@ -145,8 +149,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"stages.{name}.lr must be positive, got {sc.lr!r}")
         with _as_config_error():
             stages.append(make_stage(name, sc.learners, sc.losses))
+    pretrained.check_fields(config)
     with _as_config_error():
-        check_order(stages)
+        check_order(stages, pretrained.paths(config))
         check_teacher_mode(config.train.get("teachers", "online"))
     if config.train.get("teachers") == "precomputed" and config.dataset.name == "sidd_medium_srgb":
         raise ConfigError(
@@ -182,8 +187,9 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Fields (dotted) whose values differ, ignoring RESUMABLE_FIELDS."""
-    a, b = _flatten(saved), _flatten(current)
+    """Fields (dotted) whose values differ, ignoring RESUMABLE_FIELDS; a field of
+    ABSENT_DEFAULTS missing from an older config counts as its default."""
+    a, b = ABSENT_DEFAULTS | _flatten(saved), ABSENT_DEFAULTS | _flatten(current)
     keys = sorted(set(a) | set(b))
     return [
         f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"

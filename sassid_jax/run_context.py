@@ -91,6 +91,7 @@ class RunContext:
     sigterm: SigtermFlag
     mesh: jax.sharding.Mesh
     stop_after: tuple[str, int] | None = None
+    pretrained: dict[str, Any] = dataclasses.field(default_factory=dict)  # pretrained.load_all
 
     @property
     def total_steps(self) -> int:
@@ -132,7 +133,12 @@ class RunContext:
     def final_params(self, name: str, before: int | None = None) -> Any:
         """Parameters of network `name` (replicated over the mesh) from the checkpoint
         `checkpoint_io.final_checkpoint` names: the last stage before index `before` (all
-        stages if None) that trains it, at its last step."""
+        stages if None) that trains it, at its last step; config.pretrained's if none does."""
+        if (
+            name in self.pretrained
+            and checkpoint_io.training_stage(self.config, name, before) is None
+        ):
+            return sharding.replicate(self.pretrained[name].params, self.mesh)
         stage_name, step = checkpoint_io.final_checkpoint(self.config, name, before)
         stage = next(s for s in self.stages if s.name == stage_name)
         return self.restore(stage, step)["params"][name]

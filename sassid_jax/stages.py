@@ -1,9 +1,10 @@
 """Training stages as data: which networks learn, which losses they minimise.
 
 A stage names its learners and its losses; every network a loss reads that is not a learner is
-a frozen teacher (loaded from the stage that trained it). SASL's recipe is three stages,
-bnn -> lan -> unet; the paper's joint-training ablation is one stage learning all three with
-the sum of the three losses; a blind-spot baseline is the same recipe with BNN blind size 1.
+a frozen teacher (loaded from the stage that trained it, or from config.pretrained). SASL's
+recipe is three stages, bnn -> lan -> unet; the paper's joint-training ablation is one stage
+learning all three with the sum of the three losses; a blind-spot baseline is the same recipe
+with BNN blind size 1.
 
 Losses read the outputs dict {network name: (N, H, W, 3) on the [0, 255] scale}, the noisy
 batch x (N, H, W, 3) and the stage (the U-Net loss reads its alpha thresholds); teacher outputs
@@ -13,7 +14,7 @@ are stop-gradient'ed inside `supervision`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import jax
 
@@ -109,14 +110,17 @@ def make_stage(
     return stage
 
 
-def check_order(stages: Sequence[Stage]) -> None:
-    """Every teacher must be learnt by an earlier stage; raises ValueError naming it."""
-    learnt: set[str] = set()
+def check_order(stages: Sequence[Stage], pretrained: Collection[str] = ()) -> None:
+    """Every teacher must be learnt by an earlier stage or be `pretrained` (networks given
+    trained weights, config.pretrained); raises ValueError naming it and both remedies."""
+    learnt: set[str] = set(pretrained)
     for stage in stages:
         missing = [t for t in stage.teachers if t not in learnt]
         if missing:
+            flags = " ".join(f"--config.pretrained.{m}=PATH" for m in missing)
             raise ValueError(
                 f"stage {stage.name!r} reads {missing} as frozen teachers, but no earlier "
-                "stage trains them (check config.stage_order)"
+                "stage trains them: add their stages before it to stage_order, or give "
+                f"trained weights with {flags} (a run folder or an authors' .pth)"
             )
         learnt.update(stage.learners)

@@ -2,8 +2,9 @@
 
 `train_and_evaluate(config, workdir)` runs the config's stages in order. Per stage: the
 learners' parameters and Adam state (cosine-decayed learning rate) live in one state dict;
-frozen teachers are restored from the stage that trained them and applied inside the same
-jitted step (train_step.py); the step donates the state. Orbax checkpoints go to
+frozen teachers are restored from the stage that trained them (or taken from
+config.pretrained, pretrained.py) and applied inside the same jitted step (train_step.py);
+the step donates the state. Orbax checkpoints go to
 `workdir/checkpoints/<stage>/<step>` (checkpoint_io.py); a restart resumes each stage where
 its newest checkpoint that restores left it (damaged ones are moved aside, finished stages
 are skipped; resume.py), and because the batch of step s is a pure function of (seed,
@@ -31,7 +32,7 @@ import numpy as np
 from clu import metric_writers
 from etils import epath
 
-from sassid_jax import monitoring, report, resume, sharding, teacher_cache, workdir_lock
+from sassid_jax import monitoring, pretrained, report, resume, sharding, teacher_cache, workdir_lock
 from sassid_jax.atomic_files import write_json
 from sassid_jax.auto_blind_size import resolve_config_blind_size
 from sassid_jax.configuration import check_resume_compatible, validate_config
@@ -127,7 +128,9 @@ def _initial_state(ctx: RunContext, stage_index: int, state: State | None, start
         return state
     key = jax.random.fold_in(jax.random.key(cfg.seed), stage_index)
     tx = make_optimizer(cfg, stage.name)
-    return sharding.replicate(init_state(ctx.networks, stage, tx, key, cfg.crop_size), ctx.mesh)
+    state = init_state(ctx.networks, stage, tx, key, cfg.crop_size)
+    state = pretrained.start_from(ctx.pretrained, cfg, stage_index, state, tx)  # config.pretrained
+    return sharding.replicate(state, ctx.mesh)
 
 
 def _teachers(ctx: RunContext, stage_index: int) -> tuple[dict[str, Any], list[np.ndarray] | None]:
@@ -278,8 +281,10 @@ def _run(
     pipeline.hide_gpus_from_tf()
     train_images, eval_examples = load_inputs(config)  # checked before config.json is written
     config = resolve_config_blind_size(config, train_images)  # blind_size "auto": from the noise
+    loaded = pretrained.load_all(config)  # config.pretrained: checked before config.json too
     workdir.mkdir(parents=True, exist_ok=True)
     _write_run_config(config, workdir, allow_config_change)
+    pretrained.check_unchanged(workdir, loaded, config, allow_config_change)
     writer = metric_writers.create_default_writer(
         str(workdir / "tensorboard"), just_logging=jax.process_index() > 0
     )
@@ -297,6 +302,7 @@ def _run(
         sigterm=sigterm,
         mesh=mesh,
         stop_after=stop_after,
+        pretrained=loaded,
     )
     t0 = time.perf_counter()
     runs = {s.name: train_stage(ctx, i) for i, s in enumerate(ctx.stages)}
@@ -311,6 +317,7 @@ def _run(
     results["loss_history"] = {name: history for name, (history, _) in runs.items()}
     results["timing"] = {name: timing for name, (_, timing) in runs.items()}
     results["train_seconds"] = time.perf_counter() - t0
+    results["pretrained"] = pretrained.summary(loaded, config)
     if jax.process_index() == 0:
         write_json(workdir / "results.json", results)
     writer.flush()
