@@ -20,6 +20,7 @@ from sassid_jax.data.sources import SUBMIT_DATASETS, check_dataset_name, check_e
 from sassid_jax.errors import ConfigError
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
+from sassid_jax.selection import check_config as check_selection
 from sassid_jax.stages import check_order, make_stage
 from sassid_jax.teacher_cache import check_mode as check_teacher_mode
 
@@ -38,6 +39,8 @@ RESUMABLE_FIELDS = (
     "eval.ensemble",
     "eval.batch",
 )
+# Config blocks added later: a run folder whose config.json lacks them resumes with them.
+NEW_BLOCKS = ("selection",)
 
 
 def _positive_int(value: Any, field: str) -> None:
@@ -152,6 +155,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(block, int) or block < 0 or block % SIZE_MULTIPLE:
         raise ConfigError(f"eval.bnn_block must be 0 or a multiple of 32, got {block!r}")
     _check_eval_fields(config)
+    check_selection(config)
     if not isinstance(config.train.eval_every, int) or config.train.eval_every < 0:
         raise ConfigError(f"train.eval_every must be >= 0, got {config.train.eval_every!r}")
     per_call = config.train.get("steps_per_call", 1)
@@ -175,8 +179,11 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Fields (dotted) whose values differ, ignoring RESUMABLE_FIELDS."""
-    a, b = _flatten(saved), _flatten(current)
+    """Fields (dotted) whose values differ, ignoring RESUMABLE_FIELDS and the NEW_BLOCKS that
+    `saved` lacks (an older run resumes with them)."""
+    new = [block for block in NEW_BLOCKS if block not in saved]
+    a = _flatten(saved)
+    b = {k: v for k, v in _flatten(current).items() if k.split(".")[0] not in new}
     keys = sorted(set(a) | set(b))
     return [
         f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"

@@ -65,9 +65,15 @@ def format_eta(seconds: float) -> str:
 
 
 def log_window(
-    ctx: RunContext, stage_index: int, step: int, window: list[dict[str, jax.Array]], rate: float
+    ctx: RunContext,
+    stage_index: int,
+    step: int,
+    window: list[dict[str, jax.Array]],
+    rate: float,
+    extra: str = "",
 ) -> float:
-    """Log the mean loss and grad norm of the steps since the last log; returns the loss."""
+    """Log the mean loss and grad norm of the steps since the last log (and `extra`, appended
+    after " | " when given: the held-out loss); returns the loss."""
     name = ctx.stages[stage_index].name
     means = {
         k: float(np.mean(np.concatenate([np.ravel(m[k]) for m in jax.device_get(window)])))
@@ -81,7 +87,7 @@ def log_window(
     )
     logging.info(
         "stage %s step %d/%d loss %.4f lr %.2e %.2f steps/s grad_norm %.4g"
-        " | run step %d/%d, ETA %s",
+        " | run step %d/%d, ETA %s%s",
         name,
         step,
         ctx.config.stages[name].steps,
@@ -92,6 +98,7 @@ def log_window(
         at,
         ctx.total_steps,
         format_eta((ctx.total_steps - at) / rate),
+        f" | {extra}" if extra else "",
     )
     ctx.progress(at)
     return means["loss"]

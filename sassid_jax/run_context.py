@@ -91,6 +91,7 @@ class RunContext:
     sigterm: SigtermFlag
     mesh: jax.sharding.Mesh
     stop_after: tuple[str, int] | None = None
+    heldout: np.ndarray | None = None  # (N, crop, crop, 3) uint8 held-out crops (selection.py)
 
     @property
     def total_steps(self) -> int:
