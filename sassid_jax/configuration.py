@@ -155,7 +155,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(block, int) or block < 0 or block % SIZE_MULTIPLE:
         raise ConfigError(f"eval.bnn_block must be 0 or a multiple of 32, got {block!r}")
     _check_eval_fields(config)
-    check_selection(config)
     if not isinstance(config.train.eval_every, int) or config.train.eval_every < 0:
         raise ConfigError(f"train.eval_every must be >= 0, got {config.train.eval_every!r}")
     per_call = config.train.get("steps_per_call", 1)
@@ -167,6 +166,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 f"train.steps_per_call ({per_call}): logs, checkpoints and "
                 "evaluations happen between calls"
             )
+    check_selection(config)  # after train.steps_per_call: selection.every is a multiple of it
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

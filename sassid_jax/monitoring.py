@@ -2,8 +2,9 @@
 
 Per log interval (train.log_every steps, and each stage's last step): one readable log line
 (stage step, mean loss and grad norm of the interval, learning rate, steps/s, the run's
-step and ETA over all stages) and the TensorBoard scalars <stage>/loss, <stage>/grad_norm,
-<stage>/lr at the run-wide step; clu's ReportProgress adds steps_per_sec and uptime. Learner
+step and ETA over all stages, then the held-out loss where selection.py computed one) and
+the TensorBoard scalars <stage>/loss, <stage>/grad_norm, <stage>/lr at the run-wide step;
+clu's ReportProgress adds steps_per_sec and uptime. Learner
 evaluations give eval/<network>_psnr / _ssim. Only process 0 writes TensorBoard files (the
 other processes' writers only log).
 """

@@ -232,18 +232,10 @@ class Tracker:
             self.x = sharding.replicate(np.asarray(ctx.heldout, np.float32), ctx.mesh)
 
     @classmethod
-    def start(
-        cls,
-        ctx: RunContext,
-        stage_index: int,
-        teachers: dict[str, Any],
-        run: Any,
-        state: State,
-        at: int,
-    ) -> Tracker:
-        """The tracker of a stage run (`resume.StageRun`, whose checkpoints it joins) from
-        `state` at step `at`."""
-        tracker = cls(ctx, stage_index, teachers)
+    def start(cls, ctx: RunContext, index: int, teachers: dict, run: Any, state: State, at: int):
+        """The tracker of stage `index`'s run (`resume.StageRun`, whose checkpoints it joins)
+        from `state` at step `at`; `teachers`: the frozen teachers' parameters."""
+        tracker = cls(ctx, index, teachers)
         tracker.resume(state, at)
         run.on_save = tracker.persist
         return tracker
@@ -311,21 +303,15 @@ class Tracker:
         (replicated), or `state` without one; logs which step is kept and why."""
         if self.best_state is None:
             return state
-        name = self.stage.name
-        why = (
-            f"stopped early at step {step} of {self.steps}: no improvement by more than "
-            f"{self.min_delta:.2%} for {self.wait} evaluations"
-            if self.stopped_at is not None
-            else f"ended at step {step}"
-        )
-        logging.info(
-            "stage %s: %s; keeping step %d (lowest held-out loss %.4f of %d evaluations)",
-            name,
-            why,
-            self.best_step,
-            self.best_loss,
-            len(self.curve),
-        )
+        why = f"ended at step {step}"
+        if self.stopped_at is not None:
+            why = (
+                f"stopped early at step {step} of {self.steps}: the held-out loss has not "
+                f"fallen by more than {self.min_delta:.2%} for {self.wait} evaluations"
+            )
+        kept = f"step {self.best_step} (lowest held-out loss {self.best_loss:.4f} of "
+        kept += f"{len(self.curve)} evaluations)"
+        logging.info("stage %s: %s; keeping %s", self.stage.name, why, kept)
         return sharding.replicate(self.best_state, self.ctx.mesh)
 
     def persist(self, step: int) -> None:
@@ -333,12 +319,8 @@ class Tracker:
         saved already or the stage is ending (its final checkpoint holds it), the best state."""
         if not self.enabled:
             return
-        payload = {
-            "step": step,
-            "curve": self.curve,
-            "best_step": self.best_step,
-            "stopped_at": self.stopped_at,
-        }
+        payload = {"step": step, "curve": self.curve, "best_step": self.best_step}
+        payload["stopped_at"] = self.stopped_at
         if jax.process_index() == 0:
             write_json(curve_path(self.ctx.workdir, self.stage.name), payload)
         ending = step == self.steps

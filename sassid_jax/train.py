@@ -10,6 +10,8 @@ are skipped; resume.py), and because the batch of step s is a pure function of (
 stage, s), a resumed run ends with exactly the parameters (and loss history) of an
 uninterrupted one. SIGTERM (a preempted machine) saves a checkpoint and exits (143); a loss
 or weights turning NaN/inf saves the last finite state and raises TrainingDivergedError.
+Model selection (selection.py): a band of the training photos is held out; the stage's loss
+on it picks the step whose parameters the final checkpoint keeps, and may stop a stage early.
 The datasets are read and checked before config.json is written, and `workdir/.lock`
 (workdir_lock.py) keeps a second run off the same workdir.
 Loss, grad norm, learning rate, steps/s (clu's ReportProgress, ETA of the whole run), eval
@@ -264,7 +266,8 @@ def train_and_evaluate(
     Returns:
       the results dict also written to workdir/results.json: the final evaluation
       (report.final_report), "loss_history" {stage: [(step, loss)]}, "timing" {stage:
-      {"seconds", "steps_run", "steps_per_sec"}} (see `train_stage`) and "train_seconds".
+      {"seconds", "steps_run", "steps_per_sec"}} (see `train_stage`), "train_seconds", and
+      the held-out curves "heldout" / "heldout_best" (`selection.summary`).
     """
     validate_config(config)
     workdir = absolute(workdir)  # orbax wants absolute paths; gs://... stays as given
