@@ -82,7 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
         {
             "enabled": True,
             "fraction": 0.1,
-            "max_crops": 16,
+            "max_crops": 12,
             "every": 50,
             "patience": 4,
             "min_delta": 0.002,
