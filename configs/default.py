@@ -79,6 +79,22 @@ def get_config() -> ml_collections.ConfigDict:
     # (bench/NOTES.md, section 7e). log/checkpoint/eval intervals must be multiples of it.
     c.train.steps_per_call = 1
 
+    # Model selection without ground truth (sassid_jax/selection.py): the bottom band of each
+    # training photo (fraction of its rows, >= crop_size) is held out; every `every` steps
+    # the stage's own loss on up to max_crops crops of it picks the best step, and the stage
+    # stops once it has not fallen by more than min_delta (relative) for `patience`
+    # evaluations (0: never). The final checkpoint holds the best parameters.
+    c.selection = ml_collections.ConfigDict(
+        {
+            "enabled": True,
+            "fraction": 0.1,
+            "max_crops": 12,
+            "every": 50,
+            "patience": 4,
+            "min_delta": 0.002,
+        }
+    )
+
     c.eval = ml_collections.ConfigDict()
     c.eval.max_images = 0  # 0: the whole eval split
     c.eval.save_panels = True

@@ -23,6 +23,7 @@ from sassid_jax.errors import ConfigError
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
 from sassid_jax.safeguard import config_mode
+from sassid_jax.selection import check_config as check_selection
 from sassid_jax.stages import check_order, make_stage
 from sassid_jax.teacher_cache import check_mode as check_teacher_mode
 
@@ -43,6 +44,8 @@ RESUMABLE_FIELDS = (
     "postprocess.colour_sigma",
     "postprocess.safeguard",
 )
+# Config blocks added later: a run folder whose config.json lacks them resumes with them.
+NEW_BLOCKS = ("selection",)
 
 # Fields that configs written before they existed lack: absent means this value.
 ABSENT_DEFAULTS = {f"pretrained.{name}": "" for name in NETWORK_NAMES}
@@ -175,6 +178,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 f"train.steps_per_call ({per_call}): logs, checkpoints and "
                 "evaluations happen between calls"
             )
+    check_selection(config)  # after train.steps_per_call: selection.every is a multiple of it
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -187,9 +191,12 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Fields (dotted) whose values differ, ignoring RESUMABLE_FIELDS; a field of
-    ABSENT_DEFAULTS missing from an older config counts as its default."""
-    a, b = ABSENT_DEFAULTS | _flatten(saved), ABSENT_DEFAULTS | _flatten(current)
+    """Fields (dotted) whose values differ, ignoring RESUMABLE_FIELDS and the NEW_BLOCKS that
+    `saved` lacks (an older run resumes with them); a field of ABSENT_DEFAULTS missing from an
+    older config counts as its default."""
+    new = [block for block in NEW_BLOCKS if block not in saved]
+    a = ABSENT_DEFAULTS | _flatten(saved)
+    b = ABSENT_DEFAULTS | {k: v for k, v in _flatten(current).items() if k.split(".")[0] not in new}
     keys = sorted(set(a) | set(b))
     return [
         f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"

@@ -2,8 +2,9 @@
 
 Per log interval (train.log_every steps, and each stage's last step): one readable log line
 (stage step, mean loss and grad norm of the interval, learning rate, steps/s, the run's
-step and ETA over all stages) and the TensorBoard scalars <stage>/loss, <stage>/grad_norm,
-<stage>/lr at the run-wide step; clu's ReportProgress adds steps_per_sec and uptime. Learner
+step and ETA over all stages, then the held-out loss where selection.py computed one) and
+the TensorBoard scalars <stage>/loss, <stage>/grad_norm, <stage>/lr at the run-wide step;
+clu's ReportProgress adds steps_per_sec and uptime. Learner
 evaluations give eval/<network>_psnr / _ssim. Only process 0 writes TensorBoard files (the
 other processes' writers only log).
 """
@@ -66,9 +67,15 @@ def format_eta(seconds: float) -> str:
 
 
 def log_window(
-    ctx: RunContext, stage_index: int, step: int, window: list[dict[str, jax.Array]], rate: float
+    ctx: RunContext,
+    stage_index: int,
+    step: int,
+    window: list[dict[str, jax.Array]],
+    rate: float,
+    extra: str = "",
 ) -> float:
-    """Log the mean loss and grad norm of the steps since the last log; returns the loss."""
+    """Log the mean loss and grad norm of the steps since the last log (and `extra`, appended
+    after " | " when given: the held-out loss); returns the loss."""
     name = ctx.stages[stage_index].name
     means = {
         k: float(np.mean(np.concatenate([np.ravel(m[k]) for m in jax.device_get(window)])))
@@ -82,7 +89,7 @@ def log_window(
     )
     logging.info(
         "stage %s step %d/%d loss %.4f lr %.2e %.2f steps/s grad_norm %.4g"
-        " | run step %d/%d, ETA %s",
+        " | run step %d/%d, ETA %s%s",
         name,
         step,
         ctx.config.stages[name].steps,
@@ -93,6 +100,7 @@ def log_window(
         at,
         ctx.total_steps,
         format_eta((ctx.total_steps - at) / rate),
+        f" | {extra}" if extra else "",
     )
     ctx.progress(at)
     return means["loss"]

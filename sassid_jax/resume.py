@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import jax
@@ -157,9 +158,12 @@ class StageRun:
     stage: str
     history: History
     window: Window
+    on_save: Callable[[int], None] | None = None  # also called with each checkpoint's step
 
     def save(self, state: State, step: int) -> None:
         """Checkpoint `state` at `step`, and the loss history with it."""
+        if self.on_save is not None:
+            self.on_save(step)
         self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
         save_history(self.ctx.workdir, self.stage, step, self.history, self.window)
 

@@ -92,6 +92,7 @@ class RunContext:
     mesh: jax.sharding.Mesh
     stop_after: tuple[str, int] | None = None
     pretrained: dict[str, Any] = dataclasses.field(default_factory=dict)  # pretrained.load_all
+    heldout: np.ndarray | None = None  # (N, crop, crop, 3) uint8 held-out crops (selection.py)
 
     @property
     def total_steps(self) -> int:

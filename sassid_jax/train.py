@@ -11,6 +11,8 @@ are skipped; resume.py), and because the batch of step s is a pure function of (
 stage, s), a resumed run ends with exactly the parameters (and loss history) of an
 uninterrupted one. SIGTERM (a preempted machine) saves a checkpoint and exits (143); a loss
 or weights turning NaN/inf saves the last finite state and raises TrainingDivergedError.
+Model selection (selection.py): a band of the training photos is held out; the stage's loss
+on it picks the step whose parameters the final checkpoint keeps, and may stop a stage early.
 The datasets are read and checked before config.json is written, and `workdir/.lock`
 (workdir_lock.py) keeps a second run off the same workdir.
 Loss, grad norm, learning rate, steps/s (clu's ReportProgress, ETA of the whole run), eval
@@ -32,7 +34,16 @@ import numpy as np
 from clu import metric_writers
 from etils import epath
 
-from sassid_jax import monitoring, pretrained, report, resume, sharding, teacher_cache, workdir_lock
+from sassid_jax import (
+    monitoring,
+    pretrained,
+    report,
+    resume,
+    selection,
+    sharding,
+    teacher_cache,
+    workdir_lock,
+)
 from sassid_jax.atomic_files import write_json
 from sassid_jax.auto_blind_size import resolve_config_blind_size
 from sassid_jax.configuration import check_resume_compatible, validate_config
@@ -167,6 +178,7 @@ def _train_from(
     steps = cfg.stages[stage.name].steps
     state = _initial_state(ctx, stage_index, state, start)
     teachers, aux = _teachers(ctx, stage_index)
+    tracker = selection.Tracker.start(ctx, stage_index, teachers, run, state, start)
     several = tc.get("steps_per_call", 1) > 1
     step_fn = make_train_step(
         ctx.networks,
@@ -190,18 +202,26 @@ def _train_from(
         finite = metrics["finite"]
         step += len(group)
         run.window.append(metrics)
-        logs = step % tc.log_every == 0 or step == steps
+        due = tracker.due(step)
+        logs = step % tc.log_every == 0 or step == steps or due
         saves = step % tc.checkpoint_every == 0 or step == steps
         evals = tc.eval_every and step % tc.eval_every == 0 and step != steps
         if (logs or saves or evals) and not finite:  # the host waits for the step here only
             run.diverged(state, step)
+        ends = (due and tracker.evaluate(state, step)) or step == steps  # True: stop early
         if logs:
             jax.block_until_ready(run.window)  # steps run asynchronously: time them
             rate = (step - since) / (time.perf_counter() - t_window)
-            loss = monitoring.log_window(ctx, stage_index, step, run.window, rate)
+            note = tracker.pop_note()
+            loss = monitoring.log_window(ctx, stage_index, step, run.window, rate, note)
             run.history.append((step, loss))
             t_window, run.window, since = time.perf_counter(), [], step
-        if saves:
+        if ends:  # the final checkpoint holds the kept (best) state, also after an early stop
+            state = tracker.final_state(state, step)
+            run.save(state, steps)
+            if step < steps:
+                break
+        elif saves:
             run.save(state, step)
         if evals:
             monitoring.evaluate_learners(ctx, stage_index, state, step)
@@ -258,7 +278,8 @@ def train_and_evaluate(
     Returns:
       the results dict also written to workdir/results.json: the final evaluation
       (report.final_report), "loss_history" {stage: [(step, loss)]}, "timing" {stage:
-      {"seconds", "steps_run", "steps_per_sec"}} (see `train_stage`) and "train_seconds".
+      {"seconds", "steps_run", "steps_per_sec"}} (see `train_stage`), "train_seconds", and
+      the held-out curves "heldout" / "heldout_best" (`selection.summary`).
     """
     validate_config(config)
     workdir = absolute(workdir)  # orbax wants absolute paths; gs://... stays as given
@@ -282,6 +303,7 @@ def _run(
     train_images, eval_examples = load_inputs(config)  # checked before config.json is written
     config = resolve_config_blind_size(config, train_images)  # blind_size "auto": from the noise
     loaded = pretrained.load_all(config)  # config.pretrained: checked before config.json too
+    train_images, heldout = selection.split_for_run(config, train_images)
     workdir.mkdir(parents=True, exist_ok=True)
     _write_run_config(config, workdir, allow_config_change)
     pretrained.check_unchanged(workdir, loaded, config, allow_config_change)
@@ -303,6 +325,7 @@ def _run(
         mesh=mesh,
         stop_after=stop_after,
         pretrained=loaded,
+        heldout=heldout,
     )
     t0 = time.perf_counter()
     runs = {s.name: train_stage(ctx, i) for i, s in enumerate(ctx.stages)}
@@ -316,6 +339,7 @@ def _run(
     )
     results["loss_history"] = {name: history for name, (history, _) in runs.items()}
     results["timing"] = {name: timing for name, (_, timing) in runs.items()}
+    results.update(selection.summary(workdir, config))
     results["train_seconds"] = time.perf_counter() - t0
     results["pretrained"] = pretrained.summary(loaded, config)
     if jax.process_index() == 0:

@@ -71,11 +71,8 @@ class _Lines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(data_dir, tmp_path_factory):
-    """A whole tiny run; returns (workdir, config, results, log lines)."""
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    config = tiny_config(data_dir)
+def logged_run(config, workdir: Path) -> tuple[dict, list[str]]:
+    """(results, log lines) of a whole run of `config` in `workdir`."""
     root, handler = logging.getLogger(), _Lines()
     level = root.level
     root.addHandler(handler)
@@ -85,7 +82,15 @@ def uninterrupted(data_dir, tmp_path_factory):
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
-    return workdir, config, results, handler.lines
+    return results, handler.lines
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_dir, tmp_path_factory):
+    """A whole tiny run; returns (workdir, config, results, log lines)."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    config = tiny_config(data_dir)
+    return workdir, config, *logged_run(config, workdir)
 
 
 def _summaries(logdir: Path) -> dict[str, str]:
@@ -115,6 +120,10 @@ def test_three_stage_run_outputs(uninterrupted):
         assert timing["seconds"] > 0
         assert timing["steps_per_sec"] >= n / timing["seconds"]  # the loop is within the stage
     assert saved["timing"] == results["timing"]
+    assert {s: [p[0] for p in c] for s, c in saved["heldout"].items()} == {
+        stage: [n]
+        for stage, n in TINY_STEPS.items()  # every 50 steps and at the last one
+    }
 
 
 def test_tensorboard_gets_scalars_progress_panels_and_hparams(uninterrupted):
@@ -194,7 +203,7 @@ def test_several_steps_per_call_give_the_same_run(data_dir, tmp_path, uninterrup
     monkeypatch.setattr(train, "_groups", spy)
     config = tiny_config(data_dir)
     config.train.steps_per_call = 4  # bnn: 6 steps = a call of 4, then a call of 2
-    config.train.log_every = config.train.checkpoint_every = 4
+    config.train.log_every = config.train.checkpoint_every = config.selection.every = 4
     with pytest.raises(train.Preempted):
         train.train_and_evaluate(config, tmp_path, stop_after=("bnn", 4))
     results = train.train_and_evaluate(config, tmp_path)  # resumes at 4: one call of 2
