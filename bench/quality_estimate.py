@@ -1,7 +1,7 @@
 """Validation of `sassid_jax.quality_estimate`: estimated against true PSNR, with ground truth.
 
 Cases (each network plain and with the 8 px colour anchor f + G_8 * (x - f)):
-- main: a trained run (default /work/newmain/runs/default) on its held-out eval photos;
+- main: a trained run (default runs/default) on its held-out eval photos;
 - sidd: a network trained on SIDD (default: the authors' LAN, --sidd-run) on the SIDD pair;
 - bad: a run trained for a few steps (--bad-run, worse than its input), and a Gaussian blur
   (sigma 2 px) of the first main eval photo's clean image plus mild white noise (std 5).
@@ -104,10 +104,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default="main,sidd,bad")
     ap.add_argument("--networks", default="unet,lan")
-    ap.add_argument("--main-run", default="/work/newmain/runs/default")
-    ap.add_argument("--sidd-run", default="/work/shared/data/weights/official_LAN.pth")
-    ap.add_argument("--bad-run", default="/tmp/bench_smoke/rn_short/runs/sasl_seed0")
-    ap.add_argument("--sidd-pair", default="/work/shared/data/sidd_pair")
+    shared = common.REPO.parent / "shared" / "data"
+    ap.add_argument("--main-run", default="runs/default", help="a main-job run folder")
+    ap.add_argument("--sidd-run", default=str(shared / "weights" / "official_LAN.pth"))
+    ap.add_argument("--bad-run", default="", help="a run trained a few steps ('' = skip it)")
+    ap.add_argument("--sidd-pair", default=str(shared / "sidd_pair"))
     ap.add_argument("--probes", type=int, default=2)
     ap.add_argument("--crops", type=int, default=4)
     ap.add_argument("--out", default="")
@@ -127,8 +128,8 @@ def main() -> None:
         for label, fn in functions(args.sidd_run, ["lan"] if "pth" in args.sidd_run else networks):
             rows.append(row("sidd", "sidd_pair", label, fn, *sidd, args))
     if "bad" in cases:
-        for label, fn in functions(args.bad_run, ["unet"]):
-            rows.append(row("bad", "sidd_pair", label + " (4 steps)", fn, *sidd, args))
+        for label, fn in functions(args.bad_run, ["unet"]) if args.bad_run else ():
+            rows.append(row("bad", "sidd_pair", label + " (few steps)", fn, *sidd, args))
         clean = examples[0]["clean"]
         noise = np.random.default_rng(0).normal(0, 5, clean.shape)
         mild = np.clip(np.round(clean + noise), 0, 255).astype(np.uint8)

@@ -1,7 +1,7 @@
 """Model selection without ground truth: a held-out self-supervised loss, best step, early stop.
 
-On a small set of photos the BNN memorises them and later steps get worse; the loss of a
-stage on crops that training never sees finds the best step without clean references.
+On a few photos the BNN memorises them and later steps get worse; a stage's loss on crops
+that training never sees finds the best step without clean references.
 
 - Split (`split`, a pure function of the images and the config, so resumed and
   multi-process runs agree): from each training photo tall enough, the bottom band of
@@ -35,7 +35,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
@@ -47,9 +47,11 @@ from sassid_jax import sharding
 from sassid_jax.atomic_files import write_json
 from sassid_jax.data import tiles
 from sassid_jax.errors import ConfigError
-from sassid_jax.run_context import RunContext, any_process
 from sassid_jax.stages import Stage
 from sassid_jax.train_step import State
+
+if TYPE_CHECKING:  # run_context loads TensorFlow, which config checks must not
+    from sassid_jax.run_context import RunContext
 
 FOLDER = "selection"
 Curve = list[tuple[int, float]]
@@ -253,6 +255,8 @@ class Tracker:
             for folder in (workdir / FOLDER / name).glob("*"):
                 if folder.name.isdigit() and int(folder.name) > start:
                     folder.rmtree()
+        from sassid_jax.run_context import any_process
+
         any_process(False)  # a barrier: stale best states are gone before anyone lists them
         if self.best_step is None:
             return
