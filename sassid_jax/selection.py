@@ -1,7 +1,6 @@
 """Model selection without ground truth: a held-out self-supervised loss, best step, early stop.
 
-On a few photos the BNN memorises them and later steps get worse; a stage's loss on crops
-that training never sees finds the best step without clean references.
+On a few photos the BNN memorises them; a loss on crops never trained on finds the best step.
 
 - Split (`split`, a pure function of the images and the config, so resumed and
   multi-process runs agree): from each training photo tall enough, the bottom band of
