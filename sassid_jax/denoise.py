@@ -77,11 +77,6 @@ def denoiser_settings(checkpoint: str | os.PathLike) -> tuple[float, str]:
         raise DenoiseInputError(f"{checkpoint}: {e}") from e
 
 
-def denoiser_colour_sigma(checkpoint: str | os.PathLike) -> float:
-    """postprocess.colour_sigma of the run that holds `checkpoint` (see denoiser_settings)."""
-    return denoiser_settings(checkpoint)[0]
-
-
 # ============================================================================ the command
 
 

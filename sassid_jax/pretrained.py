@@ -38,7 +38,7 @@ from etils import epath
 
 from sassid_jax import checkpoint_io
 from sassid_jax.atomic_files import write_json
-from sassid_jax.convert import check_finite, expected_shapes
+from sassid_jax.convert import expected_shapes
 from sassid_jax.errors import ConfigError, UserInputError
 from sassid_jax.nn import NETWORK_NAMES, make_network
 
@@ -160,8 +160,7 @@ def _source(path: str, name: str, config: ml_collections.ConfigDict) -> str:
 def load_one(config: ml_collections.ConfigDict, name: str, path: str) -> Pretrained:
     """Load and check config.pretrained.<name> (= `path`); ConfigError naming the field."""
     try:
-        module, params = checkpoint_io.load_network(path, name)
-        check_finite(params, path)
+        module, params = checkpoint_io.load_network(path, name)  # refuses NaN / inf weights
         source = _source(path, name, config)
     except UserInputError as e:  # missing, unreadable, wrong network, non-finite: one line
         raise ConfigError(f"pretrained.{name}: {e}") from e

@@ -20,7 +20,6 @@ from etils import epath
 
 from sassid_jax import safeguard, visualize
 from sassid_jax.colour_anchor import config_sigma
-from sassid_jax.errors import UserInputError
 from sassid_jax.evaluate import predict_all, score_outputs
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.supervision import flatness_alpha
@@ -142,14 +141,15 @@ def _check_unet(
     mode = safeguard.config_mode(config)
     per_image = {}
     for i, example in enumerate(examples):
-        try:
-            checked = safeguard.check_output(fn, example["noisy"], outputs["unet"][i], mode)
-        except UserInputError as e:  # too small, all clipped: no estimate for this photo
-            logging.info("U-Net on %s: no quality estimate (%s)", example["name"], e)
+        name = f"U-Net on {example['name']}"
+        checked = safeguard.try_check(
+            fn, example["noisy"], outputs["unet"][i], mode, name, logging.info
+        )
+        if checked is None:
             continue
         outputs["unet"][i] = checked.output
         per_image[example["name"]] = checked.to_json()
-        logging.info("%s", safeguard.verdict(f"U-Net on {example['name']}", checked))
+        logging.info("%s", safeguard.verdict(name, checked))
     if not per_image:
         return None
     gains = [p["estimated_gain_db"] for p in per_image.values()]

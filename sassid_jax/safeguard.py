@@ -94,6 +94,18 @@ def check_output(
     return Checked(np.asarray(output, np.float32), est, False)
 
 
+def try_check(
+    fn: Callable, noisy: np.ndarray, output: np.ndarray, mode: str, name: str, say: Callable
+) -> Checked | None:
+    """`check_output`, or None after say("<name>: no quality estimate (<why>)") for a photo
+    that gives no estimate (too small, all clipped)."""
+    try:
+        return check_output(fn, noisy, output, mode)
+    except UserInputError as e:
+        say(f"{name}: no quality estimate ({e})")
+        return None
+
+
 def verdict(name: str, checked: Checked) -> str:
     """One line for the log: the estimate, and what the safeguard did."""
     e = checked.estimate
@@ -120,10 +132,8 @@ def photo_check(module: nn.Module, params: Any, sigma: float, mode: str, say: Ca
 
     def check(name: str, rgb: np.ndarray, output: np.ndarray) -> np.ndarray:
         noisy = np.clip(np.floor(np.asarray(rgb) + 0.5), 0, 255).astype(np.uint8)
-        try:
-            checked = check_output(fn, noisy, output, mode)
-        except UserInputError as e:  # too small or all clipped: nothing to estimate from
-            say(f"{name}: no quality estimate ({e})")
+        checked = try_check(fn, noisy, output, mode, name, say)
+        if checked is None:
             return output
         if checked.estimate.gain_db <= 0:
             say(f"warning: {verdict(name, checked)}")

@@ -94,8 +94,8 @@ def test_denoise_images_and_denoise_mode_anchor(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"postprocess": {"colour_sigma": 8.0}}))
-    assert dn.denoiser_colour_sigma(run) == 8.0
-    assert dn.denoiser_colour_sigma(tmp_path / "authors.pth") == 0.0
+    assert dn.denoiser_settings(run)[0] == 8.0
+    assert dn.denoiser_settings(tmp_path / "authors.pth")[0] == 0.0
     monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint: (None, None))
     monkeypatch.setattr(inference, "jit_apply", lambda module, params: apply_fn)
     Image.fromarray(noisy).save(tmp_path / "in.png")
