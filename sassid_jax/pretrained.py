@@ -89,10 +89,10 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"pretrained.{name}: unknown network; known: {NETWORK_NAMES}")
         if not isinstance(value, str):
             raise ConfigError(f"pretrained.{name} must be a path (a string), got {value!r}")
-    from sassid_jax.stages import LOSSES
+    from sassid_jax.stages import Stage
 
     stages = [config.stages[s] for s in config.stage_order]
-    read = {n for sc in stages for loss in sc.losses for n in LOSSES[loss][1]}
+    read = {n for sc in stages for n in Stage("", tuple(sc.learners), tuple(sc.losses)).uses}
     for name in paths(config):
         if name not in read:
             raise ConfigError(

@@ -235,6 +235,7 @@ def estimate_quality(
     seed: int = 0,
     probes: int = 2,
     crops: int = 8,
+    bias_energy: float = 0.0,
 ) -> QualityEstimate:
     """MC-SURE estimate of f(x)'s PSNR, its gain over the noisy photo and the best blend.
 
@@ -247,6 +248,10 @@ def estimate_quality(
       seed: seeds the crop positions and the probes.
       probes: probes per crop (the divergence's Monte-Carlo sample).
       crops: largest number of CROP x CROP crops of a large photo.
+      bias_energy: the mean square (levels^2) of the noisy photo's own mean bias when the
+        output removes it (`colour_anchor.estimate_bias`): part of the noisy photo's error,
+        none of the output's (SURE measures against E[x], which then is the clean photo plus
+        that bias). 0: the noise is taken as zero-mean.
     Raises:
       QualityEstimateError: not an (H, W, 3) photo, or smaller than 32 px.
     """
@@ -273,7 +278,7 @@ def estimate_quality(
     n = len(boxes)
     dist, div, var = dist / n, div / n, var / n
     w = blend_weight(dist, var, div)
-    noisy_psnr = psnr_from_mse(var)
+    noisy_psnr = psnr_from_mse(var + bias_energy)
     output_psnr = psnr_from_mse(blend_mse(1.0, dist, var, div))
     return QualityEstimate(
         noisy_psnr=noisy_psnr,

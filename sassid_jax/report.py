@@ -75,11 +75,16 @@ def final_report(
     Outputs are colour-anchored with config.postprocess.colour_sigma; the U-Net's quality is
     estimated from each noisy photo alone and its output blended with the input where the
     estimate says it is not better (postprocess.safeguard, safeguard.py).
-    With config.eval.save_panels, process 0 writes one panel per example (module docstring)
+    Only process 0 estimates the quality (and applies the safeguard); the others return the
+    scores of the outputs as they are. With config.eval.save_panels, process 0 writes one
+    panel per example (module docstring)
     and, given a `writer`, the same panels as TensorBoard images at `step`.
     """
     outputs = predict_all(networks, params, examples, config.eval.bnn_block, config_sigma(config))
-    quality = _check_unet(networks, params, examples, outputs, config)
+    # the estimate costs a few network Jacobians per photo: process 0, which reports, alone
+    quality = None
+    if jax.process_index() == 0:
+        quality = _check_unet(networks, params, examples, outputs, config)
     scores = score_outputs(examples, outputs)
     table = format_table(scores) if scores else "(no clean references: no scores)"
     results: dict[str, Any] = {
@@ -137,13 +142,14 @@ def _check_unet(
     place; the summary for results.json (None without a U-Net or any usable photo)."""
     if "unet" not in outputs:
         return None
-    fn = safeguard.denoiser_fn(networks["unet"], params["unet"], config_sigma(config))
+    sigma = config_sigma(config)
+    fn = safeguard.denoiser_fn(networks["unet"], params["unet"], sigma)
     mode = safeguard.config_mode(config)
     per_image = {}
     for i, example in enumerate(examples):
         name = f"U-Net on {example['name']}"
         checked = safeguard.try_check(
-            fn, example["noisy"], outputs["unet"][i], mode, name, logging.info
+            fn, example["noisy"], outputs["unet"][i], mode, name, logging.info, sigma
         )
         if checked is None:
             continue

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from sassid_jax.colour_anchor import anchor
+from sassid_jax.colour_anchor import anchor, estimate_bias
 from sassid_jax.errors import ConfigError, UserInputError
 from sassid_jax.quality_estimate import QualityEstimate, blend, estimate_quality
 
@@ -47,11 +47,12 @@ def config_mode(config: Any) -> str:
 
 
 def denoiser_fn(module: nn.Module, params: Any, colour_sigma: float) -> Callable:
-    """The network followed by the colour anchor, (1, H, W, 3) float32 -> same, in jnp
-    (differentiable: the estimate takes its Jacobian)."""
+    """The network followed by the colour anchor without its bias removal (SURE measures
+    against the noisy photo's mean; `check_output` accounts for the bias), (1, H, W, 3)
+    float32 -> same, in jnp (differentiable: the estimate takes its Jacobian)."""
 
     def fn(x: jax.Array) -> jax.Array:
-        return anchor(module.apply({"params": params}, x), x, colour_sigma)
+        return anchor(module.apply({"params": params}, x), x, colour_sigma, debias=False)
 
     return fn
 
@@ -76,7 +77,12 @@ class Checked:
 
 
 def check_output(
-    fn: Callable, noisy: np.ndarray, output: np.ndarray, mode: str, seed: int = 0
+    fn: Callable,
+    noisy: np.ndarray,
+    output: np.ndarray,
+    mode: str,
+    seed: int = 0,
+    colour_sigma: float = 0.0,
 ) -> Checked:
     """Estimate `fn`'s quality on `noisy` and apply the safeguard to `output` (fn's result on
     the whole photo: tiled or ensembled outputs are fine, the estimate runs on crops).
@@ -86,21 +92,34 @@ def check_output(
       noisy: (H, W, 3) uint8 photo, H, W >= 32.
       output: (H, W, 3) float32 denoised photo on [0, 255].
       mode: "blend" or "off".
+      colour_sigma: the anchor's blur (`fn`'s) when `output` had the noise's mean bias
+        removed (colour_anchor.anchor): the estimate counts that bias in the input's error
+        and a blend mixes in the input less the same bias. 0: no bias removal.
     """
     noisy = np.asarray(noisy)
-    est = estimate_quality(fn, noisy, seed=seed, probes=PROBES, crops=CROPS)
+    bias = np.zeros(noisy.shape, np.float32)
+    if colour_sigma:
+        bias = np.asarray(estimate_bias(noisy.astype(np.float32), output, colour_sigma))
+    energy = float(np.mean(bias.astype(np.float64) ** 2))
+    est = estimate_quality(fn, noisy, seed=seed, probes=PROBES, crops=CROPS, bias_energy=energy)
     if mode == "blend" and est.gain_db <= 0.0:
-        return Checked(blend(output, noisy, est.blend_weight), est, True)
+        return Checked(blend(output, noisy - bias, est.blend_weight), est, True)
     return Checked(np.asarray(output, np.float32), est, False)
 
 
 def try_check(
-    fn: Callable, noisy: np.ndarray, output: np.ndarray, mode: str, name: str, say: Callable
+    fn: Callable,
+    noisy: np.ndarray,
+    output: np.ndarray,
+    mode: str,
+    name: str,
+    say: Callable,
+    colour_sigma: float = 0.0,
 ) -> Checked | None:
     """`check_output`, or None after say("<name>: no quality estimate (<why>)") for a photo
     that gives no estimate (too small, all clipped)."""
     try:
-        return check_output(fn, noisy, output, mode)
+        return check_output(fn, noisy, output, mode, colour_sigma=colour_sigma)
     except UserInputError as e:
         say(f"{name}: no quality estimate ({e})")
         return None
@@ -132,7 +151,7 @@ def photo_check(module: nn.Module, params: Any, sigma: float, mode: str, say: Ca
 
     def check(name: str, rgb: np.ndarray, output: np.ndarray) -> np.ndarray:
         noisy = np.clip(np.floor(np.asarray(rgb) + 0.5), 0, 255).astype(np.uint8)
-        checked = try_check(fn, noisy, output, mode, name, say)
+        checked = try_check(fn, noisy, output, mode, name, say, sigma)
         if checked is None:
             return output
         if checked.estimate.gain_db <= 0:

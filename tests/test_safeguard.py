@@ -69,3 +69,19 @@ def test_photo_check_warns_through_say_and_survives_tiny_photos():
     tiny = noisy[:20, :20].astype(np.float32)
     assert np.array_equal(check("t.png", tiny, tiny), tiny)
     assert "no quality estimate" in said[-1]
+
+
+def test_with_debias_the_inputs_own_bias_counts_against_it_and_a_blend_removes_it_too():
+    clean, noisy = _photo(std=3.0)
+    blur = lambda x: colour_anchor.blur(x, 4.0)  # noqa: E731
+    output = _run(blur, noisy)
+    plain = safeguard.check_output(blur, noisy, output, "blend")
+    fixed = safeguard.check_output(blur, noisy, output, "blend", colour_sigma=8.0)
+    bias = np.asarray(colour_anchor.estimate_bias(noisy.astype(np.float32), output, 8.0))
+    assert np.abs(bias).max() > 0.05  # the modelled bias of this photo, small but not zero
+    energy = float(np.mean(bias.astype(np.float64) ** 2))
+    want = 10 * np.log10(255**2 / (255**2 / 10 ** (plain.estimate.noisy_psnr / 10) + energy))
+    assert fixed.estimate.noisy_psnr == pytest.approx(want, abs=1e-6)
+    assert fixed.estimate.output_psnr == pytest.approx(plain.estimate.output_psnr, abs=1e-6)
+    w = fixed.estimate.blend_weight
+    np.testing.assert_allclose(fixed.output, w * output + (1 - w) * (noisy - bias), atol=1e-3)
