@@ -20,8 +20,8 @@ somewhat.
 Where the numbers come from. m is the noisy photo's local mean and s the local std of noisy
 minus the denoised output (the noise the network removed), both over the colour anchor's
 Gaussian window (`colour_anchor.estimate_bias`). On the U-Net trained on five SIDD blocks
-(scored on the SIDD pair) it lifted 25.52 dB to 27.92; on the main job's held-out photos
-23.63 to 23.99 (bench/OWN_PHOTOS.md).
+(scored on the SIDD pair) it lifted 25.52 dB to 27.90; on the main job's held-out photos
+23.63 to 24.01 (bench/OWN_PHOTOS.md).
 
 Images are (..., H, W, 3) on the [0, 255] scale, float32.
 """
