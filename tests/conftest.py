@@ -51,6 +51,33 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         os.environ.pop(CACHE_VARIABLE, None)
 
 
+# Module-scoped fixtures that train (or start) something several tests then read.
+SHARED_RUNS = frozenset({"uninterrupted", "runs", "source_run", "rising", "emulator"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order and group the tests for pytest-xdist (pyproject: --dist loadgroup, no reorder).
+
+    Tests that use one of SHARED_RUNS get one xdist_group per module, so that one worker
+    builds that fixture once instead of both building it. The `slow` tests go first, then the
+    groups, then the rest (each in collection order): the workers take the longest work while
+    there is plenty left, instead of one of them finishing a slow test alone at the end.
+    Without xdist (no worker) nothing changes.
+    """
+    if not hasattr(config, "workerinput"):
+        return
+    for item in items:
+        if SHARED_RUNS.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if item.get_closest_marker("xdist_group") else 2
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path of ../shared/data; the test is skipped (with the reason) when it is absent."""
