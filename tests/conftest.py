@@ -1,13 +1,81 @@
-"""Shared fixtures: the real data beside the project (../shared/data), skipped when absent."""
+"""Shared fixtures: the real data beside the project (../shared/data), skipped when absent.
+
+Also one JAX compilation cache for the whole test session (`pytest_configure`)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"
+_CACHE_KEY = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point JAX's persistent compilation cache at a fresh folder for this session.
+
+    Many tests train the same tiny networks (same shapes, same programs) in this process, in
+    the other pytest-xdist worker and in subprocesses (launch.py, the loopback cluster
+    workers); each run builds new jitted functions, so without a cache every run compiles
+    every program again, most of a tiny run's time. The folder goes through the environment
+    (xdist workers and every subprocess inherit it), starts empty (nothing from an earlier
+    session or another checkout is reused) and is removed at the end by the process that made
+    it. A cache the caller set (JAX_COMPILATION_CACHE_DIR) is used as it is and kept.
+    Every entry is cached (min compile time 0); a size limit turns on JAX's file lock, so
+    concurrent writers of one entry never expose a half-written file.
+    """
+    if os.environ.get(CACHE_VARIABLE):
+        return
+    folder = tempfile.mkdtemp(prefix="sassid-tests-jax-cache-")
+    config.stash[_CACHE_KEY] = folder
+    os.environ[CACHE_VARIABLE] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(4 << 30)
+    import jax  # may be imported already: its flags read the environment once, at import
+
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_max_size", 4 << 30)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_CACHE_KEY, None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop(CACHE_VARIABLE, None)
+
+
+# Module-scoped fixtures that train (or start) something several tests then read.
+SHARED_RUNS = frozenset({"uninterrupted", "runs", "source_run", "rising", "emulator"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Order and group the tests for pytest-xdist (pyproject: --dist loadgroup, no reorder).
+
+    Tests that use one of SHARED_RUNS get one xdist_group per module, so that one worker
+    builds that fixture once instead of both building it. The `slow` tests go first, then the
+    groups, then the rest (each in collection order): the workers take the longest work while
+    there is plenty left, instead of one of them finishing a slow test alone at the end.
+    Without xdist (no worker) nothing changes.
+    """
+    if not hasattr(config, "workerinput"):
+        return
+    for item in items:
+        if SHARED_RUNS.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if item.get_closest_marker("xdist_group") else 2
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +84,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A TFDS data_dir holding the prepared sasl_embedded, made once per session (per xdist
+    worker): defined here, not in a test module, since a module that imports a fixture gets
+    its own copy of it, prepared again."""
+    from sassid_jax.data.embedded import load_split
+
+    path = tmp_path_factory.mktemp("tfds")
+    load_split("test", str(path))
+    return path

@@ -13,7 +13,8 @@ Not covered, because they cannot reach the emulator: TensorBoard files on a gs:/
 a TFDS data_dir on gs://. Both go through TensorFlow's own GCS file system
 (tf.summary.create_file_writer; TFDS writes records with tf.io.TFRecordWriter in
 tensorflow_datasets/core/file_adapters.py), whose endpoint is fixed to www.googleapis.com:
-the worker leaves TensorBoard out (bucket_worker.py) and data_dir stays local here.
+the worker leaves TensorBoard out (bucket_worker.py) and data_dir stays local here (the
+session's `data_dir` fixture, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -104,16 +105,6 @@ def worker(port: int, *args: str, expect: int = 0) -> str:
     )
     assert proc.returncode == expect, (proc.stdout + proc.stderr)[-4000:]
     return proc.stdout
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    """A local prepared sasl_embedded (TFDS data_dir cannot be on the emulator: docstring)."""
-    from sassid_jax.data.embedded import load_split
-
-    path = tmp_path_factory.mktemp("tfds")
-    load_split("test", str(path))
-    return path
 
 
 def _inputs(folder: Path) -> Path:

@@ -28,7 +28,7 @@ from tests.test_sharding import (
     assert_ends_like_single,
     run_together,
 )
-from tests.test_train import data_dir, tiny_config  # noqa: F401
+from tests.test_train import tiny_config
 
 SBATCH = REPO_ROOT / "examples" / "slurm" / "train.sbatch"
 # JAX's SLURM detector puts the coordinator on port SLURM_PORT_BASE + SLURM_JOB_ID % 4096.
@@ -165,7 +165,7 @@ def test_recipes_name_existing_configs_and_no_cluster_flags(recipe):
 
 
 @pytest.mark.slow
-def test_slurm_variables_alone_make_one_cluster(data_dir, tmp_path):  # noqa: F811
+def test_slurm_variables_alone_make_one_cluster(data_dir, tmp_path):
     """Two loopback processes with srun's variables and the sbatch script's command line (no
     cluster flags) join one cluster and end at the single-process parameters."""
     config = tiny_config(data_dir, TWO_PROCESS_STEPS)

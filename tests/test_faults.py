@@ -22,10 +22,9 @@ from sassid_jax import checkpoint_io, sharding, train
 from sassid_jax.errors import ConfigError
 from sassid_jax.train_step import init_state, make_optimizer, make_train_step
 from tests.conftest import REPO_ROOT
-from tests.test_train import (  # noqa: F401
+from tests.test_train import (
     _launch_args,
     assert_same_params,
-    data_dir,
     run_params,
     tiny_config,
 )
@@ -43,7 +42,7 @@ def bnn_config(data: Path, steps: int = 6):
 
 
 @pytest.fixture(scope="module")
-def runs(data_dir, tmp_path_factory):  # noqa: F811
+def runs(data_dir, tmp_path_factory):
     """(config, uninterrupted workdir, its results, workdir of a run stopped at STOP)."""
     config = bnn_config(data_dir)
     ref = tmp_path_factory.mktemp("ref")
@@ -156,7 +155,7 @@ def test_step_keeps_the_last_finite_state():
     assert_same_params(jax.device_get(state), want)
 
 
-def test_diverging_run_stops_with_a_finite_checkpoint(data_dir, tmp_path):  # noqa: F811
+def test_diverging_run_stops_with_a_finite_checkpoint(data_dir, tmp_path):
     config = tiny_config(data_dir, {"bnn": 6, "lan": 2, "unet": 2})
     config.train.log_every = config.train.checkpoint_every = 3
     args = _launch_args(config, tmp_path) + ["--config.stages.bnn.lr=1e30"]
@@ -189,7 +188,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 @pytest.mark.slow
 def test_second_run_on_a_workdir_refuses_and_a_killed_runs_lock_is_taken_over(
-    data_dir,  # noqa: F811
+    data_dir,
     tmp_path,
     caplog,
 ):

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.test_sharding import _env, _free_port
-from tests.test_train import assert_same_params, data_dir, run_params, tiny_config  # noqa: F401
+from tests.test_train import assert_same_params, run_params, tiny_config
 
 WORKER = str(REPO_ROOT / "tests" / "preemption_worker.py")
 
@@ -47,7 +47,7 @@ def _wait_for_step(log: Path, procs: list[subprocess.Popen], step: int) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_process_stops_all_at_one_step(data_dir, tmp_path):  # noqa: F811
+def test_sigterm_to_one_process_stops_all_at_one_step(data_dir, tmp_path):
     from tests.preemption_worker import STEPS
 
     ref, run = tmp_path / "ref", tmp_path / "run"

@@ -15,20 +15,20 @@ from sassid_jax import pretrained, train
 from sassid_jax.checkpoint_io import CheckpointInputError, final_params, load_network
 from sassid_jax.configuration import config_differences, validate_config
 from sassid_jax.errors import ConfigError
-from tests.test_train import assert_same_params, data_dir, tiny_config  # noqa: F401
+from tests.test_train import assert_same_params, tiny_config
 
 UNET_STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def source_run(data_dir, tmp_path_factory) -> Path:  # noqa: F811
+def source_run(data_dir, tmp_path_factory) -> Path:
     """A tiny three-stage run folder whose networks the other runs take."""
     workdir = tmp_path_factory.mktemp("source")
     train.train_and_evaluate(tiny_config(data_dir, {"bnn": 2, "lan": 2, "unet": 2}), workdir)
     return workdir
 
 
-def unet_only(data_dir: Path, **paths: str):  # noqa: F811
+def unet_only(data_dir: Path, **paths: str):
     """tiny_config training only the U-Net (UNET_STEPS steps), config.pretrained = paths."""
     c = tiny_config(data_dir, {"unet": UNET_STEPS})
     c.stage_order = ("unet",)
@@ -73,7 +73,7 @@ def _run_logged(config, workdir: Path, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def teachers_run(data_dir, source_run, tmp_path_factory):  # noqa: F811
+def teachers_run(data_dir, source_run, tmp_path_factory):
     """U-Net-only run, BNN from the source run folder, LAN from its lan stage folder."""
     workdir = tmp_path_factory.mktemp("teachers")
     config = unet_only(data_dir, bnn=str(source_run), lan=str(source_run / "checkpoints" / "lan"))
@@ -123,7 +123,7 @@ def test_changing_a_pretrained_path_on_resume_is_refused(teachers_run, source_ru
         train.train_and_evaluate(changed, tmp_path)
 
 
-def test_learner_starts_from_run_folder_weights(data_dir, source_run, tmp_path, monkeypatch):  # noqa: F811
+def test_learner_starts_from_run_folder_weights(data_dir, source_run, tmp_path, monkeypatch):
     config = unet_only(data_dir, bnn=str(source_run), lan=str(source_run), unet=str(source_run))
     config.stages.unet.steps = 1
     seen = _spy(monkeypatch)
@@ -136,7 +136,7 @@ def test_learner_starts_from_run_folder_weights(data_dir, source_run, tmp_path, 
     assert "initial weights of stage 'unet'" in results["pretrained"]["unet"]["use"]
 
 
-def test_start_from_leaves_a_stage_without_pretrained_learners_alone(data_dir):  # noqa: F811
+def test_start_from_leaves_a_stage_without_pretrained_learners_alone(data_dir):
     config = tiny_config(data_dir)
     state = {"step": 0, "params": {"bnn": {"w": np.zeros(2)}}, "opt_state": ()}
     assert pretrained.start_from({}, config, 0, state, None) is state
@@ -152,7 +152,7 @@ def _one_line(excinfo) -> str:
     ("field", "value"), [("width", 16), ("blind_size", 5), ("num_blocks", 2), ("normalize", False)]
 )
 def test_architecture_mismatch_is_one_line_before_config_json(
-    data_dir,  # noqa: F811
+    data_dir,
     source_run,
     tmp_path,
     field,
@@ -171,7 +171,7 @@ def test_architecture_mismatch_is_one_line_before_config_json(
     assert not (tmp_path / "config.json").exists()
 
 
-def test_missing_file_is_one_line_before_config_json(data_dir, source_run, tmp_path):  # noqa: F811
+def test_missing_file_is_one_line_before_config_json(data_dir, source_run, tmp_path):
     config = unet_only(data_dir, bnn=str(tmp_path / "nope.pth"), lan=str(source_run))
     with pytest.raises(ConfigError) as e:
         train.train_and_evaluate(config, tmp_path / "run")
@@ -179,7 +179,7 @@ def test_missing_file_is_one_line_before_config_json(data_dir, source_run, tmp_p
     assert not (tmp_path / "run" / "config.json").exists()
 
 
-def test_a_teacher_nobody_provides_is_refused_naming_both_fixes(data_dir):  # noqa: F811
+def test_a_teacher_nobody_provides_is_refused_naming_both_fixes(data_dir):
     with pytest.raises(ConfigError) as e:
         validate_config(unet_only(data_dir, lan="x"))
     message = _one_line(e)
@@ -187,7 +187,7 @@ def test_a_teacher_nobody_provides_is_refused_naming_both_fixes(data_dir):  # no
     assert "--config.pretrained.bnn=PATH" in message
 
 
-def test_config_only_checks(data_dir):  # noqa: F811
+def test_config_only_checks(data_dir):
     config = tiny_config(data_dir)
     config.stage_order = ("bnn",)
     config.pretrained.unet = "somewhere"
@@ -200,7 +200,7 @@ def test_config_only_checks(data_dir):  # noqa: F811
         validate_config(config)
 
 
-def test_old_config_json_without_pretrained_resumes(data_dir):  # noqa: F811
+def test_old_config_json_without_pretrained_resumes(data_dir):
     current = json.loads(tiny_config(data_dir).to_json_best_effort())
     old = {k: v for k, v in current.items() if k != "pretrained"}
     assert config_differences(old, current) == []
@@ -208,7 +208,7 @@ def test_old_config_json_without_pretrained_resumes(data_dir):  # noqa: F811
     assert config_differences(old, current) == ["pretrained.lan: '' -> 'x'"]
 
 
-def test_changed_weights_under_the_same_path_are_refused(data_dir, tmp_path):  # noqa: F811
+def test_changed_weights_under_the_same_path_are_refused(data_dir, tmp_path):
     config = tiny_config(data_dir)
     weights = {"out": {"kernel": np.ones((1, 1, 3, 3), np.float32)}}
     first = pretrained.Pretrained("lan", "p", "authors' .pth", weights, "a" * 64)
@@ -224,7 +224,7 @@ def test_changed_weights_under_the_same_path_are_refused(data_dir, tmp_path):  #
 # ----------------------------------------------------------------- the authors' .pth files
 
 
-def authors_config(data_dir: Path, shared: Path):  # noqa: F811
+def authors_config(data_dir: Path, shared: Path):
     """own_photos_teachers' networks on the tiny data: U-Net only, 1 step, authors' teachers."""
     c = unet_only(
         data_dir,
@@ -237,7 +237,7 @@ def authors_config(data_dir: Path, shared: Path):  # noqa: F811
     return c
 
 
-def test_authors_teachers_are_used_exactly(data_dir, shared_data, tmp_path, monkeypatch):  # noqa: F811
+def test_authors_teachers_are_used_exactly(data_dir, shared_data, tmp_path, monkeypatch):
     config = authors_config(data_dir, shared_data)
     seen = _spy(monkeypatch)
     results = train.train_and_evaluate(config, tmp_path)
@@ -249,7 +249,7 @@ def test_authors_teachers_are_used_exactly(data_dir, shared_data, tmp_path, monk
     assert np.isfinite(results["loss_history"]["unet"][0][1])
 
 
-def test_authors_lan_mismatch_names_the_raw_inputs(data_dir, shared_data, tmp_path):  # noqa: F811
+def test_authors_lan_mismatch_names_the_raw_inputs(data_dir, shared_data, tmp_path):
     config = authors_config(data_dir, shared_data)
     config.networks.lan.normalize = True
     with pytest.raises(ConfigError) as e:
@@ -270,7 +270,7 @@ def test_own_photos_teachers_fits_the_authors_files(shared_data):
     assert set(pretrained.load_all(config)) == {"bnn", "lan"}
 
 
-def test_non_finite_authors_weights_are_refused(data_dir, shared_data, tmp_path):  # noqa: F811
+def test_non_finite_authors_weights_are_refused(data_dir, shared_data, tmp_path):
     torch = pytest.importorskip("torch")
     source = shared_data / "weights" / "official_LAN.pth"
     state = torch.load(source, map_location="cpu")

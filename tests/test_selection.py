@@ -14,10 +14,9 @@ from sassid_jax import selection, train
 from sassid_jax.checkpoint_io import final_params, restore_local
 from sassid_jax.configuration import check_resume_compatible, validate_config
 from sassid_jax.errors import ConfigError
-from tests.test_train import (  # noqa: F401  (data_dir: the session fixture)
+from tests.test_train import (
     _summaries,
     assert_same_params,
-    data_dir,
     logged_run,
     tiny_config,
 )
@@ -89,7 +88,7 @@ def test_run_folder_from_before_selection_resumes():
         check_resume_compatible(changed, current, "config.json", allow_change=False)
 
 
-def _config(data_dir: Path):  # noqa: F811
+def _config(data_dir: Path):
     """BNN only, a learning rate so high that the held-out loss rises after its first value;
     patience 2: the stage stops early."""
     c = tiny_config(data_dir, {"bnn": STEPS})
@@ -102,7 +101,7 @@ def _config(data_dir: Path):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def rising(data_dir, tmp_path_factory):  # noqa: F811
+def rising(data_dir, tmp_path_factory):
     """(workdir, config, results, log lines) of an uninterrupted run of `_config`."""
     workdir, config = tmp_path_factory.mktemp("rising"), _config(data_dir)
     return workdir, config, *logged_run(config, workdir)

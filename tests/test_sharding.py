@@ -17,7 +17,7 @@ import pytest
 from sassid_jax import sharding, train
 from sassid_jax.stages import make_stage
 from tests.conftest import REPO_ROOT
-from tests.test_train import assert_same_params, data_dir, run_params, tiny_config  # noqa: F401
+from tests.test_train import run_params, tiny_config
 
 WORKER = str(REPO_ROOT / "tests" / "sharding_worker.py")
 
@@ -121,7 +121,7 @@ def assert_ends_like_single(multi: Path, single: Path, config) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_end_like_one(data_dir, tmp_path):  # noqa: F811
+def test_two_processes_end_like_one(data_dir, tmp_path):
     config = tiny_config(data_dir, TWO_PROCESS_STEPS)
     single = tmp_path / "single"
     train.train_and_evaluate(config, single)
@@ -156,7 +156,7 @@ def test_unreachable_coordinator_fails_fast_and_clearly():
 
 
 @pytest.mark.parametrize("name", ["bnn", "lan", "unet"])
-def test_bf16_loss_within_one_percent_of_f32(name, data_dir):  # noqa: F811
+def test_bf16_loss_within_one_percent_of_f32(name, data_dir):
     config = tiny_config(data_dir)
     f32 = train.build_networks(config)
     config.compute_dtype = "bfloat16"

@@ -13,7 +13,7 @@ from sassid_jax.configuration import validate_config
 from sassid_jax.data.pipeline import numpy_batches, train_dataset
 from sassid_jax.nn import make_network
 from sassid_jax.stages import make_stage
-from tests.test_train import TINY_STEPS, data_dir, run_params, tiny_config  # noqa: F401
+from tests.test_train import TINY_STEPS, run_params, tiny_config
 
 CROP = 32
 
@@ -115,7 +115,7 @@ def test_precomputed_refused_for_sidd_medium():
         validate_config(config)
 
 
-def test_precomputed_run_trains_and_resumes_exactly(data_dir, tmp_path):  # noqa: F811
+def test_precomputed_run_trains_and_resumes_exactly(data_dir, tmp_path):
     """A whole tiny run in precomputed mode; stopping in stage 3 and resuming changes nothing."""
     config = tiny_config(data_dir)
     config.train.teachers = "precomputed"

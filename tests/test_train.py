@@ -25,16 +25,6 @@ from tests.conftest import REPO_ROOT
 TINY_STEPS = {"bnn": 6, "lan": 4, "unet": 4}
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory) -> Path:
-    """One prepared sasl_embedded for the whole session."""
-    from sassid_jax.data.embedded import load_split
-
-    path = tmp_path_factory.mktemp("tfds")
-    load_split("test", str(path))
-    return path
-
-
 def tiny_config(data_dir: Path, steps: dict[str, int] | None = None):
     c = default.get_config()
     c.dataset.data_dir = str(data_dir)
