@@ -115,6 +115,7 @@ def test_precomputed_refused_for_sidd_medium():
         validate_config(config)
 
 
+@pytest.mark.slow
 def test_precomputed_run_trains_and_resumes_exactly(data_dir, tmp_path):
     """A whole tiny run in precomputed mode; stopping in stage 3 and resuming changes nothing."""
     config = tiny_config(data_dir)
