@@ -53,21 +53,33 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 # Module-scoped fixtures that train (or start) something several tests then read.
 SHARED_RUNS = frozenset({"uninterrupted", "runs", "source_run", "rising", "emulator"})
+# Session-scoped fixtures that train something tests of several modules then read.
+SESSION_RUNS = frozenset({"single_process_run"})
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Order and group the tests for pytest-xdist (pyproject: --dist loadgroup, no reorder).
 
-    Tests that use one of SHARED_RUNS get one xdist_group per module, so that one worker
-    builds that fixture once instead of both building it. The `slow` tests go first, then the
+    Tests that use one of SHARED_RUNS get one xdist_group per module, and those that use one
+    of SESSION_RUNS one group per fixture, so that one worker builds that fixture once instead
+    of both building it. The `slow` tests go first, then the
     groups, then the rest (each in collection order): the workers take the longest work while
     there is plenty left, instead of one of them finishing a slow test alone at the end.
-    Without xdist (no worker) nothing changes.
+    Without xdist (no worker) nothing changes. tryfirst: xdist's worker reads the xdist_group
+    marks in its own pytest_collection_modifyitems, which runs before this conftest's unless
+    told otherwise (marks added after it have no effect). Note: with pytest 9.2 and
+    pytest-xdist 3.8.0 loadgroup groups nothing at all (xdist writes the group into
+    item._nodeid, which pytest 9.2 no longer reads: pytest-xdist issue #1386, fix in PR #1388);
+    until that is fixed the groups are only marks and every worker builds its own fixtures.
     """
     if not hasattr(config, "workerinput"):
         return
     for item in items:
-        if SHARED_RUNS.intersection(item.fixturenames):
+        session = sorted(SESSION_RUNS.intersection(item.fixturenames))
+        if session:
+            item.add_marker(pytest.mark.xdist_group(session[0]))
+        elif SHARED_RUNS.intersection(item.fixturenames):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
     def rank(item: pytest.Item) -> int:
@@ -95,4 +107,19 @@ def data_dir(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("tfds")
     load_split("test", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def single_process_run(data_dir, tmp_path_factory) -> Path:
+    """Workdir of a finished single-process run of tiny_config(data_dir, TWO_PROCESS_STEPS):
+    the run that every two-process test (test_sharding, test_cluster) must end like, trained
+    once per session (per xdist worker: its users share one xdist_group, which does not group
+    them while loadgroup is broken, see pytest_collection_modifyitems). Read-only."""
+    from sassid_jax import train
+    from tests.test_sharding import TWO_PROCESS_STEPS
+    from tests.test_train import tiny_config
+
+    path = tmp_path_factory.mktemp("single_process_run")
+    train.train_and_evaluate(tiny_config(data_dir, TWO_PROCESS_STEPS), path)
     return path

@@ -18,7 +18,7 @@ import time
 import jax
 import pytest
 
-from sassid_jax import sharding, train
+from sassid_jax import sharding
 from sassid_jax.errors import UserInputError
 from tests.conftest import REPO_ROOT
 from tests.test_sharding import (
@@ -165,12 +165,10 @@ def test_recipes_name_existing_configs_and_no_cluster_flags(recipe):
 
 
 @pytest.mark.slow
-def test_slurm_variables_alone_make_one_cluster(data_dir, tmp_path):
+def test_slurm_variables_alone_make_one_cluster(data_dir, single_process_run, tmp_path):
     """Two loopback processes with srun's variables and the sbatch script's command line (no
     cluster flags) join one cluster and end at the single-process parameters."""
     config = tiny_config(data_dir, TWO_PROCESS_STEPS)
-    single = tmp_path / "single"
-    train.train_and_evaluate(config, single)
     config_file = tmp_path / "tiny_config.py"
     config_file.write_text(
         "from pathlib import Path\n"
@@ -185,4 +183,4 @@ def test_slurm_variables_alone_make_one_cluster(data_dir, tmp_path):
     outs = run_together([command, command], envs)
     for pid, (_out, err) in enumerate(outs):
         assert f"1 local / 2 global devices, process {pid} of 2; cluster: slurm" in err, err[-3000:]
-    assert_ends_like_single(multi, single, config)
+    assert_ends_like_single(multi, single_process_run, config)

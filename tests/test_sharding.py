@@ -121,10 +121,8 @@ def assert_ends_like_single(multi: Path, single: Path, config) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_end_like_one(data_dir, tmp_path):
+def test_two_processes_end_like_one(data_dir, single_process_run, tmp_path):
     config = tiny_config(data_dir, TWO_PROCESS_STEPS)
-    single = tmp_path / "single"
-    train.train_and_evaluate(config, single)
     multi = tmp_path / "multi"
     port = _free_port()
     outs = run_together(
@@ -137,7 +135,7 @@ def test_two_processes_end_like_one(data_dir, tmp_path):
     results = [_last_json(out) for out, _ in outs]
     assert [r["process"] for r in results] == [0, 1]
     assert all(r["count"] == 2 and r["devices"] == 2 for r in results)
-    assert_ends_like_single(multi, single, config)
+    assert_ends_like_single(multi, single_process_run, config)
 
 
 def test_unreachable_coordinator_fails_fast_and_clearly():
