@@ -57,24 +57,28 @@ SHARED_RUNS = frozenset({"uninterrupted", "runs", "source_run", "rising", "emula
 SESSION_RUNS = frozenset({"single_process_run"})
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
     """Order and group the tests for pytest-xdist (pyproject: --dist loadgroup, no reorder).
 
     Tests that use one of SHARED_RUNS get one xdist_group per module, and those that use one
     of SESSION_RUNS one group per fixture, so that one worker builds that fixture once instead
-    of both building it. The `slow` tests go first, then the
-    groups, then the rest (each in collection order): the workers take the longest work while
-    there is plenty left, instead of one of them finishing a slow test alone at the end.
-    Without xdist (no worker) nothing changes. tryfirst: xdist's worker reads the xdist_group
-    marks in its own pytest_collection_modifyitems, which runs before this conftest's unless
-    told otherwise (marks added after it have no effect). Note: with pytest 9.2 and
-    pytest-xdist 3.8.0 loadgroup groups nothing at all (xdist writes the group into
-    item._nodeid, which pytest 9.2 no longer reads: pytest-xdist issue #1386, fix in PR #1388);
-    until that is fixed the groups are only marks and every worker builds its own fixtures.
+    of both building it. The `slow` tests go first, then the groups, then the rest (each in
+    collection order): the workers take the longest work while there is plenty left, instead
+    of one of them finishing a slow test alone at the end. Without xdist (no worker) nothing
+    changes. A wrapper: the marks go on before xdist's worker reads them (in its own
+    pytest_collection_modifyitems), and `_name_groups` runs after it.
     """
-    if not hasattr(config, "workerinput"):
-        return
+    worker = hasattr(config, "workerinput")
+    if worker:
+        _mark_and_order(items)
+    result = yield
+    if worker and config.getvalue("loadgroup"):
+        _name_groups(items)
+    return result
+
+
+def _mark_and_order(items: list[pytest.Item]) -> None:
     for item in items:
         session = sorted(SESSION_RUNS.intersection(item.fixturenames))
         if session:
@@ -88,6 +92,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return 1 if item.get_closest_marker("xdist_group") else 2
 
     items.sort(key=rank)
+
+
+def _name_groups(items: list[pytest.Item]) -> None:
+    """Give each grouped test the node id suffix "@<group>" by which xdist's scheduler groups.
+
+    pytest-xdist 3.8.0 writes it into item._nodeid, which pytest 9.2 no longer reads (its node
+    ids are structured, item._id), so loadgroup silently groups nothing (pytest-xdist issue
+    #1386, fix proposed in PR #1388). Where xdist's suffix did take (older pytest, a fixed
+    xdist) nothing is done."""
+    for item in items:
+        names = sorted(
+            {
+                str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                for m in item.iter_markers("xdist_group")
+            }
+        )
+        if names and not item.nodeid.endswith("@" + "_".join(names)):
+            from _pytest.nodeid import NodeId  # pytest 9.2's structured node ids
+
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(names)}")
 
 
 @pytest.fixture(scope="session")
@@ -114,8 +138,7 @@ def data_dir(tmp_path_factory) -> Path:
 def single_process_run(data_dir, tmp_path_factory) -> Path:
     """Workdir of a finished single-process run of tiny_config(data_dir, TWO_PROCESS_STEPS):
     the run that every two-process test (test_sharding, test_cluster) must end like, trained
-    once per session (per xdist worker: its users share one xdist_group, which does not group
-    them while loadgroup is broken, see pytest_collection_modifyitems). Read-only."""
+    once per session (per xdist worker; its users share one xdist_group). Read-only."""
     from sassid_jax import train
     from tests.test_sharding import TWO_PROCESS_STEPS
     from tests.test_train import tiny_config
