@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sassid_jax.data.noise import linear_to_srgb  # the simulator's sRGB gamma
+
 MEAN_STEP = 1.0  # table grid: noisy local mean 0..255 in steps of 1 level
 STD_STEP = 0.5  # noise std 0..STD_MAX in steps of 0.5 level
 STD_MAX = 80.0
@@ -42,18 +44,12 @@ _X = np.linspace(-0.6, 1.3, 768)  # clean linear values tried (below 0: black wi
 _SIGMA_LIN = np.linspace(0.0, 1.0, 201)  # linear noise stds tried
 
 
-def srgb_gamma(x: np.ndarray) -> np.ndarray:
-    """The sRGB transfer function of linear values clipped to [0, 1] -> [0, 1]."""
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-
-
 def _moments() -> tuple[np.ndarray, np.ndarray]:
     """E[y] and std[y] in levels for every clean linear x and linear noise std:
     (len(_X), len(_SIGMA_LIN)) each."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(_NODES)
     weights = weights / weights.sum()
-    y = 255.0 * srgb_gamma(_X[:, None, None] + _SIGMA_LIN[None, :, None] * nodes)
+    y = 255.0 * linear_to_srgb(_X[:, None, None] + _SIGMA_LIN[None, :, None] * nodes)
     mean = (y * weights).sum(-1)
     std = np.sqrt(np.maximum((y**2 * weights).sum(-1) - mean**2, 0.0))
     return mean, std
@@ -64,7 +60,7 @@ def bias_table() -> np.ndarray:
     """(256, STD_MAX / STD_STEP + 1) float32: the model's bias E[y] - clean in levels, indexed
     by noisy local mean (levels) and noise std / STD_STEP. Deterministic; computed once."""
     mean, std = _moments()
-    clean = 255.0 * srgb_gamma(_X)
+    clean = 255.0 * linear_to_srgb(_X)
     means = np.arange(0.0, 256.0, MEAN_STEP)
     stds = np.arange(0.0, STD_MAX + STD_STEP / 2, STD_STEP)
     std_at = np.full((len(_SIGMA_LIN), len(means)), np.nan)

@@ -136,7 +136,7 @@ def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
 
-def _linear_to_srgb(x: np.ndarray) -> np.ndarray:
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     """sRGB transfer function, [0, 1] -> [0, 1], any shape (input clipped to [0, 1])."""
     x = np.clip(x, 0.0, 1.0)
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
@@ -274,7 +274,7 @@ def simulate_camera_noise(
     # clean image as the exact target (no demosaicing artefacts in noisy - clean).
     raw_noise = raw_noise * gains[channel]
     y = linear + _demosaic(raw_noise, sites) @ cam2rgb.T
-    y = _linear_to_srgb(y / params.exposure)
+    y = linear_to_srgb(y / params.exposure)
     if params.tone_curve:
         y = _tone_curve(y)
     noisy = np.clip(np.floor(y * 255.0 + 0.5), 0, 255).astype(np.uint8)
