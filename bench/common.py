@@ -5,7 +5,7 @@
   of medians measured side by side. `repeat` times one side alone.
 - Machine: `machine_info` (CPU model, cores, affinity, AVX-512, versions, load average) and
   `load_state` (the 1-minute load against the bench's own threads: quiet or loaded).
-- Records: `write_record` writes a JSON record atomically (`sassid_jax.atomic_files`),
+- Records: `write_record` writes a JSON record atomically (`sassid_jax.io.atomic_files`),
   `record_path` names it in bench/results/.
 - Tables: `markdown_table` and `text_table`.
 - Child processes: `run_child` runs a Python script and returns the JSON of its last line.
@@ -164,14 +164,14 @@ def record_path(name: str, started: str) -> Path:
 
 def write_record(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
     """Write a bench's JSON record atomically (parent folders created); returns the path."""
-    from sassid_jax.atomic_files import write_json
+    from sassid_jax.io.atomic_files import write_json
 
     return write_json(path, payload)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write a text file (a table) atomically; returns the path."""
-    from sassid_jax.atomic_files import write_bytes
+    from sassid_jax.io.atomic_files import write_bytes
 
     return write_bytes(path, text.encode())
 

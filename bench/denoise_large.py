@@ -25,7 +25,7 @@ import numpy as np
 
 common.on_path()
 
-from sassid_jax import inference  # noqa: E402
+from sassid_jax.inference import predict  # noqa: E402
 from sassid_jax.nn import UNet  # noqa: E402
 
 
@@ -54,24 +54,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--height", type=int, default=3000)
     parser.add_argument("--width-px", type=int, default=4000)
-    parser.add_argument("--tile", type=int, default=inference.DEFAULT_TILE)
-    parser.add_argument("--margin", type=int, default=inference.DEFAULT_MARGIN)
-    parser.add_argument("--batch", type=int, default=inference.DEFAULT_BATCH)
+    parser.add_argument("--tile", type=int, default=predict.DEFAULT_TILE)
+    parser.add_argument("--margin", type=int, default=predict.DEFAULT_MARGIN)
+    parser.add_argument("--batch", type=int, default=predict.DEFAULT_BATCH)
     parser.add_argument("--width", type=int, default=48, help="U-Net base width C")
     args = parser.parse_args()
 
     module = UNet(width=args.width)
     params = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
-    apply_fn = inference.jit_apply(module, params)
+    apply_fn = predict.jit_apply(module, params)
     image = synthetic_photo(args.height, args.width_px)
-    plan = inference.plan_tiles(args.height, args.width_px, tile=args.tile, margin=args.margin)
+    plan = predict.plan_tiles(args.height, args.width_px, tile=args.tile, margin=args.margin)
     calls = math.ceil(plan.num_tiles / args.batch)
     flops = tile_flops(apply_fn, args.batch, plan.tile_shape)
 
     started = common.timestamp()
     start = time.perf_counter()  # compile of the tile shape happens in the first call: timed
     first: list[float] = []
-    out = inference.denoise(
+    out = predict.denoise(
         apply_fn,
         image,
         tile=args.tile,

@@ -9,7 +9,7 @@ Sets (no ground truth is used for any choice; clean references only score the re
   shot range, noisy ~20-35 dB): the seven training photos of the embedded dataset, three noisy
   realisations each (21 photos), evaluated on the four held-out crops of chelsea and coffee
   (never trained on) at four log-spaced noise levels of that range;
-- main: the main job, `configs/default.py` on the embedded dataset (heavy SIDD-like noise);
+- main: the main job, `configs/default.py` on the embedded dataset (heavy SIDD-like simulator);
 - sidd: the five real SIDD blocks of ../shared/data (the pair's noisy block and the four noisy
   blocks) through `configs/own_photos.py`, scored on the pair;
 - dnd: the 34 real DND crops (no ground truth): the estimate of the gain only, and panels.
@@ -58,12 +58,13 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 def make_mild(folder: Path) -> Path:
     """Write the mild set (train/, eval_noisy/, eval_clean/ PNGs) into folder; returns it."""
-    from sassid_jax.data import embedded, noise
+    from sassid_jax.data import embedded
+    from sassid_jax.noise import simulator
 
     if (folder / "done").exists():
         return folder
-    mild = noise.NoiseRange()  # the simulator's own (mild) range
-    camera = noise.sample_noise_params(np.random.default_rng(embedded.CAMERA_SEED), mild)
+    mild = simulator.NoiseRange()  # the simulator's own (mild) range
+    camera = simulator.sample_noise_params(np.random.default_rng(embedded.CAMERA_SEED), mild)
     lo, hi = mild.shot
 
     def noisy_of(name: str, clean: np.ndarray, shot: float | None) -> np.ndarray:
@@ -72,7 +73,7 @@ def make_mild(folder: Path) -> Path:
             shot = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         read = float(np.exp(mild.read_slope * np.log(shot) + mild.read_intercept))
         params = dataclasses.replace(camera, shot=shot, read=read)
-        return noise.simulate_camera_noise(clean, rng, params)[0]
+        return simulator.simulate_camera_noise(clean, rng, params)[0]
 
     for photo in embedded.TRAIN_PHOTOS:
         clean = embedded.load_photo(photo)

@@ -1,4 +1,4 @@
-"""Validation of `sassid_jax.quality_estimate`: estimated against true PSNR, with ground truth.
+"""Validation of `inference.quality_estimate`: estimated against true PSNR, with ground truth.
 
 Cases (each network plain and with the 8 px colour anchor f + G_8 * (x - f)):
 - main: a trained run (default runs/default) on its held-out eval photos;
@@ -29,9 +29,10 @@ common.on_path()
 
 import ml_collections  # noqa: E402
 
-from sassid_jax import checkpoint_io, colour_anchor, inference, photo_io  # noqa: E402
-from sassid_jax import quality_estimate as qe  # noqa: E402
-from sassid_jax.run_context import load_inputs  # noqa: E402
+from sassid_jax.inference import colour_anchor, predict  # noqa: E402
+from sassid_jax.inference import quality_estimate as qe  # noqa: E402
+from sassid_jax.io import checkpoints, photos  # noqa: E402
+from sassid_jax.training.run_context import load_inputs  # noqa: E402
 
 HEADER = (
     "case", "photo", "f", "noisy est/true", "output est/true", "gain est/true", "error dB",
@@ -40,19 +41,19 @@ HEADER = (
 
 
 def _anchored(fn: Any, sigma: float = 8.0) -> Any:
-    """fn followed by the colour anchor (sassid_jax/colour_anchor.py)."""
+    """fn followed by the colour anchor (sassid_jax/inference/colour_anchor.py)."""
     return lambda x: colour_anchor.anchor(fn(x), x, sigma)
 
 
 def network_fn(run: str, name: str) -> qe.DenoiseFn:
     """(1, h, w, 3) -> (1, h, w, 3) apply of a run's trained network."""
-    module, params = checkpoint_io.load_network(run, name)
+    module, params = checkpoints.load_network(run, name)
     return lambda x: module.apply({"params": params}, x)
 
 
 def truth(fn: qe.DenoiseFn, noisy: np.ndarray, clean: np.ndarray) -> dict[str, float]:
     """True MSEs of the noisy photo and f(noisy) (whole photo), and the best blend weight."""
-    out = inference.predict_image(fn, noisy).astype(np.float64)
+    out = predict.predict_image(fn, noisy).astype(np.float64)
     x, y = noisy.astype(np.float64), clean.astype(np.float64)
     diff = out - x
     best = float(np.clip(np.sum(diff * (y - x)) / max(np.sum(diff**2), 1e-12), 0, 1))
@@ -116,10 +117,10 @@ def main() -> None:
     cases, networks = args.cases.split(","), args.networks.split(",")
     started = common.timestamp()
     rows = []
-    config = ml_collections.ConfigDict(checkpoint_io.read_run_config(args.main_run))
+    config = ml_collections.ConfigDict(checkpoints.read_run_config(args.main_run))
     _, examples = load_inputs(config)
     pair = Path(args.sidd_pair)
-    sidd = [photo_io.read_rgb8(pair / f) for f in ("noisy.png", "gt.png")]
+    sidd = [photos.read_rgb8(pair / f) for f in ("noisy.png", "gt.png")]
     if "main" in cases:
         for label, fn in functions(args.main_run, networks):
             for ex in examples:

@@ -25,9 +25,9 @@ def measure(batch: int, crop: int, width: int, repeats: int) -> dict:
     from speed import random_init
 
     from configs import default
-    from sassid_jax import sharding
-    from sassid_jax import train_step as train
-    from sassid_jax.stages import make_stage
+    from sassid_jax.methods.stages import make_stage
+    from sassid_jax.training import sharding
+    from sassid_jax.training import train_step as train
 
     config = default.get_config()
     config.networks.bnn.width = config.networks.unet.width = width

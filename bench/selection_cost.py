@@ -1,4 +1,4 @@
-"""Cost of model selection's held-out loss (sassid_jax/selection.py) against the train steps,
+"""Cost of model selection's held-out loss (training/selection.py) against the train steps,
 for the main job's config (configs/default.py): per stage, a train step (batch, crop) and a
 held-out evaluation (selection.max_crops crops), random inputs and initial parameters (only
 the time is measured), and the share of the stage's step time that its evaluations (every
@@ -19,8 +19,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
-from sassid_jax import selection, sharding  # noqa: E402
-from sassid_jax.train_step import (  # noqa: E402
+from sassid_jax.training import selection, sharding  # noqa: E402
+from sassid_jax.training.train_step import (  # noqa: E402
     build_networks,
     build_stages,
     init_state,

@@ -11,7 +11,7 @@ Rows (paper widths: BNN C=48 b=9, LAN 64, U-Net C=48; shapes 1x256^2 and 8x128^2
   stage/<lan|unet>/<online|precomputed>/<shape>   the full stage step of `sassid_jax.train`
                          (`make_train_step`): teachers run forward on every batch ("online",
                          the paper's form) or arrive precomputed with the batch
-                         (sassid_jax/teacher_cache.py); PyTorch does the same two things;
+                         (sassid_jax/training/teacher_cache.py); PyTorch does the same two things;
   ceil/matmul, ceil/conv3x3   the machine's ceilings in the same run.
 Each side runs in its own worker process with the same number of threads (XLA's default is
 one per available core; torch.set_num_threads gets the same number), so neither thread pool
@@ -139,8 +139,8 @@ def stage_problem(
     import jax
     import jax.numpy as jnp
 
+    from sassid_jax.methods.stages import make_stage
     from sassid_jax.nn import make_network
-    from sassid_jax.stages import make_stage
 
     stage = make_stage(student, (student,), (student,))
     networks = {name: make_network(name, **network_kwargs(name, width, dtype)) for name in NAMES}
@@ -182,9 +182,9 @@ def build_jax(row: Row):
     import jax.numpy as jnp
     import optax
 
-    from sassid_jax import sharding, train_step
     from sassid_jax.nn import make_network
     from sassid_jax.nn.layers import conv2d
+    from sassid_jax.training import sharding, train_step
 
     if row.kind == "ceil":
         if row.net == "matmul":

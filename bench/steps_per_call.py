@@ -35,7 +35,8 @@ def measure(student: str, mode: str, n: int, size: int, k: int, repeats: int) ->
     import optax
     from speed import stage_problem
 
-    from sassid_jax import sharding, train
+    from sassid_jax import train
+    from sassid_jax.training import sharding
 
     networks, stage, teachers, xs = stage_problem(student, mode, (k, n, size, size))
     mesh, tx = sharding.make_mesh(), optax.adam(3e-4)

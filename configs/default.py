@@ -50,7 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Trained weights per network (a run folder, a checkpoint in one, or an authors' .pth;
     # local or gs://); "" = none. A network no stage trains is then a frozen teacher (so
     # stage_order=("unet",) with bnn and lan given trains only the U-Net); one a stage trains
-    # starts there from these weights. See sassid_jax/pretrained.py.
+    # starts there from these weights. See sassid_jax/training/pretrained.py.
     c.pretrained = ml_collections.ConfigDict({"bnn": "", "lan": "", "unet": ""})
 
     c.alpha = ml_collections.ConfigDict({"lower": 1.0, "upper": 5.0})
@@ -74,14 +74,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 100
     c.train.keep_checkpoints = 2
     # Frozen teachers of stages 2 and 3: "online" runs them on every batch (the paper's
-    # form); "precomputed" runs them once per training image (sassid_jax/teacher_cache.py).
+    # form); "precomputed" runs them once per training image (sassid_jax/training/teacher_cache.py).
     c.train.teachers = "online"
     # Train steps per jitted call (K batches stacked, K steps unrolled in one program). Same
     # arithmetic; on CPU one call allocates XLA's temporaries once instead of K times
     # (bench/NOTES.md, section 7e). log/checkpoint/eval intervals must be multiples of it.
     c.train.steps_per_call = 1
 
-    # Model selection without ground truth (sassid_jax/selection.py): the bottom band of each
+    # Model selection without ground truth (training/selection.py): the bottom band of each
     # training photo (fraction of its rows, >= crop_size) is held out; every `every` steps
     # the stage's own loss on up to max_crops crops of it picks the best step, and the stage
     # stops once it has not fallen by more than min_delta (relative) for `patience`
@@ -112,11 +112,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Applied to every output (evaluation, eval/submit/denoise modes), not to training.
     # colour_sigma: the output keeps the noisy input's local mean colour, blurred with a
-    # Gaussian of this std in pixels (sassid_jax/colour_anchor.py: removes the colour shift
+    # Gaussian of this std in pixels (inference/colour_anchor.py: removes the colour shift
     # the LAN and U-Net learn), less the mean bias that clipping and the sRGB gamma give the
-    # noise there (sassid_jax/noise_bias.py); 0 = off (the paper's raw network output).
+    # noise there (sassid_jax/noise/bias.py); 0 = off (the paper's raw network output).
     # safeguard: "blend" estimates each output's PSNR from its noisy photo alone and blends
-    # the output with the input where it is estimated no better (sassid_jax/safeguard.py);
+    # the output with the input where it is estimated no better (sassid_jax/inference/safeguard.py);
     # "off" hands back the network's output as it is.
     c.postprocess = ml_collections.ConfigDict({"colour_sigma": 8.0, "safeguard": "blend"})
     return c

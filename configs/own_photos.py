@@ -9,7 +9,7 @@ once into a TFDS dataset (noisy_image_folder). Sizes and steps are the main job'
 a CPU); for a full-size run, start from configs/sasl_paper.py and set the same fields.
 
 networks.bnn.blind_size is "auto": before training, the noise of the noisy photos is measured
-(`sassid_jax.noise_analysis`; see it with `--mode analyze --input PATH/noisy`) and the blind
+(`sassid_jax.noise.analysis`; see it with `--mode analyze --input PATH/noisy`) and the blind
 size is the smallest that hides the neighbours whose noise still correlates with a pixel's
 (5 for SIDD-like phone noise). Set an odd integer to choose it yourself.
 """

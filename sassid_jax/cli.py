@@ -30,11 +30,15 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any
 
+import jax
 from absl import app, flags
+from ml_collections import config_flags
+from ml_collections.config_flags import config_path
 
+from sassid_jax import configuration
 from sassid_jax.errors import UserInputError
+from sassid_jax.logs import quiet_libraries
 
 FLAGS = flags.FLAGS
 MODES = ("train", "denoise", "eval", "submit", "prepare", "analyze")
@@ -107,9 +111,6 @@ def with_resolved_config(argv: list[str]) -> list[str]:
 
 def define_flags(argv: list[str]) -> None:
     """Define our flags (the config flag reads its overrides from argv) and JAX's."""
-    import jax
-    from ml_collections import config_flags
-
     try:
         default = resolve_config_path(DEFAULT_CONFIG)
     except FlagInputError:
@@ -174,8 +175,6 @@ def define_flags(argv: list[str]) -> None:
 
 def _unknown_override(argv: list[str]) -> str | None:
     """The first `--config.FIELD` override of argv naming no field of the config, or None."""
-    from ml_collections.config_flags import config_path
-
     value = None
     for i, item in enumerate(argv):
         name, eq, rest = item.partition("=")
@@ -214,28 +213,24 @@ def _define_and_parse(argv: list[str]) -> list[str]:
 
 def _validate(mode: str) -> None:
     """Config checks of `mode` before any work (ConfigError naming the field)."""
-    from sassid_jax import configuration
-
     if mode == "train":
         configuration.validate_config(FLAGS.config)
     elif mode in ("eval", "submit"):
         configuration.validate_eval_config(FLAGS.config, mode)
     elif mode == "prepare":
-        from sassid_jax.data import prepare, sources
+        # late import: only the mode that runs loads its stack (TensorFlow, ...)
+        from sassid_jax.modes import prepare
 
-        sources.check_dataset_name(FLAGS.config.dataset.name)
-        sources.get_source(*sources.eval_dataset_name(FLAGS.config.dataset))
-        prepare.wait_seconds(FLAGS.config.dataset)
+        prepare.check_config(FLAGS.config)
 
 
 def dispatch(mode: str) -> int:
     """Run `mode` with the parsed flags; returns the exit code."""
-    from sassid_jax.logs import quiet_libraries
-
     _validate(mode)
     quiet_libraries()
     if mode == "denoise":
-        from sassid_jax.denoise import run_denoise
+        # late import: only the mode that runs loads its stack (TensorFlow, ...)
+        from sassid_jax.modes.denoise import run_denoise
 
         return run_denoise(
             FLAGS.checkpoint,
@@ -249,21 +244,31 @@ def dispatch(mode: str) -> int:
             safeguard=FLAGS.safeguard,
         )
     if mode == "analyze":
-        from sassid_jax.noise_report import run_analyze
+        # late import: only the mode that runs loads its stack (TensorFlow, ...)
+        from sassid_jax.modes.analyze import run_analyze
 
         return run_analyze(FLAGS.input, FLAGS.output)
     if mode == "eval":
-        from sassid_jax import evaluate
+        # late import: only the mode that runs loads its stack (TensorFlow, ...)
+        from sassid_jax.modes import evaluate
 
         evaluate.run_eval(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
     elif mode == "submit":
-        from sassid_jax import submission
+        # late import: only the mode that runs loads its stack (TensorFlow, ...)
+        from sassid_jax.modes import submit
 
-        submission.run_submit(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
+        submit.run_submit(FLAGS.config, FLAGS.checkpoint, FLAGS.output)
     elif mode == "prepare":
-        run_prepare(FLAGS.config.dataset)
+        # late import: only the mode that runs loads its stack (TensorFlow, ...)
+        from sassid_jax.modes import prepare
+
+        prepare.run_prepare(
+            FLAGS.config, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+        )
     else:
-        from sassid_jax import sharding, train
+        # late import: only the mode that runs loads its stack (TensorFlow, ...)
+        from sassid_jax import train
+        from sassid_jax.training import sharding
 
         sharding.initialize_distributed(
             FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
@@ -272,18 +277,6 @@ def dispatch(mode: str) -> int:
             FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change
         )
     return 0
-
-
-def run_prepare(dataset_cfg: Any) -> None:
-    """--mode prepare: build the config's datasets (process 0; others wait), print each."""
-    from sassid_jax import sharding
-    from sassid_jax.data import sources
-
-    sharding.initialize_distributed(
-        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
-    )
-    for prepared in sources.prepare_datasets(dataset_cfg):
-        print(prepared.describe(), flush=True)
 
 
 def _fail(error: Exception) -> int:

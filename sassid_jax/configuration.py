@@ -15,17 +15,17 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
-from sassid_jax import pretrained
-from sassid_jax.auto_blind_size import blind_size_value
-from sassid_jax.colour_anchor import config_sigma
 from sassid_jax.data.sources import SUBMIT_DATASETS, check_dataset_name, check_evaluable
 from sassid_jax.errors import ConfigError
+from sassid_jax.inference.colour_anchor import config_sigma
+from sassid_jax.inference.safeguard import config_mode
+from sassid_jax.methods.stages import check_order, make_stage
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
-from sassid_jax.safeguard import config_mode
-from sassid_jax.selection import check_config as check_selection
-from sassid_jax.stages import check_order, make_stage
-from sassid_jax.teacher_cache import check_mode as check_teacher_mode
+from sassid_jax.noise.blind_size import blind_size_value
+from sassid_jax.training import pretrained
+from sassid_jax.training.selection import check_config as check_selection
+from sassid_jax.training.teacher_cache import check_mode as check_teacher_mode
 
 # Fields that may differ between a run and its resumption (they change no result).
 RESUMABLE_FIELDS = (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from absl import logging as absl_logging
+
 QUIET_PACKAGES = ("/orbax/", "/jax/", "/flax/", "/clu/", "/tensorflow_datasets/", "/etils/")
 
 
@@ -18,8 +20,6 @@ class _LibraryInfoFilter(logging.Filter):
 
 def quiet_libraries() -> None:
     """Attach the filter to the absl handler (and the root handlers)."""
-    from absl import logging as absl_logging
-
     absl_logging.set_verbosity(absl_logging.INFO)
     handlers = [absl_logging.get_absl_handler(), *logging.getLogger().handlers]
     for handler in handlers:

@@ -34,28 +34,23 @@ import numpy as np
 from clu import metric_writers
 from etils import epath
 
-from sassid_jax import (
-    monitoring,
-    pretrained,
-    report,
-    resume,
-    selection,
-    sharding,
-    teacher_cache,
-    workdir_lock,
-)
-from sassid_jax.atomic_files import write_json
-from sassid_jax.auto_blind_size import resolve_config_blind_size
 from sassid_jax.configuration import check_resume_compatible, validate_config
 from sassid_jax.data import pipeline, tiles
 from sassid_jax.errors import ConfigError
+from sassid_jax.evaluation import report
+from sassid_jax.io import workdir_lock
+from sassid_jax.io.atomic_files import write_json
+from sassid_jax.io.paths import absolute
 from sassid_jax.nn import NETWORK_NAMES
-from sassid_jax.paths import absolute
-from sassid_jax.resume import History
-from sassid_jax.run_context import Preempted as Preempted  # re-exported: what a stop raises
-from sassid_jax.run_context import RunContext, SigtermFlag, load_inputs
-from sassid_jax.run_context import TrainingDivergedError as TrainingDivergedError
-from sassid_jax.train_step import (
+from sassid_jax.noise.blind_size import resolve_config_blind_size
+from sassid_jax.training import monitoring, pretrained, resume, selection, sharding, teacher_cache
+from sassid_jax.training.resume import History
+from sassid_jax.training.run_context import (
+    Preempted as Preempted,  # re-exported: what a stop raises
+)
+from sassid_jax.training.run_context import RunContext, SigtermFlag, load_inputs
+from sassid_jax.training.run_context import TrainingDivergedError as TrainingDivergedError
+from sassid_jax.training.train_step import (
     State,
     build_networks,
     build_stages,

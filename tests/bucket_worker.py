@@ -43,7 +43,7 @@ def copy(src: str, dst: str) -> None:
 
 def lock(workdir: str) -> dict:
     """Take the lock, try again (refused: this process holds it), release it."""
-    from sassid_jax.workdir_lock import LOCK_NAME, WorkdirLockedError, acquire, release
+    from sassid_jax.io.workdir_lock import LOCK_NAME, WorkdirLockedError, acquire, release
 
     path = acquire(workdir)
     holder = json.loads(path.read_text())
@@ -61,7 +61,7 @@ def mat(folder: str) -> dict:
     caller put there as v73.mat (variable 'x', (2, 3) after MATLAB's axis order)."""
     import numpy as np
 
-    from sassid_jax.data.matfiles import is_hdf5, read_array, write_atomic_mat
+    from sassid_jax.io.matfiles import is_hdf5, read_array, write_atomic_mat
 
     write_atomic_mat(f"{folder}/v5.mat", {"x": np.arange(6, dtype=np.uint8).reshape(2, 3)})
     return {

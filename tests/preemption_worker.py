@@ -21,7 +21,8 @@ STEPS = 60
 def main(port: str, pid: str, workdir: str, data_dir: str) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s", force=True)
-    from sassid_jax import sharding, train
+    from sassid_jax import train
+    from sassid_jax.training import sharding
     from tests.test_train import tiny_config
 
     sharding.initialize_distributed(f"127.0.0.1:{port}", 2, int(pid), 60)

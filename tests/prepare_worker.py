@@ -36,8 +36,9 @@ class _Recorder(logging.Handler):
 
 def main(port: str, pid: str, workdir: str, data_dir: str, photos: str, sync: str) -> dict:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    from sassid_jax import sharding, train
+    from sassid_jax import train
     from sassid_jax.data import folder, prepare
+    from sassid_jax.training import sharding
     from tests.test_train import tiny_config
 
     flag = Path(sync) / "waiting"

@@ -20,8 +20,9 @@ import numpy as np  # noqa: E402
 
 def equal_steps() -> dict:
     """One step of every stage on a 4-device mesh vs a 1-device mesh: max relative diff."""
-    from sassid_jax import sharding, train
-    from sassid_jax.stages import make_stage
+    from sassid_jax import train
+    from sassid_jax.methods.stages import make_stage
+    from sassid_jax.training import sharding
     from tests.test_train import tiny_config
 
     config = tiny_config(Path("unused"))
@@ -56,7 +57,8 @@ def equal_steps() -> dict:
 
 def train_run(port: str, pid: str, nproc: str, workdir: str, data_dir: str) -> dict:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    from sassid_jax import sharding, train
+    from sassid_jax import train
+    from sassid_jax.training import sharding
     from tests.test_train import tiny_config
 
     sharding.initialize_distributed(f"127.0.0.1:{port}", int(nproc), int(pid), 60)
@@ -71,7 +73,7 @@ def train_run(port: str, pid: str, nproc: str, workdir: str, data_dir: str) -> d
 
 
 def unreachable(port: str) -> dict:
-    from sassid_jax import sharding
+    from sassid_jax.training import sharding
 
     sharding.initialize_distributed(f"127.0.0.1:{port}", 2, 1, timeout_seconds=5)
     return {"joined": True}

@@ -109,9 +109,9 @@ def test_random_init_keeps_shapes_and_zeroes_the_optimizer():
     import jax
     import optax
 
-    from sassid_jax import train_step
+    from sassid_jax.methods.stages import make_stage
     from sassid_jax.nn import make_network
-    from sassid_jax.stages import make_stage
+    from sassid_jax.training import train_step
 
     networks = {"unet": make_network("unet", width=4)}
     stage, tx = make_stage("unet", ("unet",), ("unet",)), optax.adam(1e-3)

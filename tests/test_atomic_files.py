@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from sassid_jax.atomic_files import atomic_write, write_json
+from sassid_jax.io.atomic_files import atomic_write, write_json
 
 
 def test_write_json_round_trip_and_umask(tmp_path):

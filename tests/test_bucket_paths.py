@@ -31,7 +31,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sassid_jax import denoise, train
+from sassid_jax import train
+from sassid_jax.modes import denoise
 from tests.conftest import REPO_ROOT
 from tests.test_denoise import _unet_state_dict
 from tests.test_train import _launch_args, assert_same_params, run_params, tiny_config

@@ -18,8 +18,8 @@ import time
 import jax
 import pytest
 
-from sassid_jax import sharding
 from sassid_jax.errors import UserInputError
+from sassid_jax.training import sharding
 from tests.conftest import REPO_ROOT
 from tests.test_sharding import (
     CLUSTER_VARIABLES,

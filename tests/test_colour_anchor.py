@@ -1,4 +1,4 @@
-"""Colour anchoring (sassid_jax/colour_anchor.py), the colour-shift metric, and their use in the
+"""Colour anchoring (inference/colour_anchor.py), the colour-shift metric, and their use in the
 eval / denoise paths."""
 
 import json
@@ -8,9 +8,10 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from sassid_jax import colour_anchor, inference, metrics
-from sassid_jax import denoise as dn
 from sassid_jax.errors import ConfigError
+from sassid_jax.evaluation import metrics
+from sassid_jax.inference import colour_anchor, predict
+from sassid_jax.modes import denoise as dn
 
 
 def _scene(h=96, w=80, seed=0):
@@ -86,8 +87,8 @@ def test_denoise_images_and_denoise_mode_anchor(tmp_path, monkeypatch, capsys):
     noisy = noisy.astype(np.uint8)
     cast = np.float32([8.0, -8.0, 0.0])
     apply_fn = lambda x: np.asarray(x) * 0 + clean + cast  # noqa: E731  (cast clean image)
-    (raw,) = inference.denoise_images(apply_fn, [noisy])
-    (fixed,) = inference.denoise_images(apply_fn, [noisy], colour_sigma=8.0)
+    (raw,) = predict.denoise_images(apply_fn, [noisy])
+    (fixed,) = predict.denoise_images(apply_fn, [noisy], colour_sigma=8.0)
     assert np.abs(metrics.colour_shift(clean, raw)[0] - cast).max() < 0.6
     assert np.abs(metrics.colour_shift(clean, fixed)[0]).max() < 1.0
     # --mode denoise: the run's postprocess.colour_sigma, or the flag
@@ -97,7 +98,7 @@ def test_denoise_images_and_denoise_mode_anchor(tmp_path, monkeypatch, capsys):
     assert dn.denoiser_settings(run)[0] == 8.0
     assert dn.denoiser_settings(tmp_path / "authors.pth")[0] == 0.0
     monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint: (None, None))
-    monkeypatch.setattr(inference, "jit_apply", lambda module, params: apply_fn)
+    monkeypatch.setattr(predict, "jit_apply", lambda module, params: apply_fn)
     Image.fromarray(noisy).save(tmp_path / "in.png")
     for sigma, name, limit in ((None, "a.png", 1.0), (0.0, "b.png", 9.0)):
         code = dn.run_denoise(

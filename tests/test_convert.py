@@ -7,16 +7,16 @@ import zipfile
 import numpy as np
 import pytest
 
-from sassid_jax.convert import (
+from sassid_jax.errors import UserInputError
+from sassid_jax.io.torch_format import TorchFormatError, read_state_dict
+from sassid_jax.io.torch_params import (
     CheckpointMismatchError,
     NonFiniteWeightsError,
     check_finite,
     convert_state_dict,
     load_torch_params,
 )
-from sassid_jax.errors import UserInputError
 from sassid_jax.nn import BNN, LAN, UNet
-from sassid_jax.torch_format import TorchFormatError, read_state_dict
 from tests.test_networks import PAPER_COUNTS
 
 

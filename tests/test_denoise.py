@@ -20,9 +20,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from sassid_jax import denoise as dn
-from sassid_jax import inference, photo_io
-from sassid_jax.convert import convert_state_dict
+from sassid_jax.inference import predict
+from sassid_jax.io import photos
+from sassid_jax.io.torch_params import convert_state_dict
+from sassid_jax.modes import denoise as dn
 from sassid_jax.nn import UNet
 
 # ----------------------------------------------------------------------------- helpers
@@ -33,7 +34,7 @@ def identity(monkeypatch):
     """run_denoise with a denoiser that returns its input (or `scale` x input)."""
     state = {"scale": 1.0}
     monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint: (None, None))
-    monkeypatch.setattr(inference, "jit_apply", lambda module, params: lambda x: x * state["scale"])
+    monkeypatch.setattr(predict, "jit_apply", lambda module, params: lambda x: x * state["scale"])
     return state
 
 
@@ -152,8 +153,8 @@ def test_pth_unet_width_is_inferred_and_runs(tmp_path, monkeypatch, capsys):
     assert code == 0
     out = np.asarray(Image.open(tmp_path / "out.png"))
     assert out.shape == (40, 50, 3) and out.dtype == np.uint8
-    whole = inference.predict_image(
-        inference.jit_apply(module, params), np.asarray(Image.open(tmp_path / "in.png"))
+    whole = predict.predict_image(
+        predict.jit_apply(module, params), np.asarray(Image.open(tmp_path / "in.png"))
     )
     np.testing.assert_array_equal(out, np.clip(np.floor(whole + 0.5), 0, 255))
 
@@ -226,7 +227,7 @@ def test_16bit_png_round_trip(tmp_path, identity, capsys):
     (tmp_path / "in.png").write_bytes(imagecodecs.png_encode(image))
     code, _, _ = _run(tmp_path, tmp_path / "in.png", tmp_path / "out.png", capsys)
     assert code == 0
-    back = photo_io.read_photo(tmp_path / "out.png").pixels
+    back = photos.read_photo(tmp_path / "out.png").pixels
     assert back.dtype == np.uint16
     assert np.abs(back.astype(int) - image).max() <= 1
 
@@ -234,10 +235,10 @@ def test_16bit_png_round_trip(tmp_path, identity, capsys):
 def test_16bit_grey_png_from_pillow(tmp_path, identity, capsys):
     grey = np.random.default_rng(3).integers(0, 65536, (19, 13), dtype=np.uint16)
     Image.fromarray(grey).save(tmp_path / "g.png")  # Pillow's adaptive row filters
-    photo = photo_io.read_photo(tmp_path / "g.png")
+    photo = photos.read_photo(tmp_path / "g.png")
     np.testing.assert_array_equal(photo.pixels[:, :, 0], grey)
     code, _, _ = _run(tmp_path, tmp_path / "g.png", tmp_path / "o.png", capsys)
-    back = photo_io.read_photo(tmp_path / "o.png").pixels
+    back = photos.read_photo(tmp_path / "o.png").pixels
     assert code == 0 and back.shape == (19, 13, 1) and back.dtype == np.uint16
     assert np.abs(back[:, :, 0].astype(int) - grey).max() <= 1
 
@@ -245,12 +246,12 @@ def test_16bit_grey_png_from_pillow(tmp_path, identity, capsys):
 def test_exif_orientation_in_output(tmp_path, identity, capsys):
     image = _rgb8(12, 20)
     exif = Image.Exif()
-    exif[photo_io.ORIENTATION_TAG] = 6  # stored sideways: 90 degrees clockwise to show upright
+    exif[photos.ORIENTATION_TAG] = 6  # stored sideways: 90 degrees clockwise to show upright
     Image.fromarray(image).save(tmp_path / "in.jpg", exif=exif, quality=100)
     code, _, _ = _run(tmp_path, tmp_path / "in.jpg", tmp_path / "out.png", capsys)
     with Image.open(tmp_path / "out.png") as out:
         assert code == 0 and out.size == (12, 20)
-        assert out.getexif()[photo_io.ORIENTATION_TAG] == 1  # EXIF kept, pixels upright
+        assert out.getexif()[photos.ORIENTATION_TAG] == 1  # EXIF kept, pixels upright
 
 
 def test_grayscale_and_rgba(tmp_path, identity, capsys):
@@ -300,7 +301,7 @@ def test_interrupt_during_run_exits_130_without_partial_file(tmp_path, monkeypat
 
         return apply
 
-    monkeypatch.setattr(inference, "jit_apply", interrupted)
+    monkeypatch.setattr(predict, "jit_apply", interrupted)
     Image.fromarray(_rgb8()).save(tmp_path / "in.png")
     code, _, err = _run(tmp_path, tmp_path / "in.png", tmp_path / "out.png", capsys)
     assert code == 130 and "interrupted" in err

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from sassid_jax import submission
 from sassid_jax.data import dnd, sources
 from sassid_jax.errors import UserInputError
+from sassid_jax.modes import submit
 
 HEIGHT, WIDTH, BOX = 96, 128, 32
 # (row0, col0) of boxes: at the corner (no margin), 40 px in (32), far in, at the far corner.
@@ -98,7 +98,7 @@ def test_builder_windows_and_identity_submission(fake_dnd, tmp_path):
     assert {(0, 0), (32, 32), (32, 64), (64, 64)} <= margins  # border-limited and full 64
 
     out = tmp_path / "submission"
-    submission.submit_dnd(cfg, lambda x: x, out)
+    submit.submit_dnd(cfg, lambda x: x, out)
     bundled = scipy.io.loadmat(out / "bundled" / "0007.mat")
     assert bundled["Idenoised"].shape == (1, 20)
     assert not bundled["israw"].item() and bundled["eval_version"].item() == "1.0"
@@ -111,7 +111,7 @@ def test_builder_windows_and_identity_submission(fake_dnd, tmp_path):
     # resumable: boxes already written are kept, the bundles are rebuilt from them
     marker = np.full((BOX, BOX, 3), 0.5, np.float32)
     dnd.write_box(out, 0, 0, marker)
-    submission.submit_dnd(cfg, lambda x: x, out)
+    submit.submit_dnd(cfg, lambda x: x, out)
     again = scipy.io.loadmat(out / "bundled" / "0001.mat")["Idenoised"][0, 0]
     np.testing.assert_array_equal(again, marker)
 

@@ -1,7 +1,6 @@
 """The repository's documentation stays in step with the code.
 
-- every library module is listed (by path) in the README's "Architecture" table, and every
-  path listed there exists;
+- (the code map is each package's `__init__.py` docstring: tests/test_structure.py checks it);
 - nothing cites the private method note that is not part of the repository; the method is
   documented in docs/method.md;
 - every link from the README (or from the code) to docs/*.md points to an existing file, and
@@ -30,25 +29,6 @@ def _section(markdown: str, heading: str) -> str:
     return match.group(1)
 
 
-def architecture_paths() -> list[str]:
-    """Backticked paths in the first column of the README's Architecture table."""
-    paths = []
-    for line in _section(README.read_text(), "Architecture").splitlines():
-        cells = line.split("|")
-        if line.startswith("|") and len(cells) > 2:
-            paths += re.findall(r"`([^`]+\.py)`", cells[1])
-    return paths
-
-
-def library_modules() -> list[str]:
-    """Every sassid_jax module except package __init__ files, as repository-relative paths."""
-    return sorted(
-        p.relative_to(REPO).as_posix()
-        for p in (REPO / "sassid_jax").rglob("*.py")
-        if p.name != "__init__.py" and "__pycache__" not in p.parts
-    )
-
-
 def text_files() -> list[Path]:
     """Text files of the repository (outside VCS, caches, virtualenvs and run outputs)."""
     found = []
@@ -75,22 +55,6 @@ def anchors_of(markdown: str) -> set[str]:
     return {github_anchor(m) for m in re.findall(r"^#{1,6} (.+?)\s*$", markdown, re.M)}
 
 
-def test_every_module_is_in_the_architecture_table():
-    listed = set(architecture_paths())
-    missing = [m for m in library_modules() if m not in listed]
-    assert not missing, f"README.md 'Architecture' table lacks a row for: {', '.join(missing)}"
-
-
-def test_every_architecture_row_names_an_existing_file():
-    stale = [p for p in architecture_paths() if not (REPO / p).is_file()]
-    assert not stale, f"README.md 'Architecture' table lists missing files: {', '.join(stale)}"
-
-
-def test_architecture_table_parser_sees_the_known_rows():
-    # Guards the parser above: a format change must not make the table look empty.
-    assert {"sassid_jax/nn/bnn.py", "launch.py"} <= set(architecture_paths())
-
-
 def test_nothing_cites_the_private_method_note():
     citing = [
         p.relative_to(REPO).as_posix()
@@ -102,7 +66,12 @@ def test_nothing_cites_the_private_method_note():
 
 def test_text_file_scan_covers_the_repository():
     names = {p.relative_to(REPO).as_posix() for p in text_files()}
-    assert {"README.md", "docs/method.md", "sassid_jax/metrics.py", "tests/test_docs.py"} <= names
+    assert {
+        "README.md",
+        "docs/method.md",
+        "sassid_jax/evaluation/metrics.py",
+        "tests/test_docs.py",
+    } <= names
     assert {"configs/sasl_paper.py", "bench/README.md"} <= names
 
 

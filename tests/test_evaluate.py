@@ -1,4 +1,4 @@
-"""The evaluation protocol's scores and `--mode eval` (evaluate.py)."""
+"""The evaluation protocol's scores and `--mode eval` (scoring.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from sassid_jax import evaluate
+from sassid_jax.evaluation import scoring
 from tests.test_sidd import fake_blocks, write_blocks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_scores_equal_numpy_and_scikit_image():
                 }
             )
             outputs.append(gt[i, j] + rng.normal(0, 6, gt[i, j].shape).astype(np.float32))
-    result = evaluate.score_examples(examples, outputs)
+    result = scoring.score_examples(examples, outputs)
     direct = [_direct_psnr_ssim(e["clean"], o) for e, o in zip(examples, outputs, strict=True)]
     assert result["psnr"] == pytest.approx(np.mean([d[0] for d in direct]), abs=1e-4)
     assert result["ssim"] == pytest.approx(np.mean([d[1] for d in direct]), abs=1e-4)
@@ -53,7 +53,7 @@ def test_scores_equal_numpy_and_scikit_image():
         np.mean([direct[2][0], direct[3][0]]), abs=1e-4
     )
     assert result["per_iso"]["1600"]["images"] == 2
-    assert "S6" in evaluate.format_scores("x", result)
+    assert "S6" in scoring.format_scores("x", result)
 
 
 def launch(*args: str) -> subprocess.CompletedProcess:
@@ -64,7 +64,7 @@ def launch(*args: str) -> subprocess.CompletedProcess:
 
 def test_official_lan_on_a_validation_mat_from_the_sidd_pair(shared_data, tmp_path):
     """The authors' LAN through `--mode eval`, against a direct computation."""
-    from sassid_jax.convert import load_torch_params
+    from sassid_jax.io.torch_params import load_torch_params
     from sassid_jax.nn import LAN
 
     noisy = np.asarray(Image.open(shared_data / "sidd_pair" / "noisy.png").convert("RGB"))

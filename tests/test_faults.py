@@ -18,9 +18,11 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from sassid_jax import checkpoint_io, sharding, train
+from sassid_jax import train
 from sassid_jax.errors import ConfigError
-from sassid_jax.train_step import init_state, make_optimizer, make_train_step
+from sassid_jax.io import checkpoints
+from sassid_jax.training import sharding
+from sassid_jax.training.train_step import init_state, make_optimizer, make_train_step
 from tests.conftest import REPO_ROOT
 from tests.test_train import (
     _launch_args,
@@ -67,14 +69,14 @@ def _write_nan_checkpoint(workdir: Path, config, step: int) -> None:
     )
     leaf = state["params"]["bnn"]["trunk"]["enc1_0"]["kernel"]
     state["params"]["bnn"]["trunk"]["enc1_0"]["kernel"] = leaf.at[0, 0, 0, 0].set(np.nan)
-    shutil.rmtree(checkpoint_io.stage_dir(workdir, "bnn") / str(step))
-    with checkpoint_io.stage_manager(workdir, "bnn") as mgr:
+    shutil.rmtree(checkpoints.stage_dir(workdir, "bnn") / str(step))
+    with checkpoints.stage_manager(workdir, "bnn") as mgr:
         mgr.save(step, args=ocp.args.StandardSave(state))
         mgr.wait_until_finished()
 
 
 def _damage(workdir: Path, config, step: int, kind: str) -> None:
-    item = checkpoint_io.stage_dir(workdir, "bnn") / str(step) / checkpoint_io.ITEM
+    item = checkpoints.stage_dir(workdir, "bnn") / str(step) / checkpoints.ITEM
     if kind == "truncated data file":
         path = _data_files(item)[0]
         path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
@@ -130,7 +132,7 @@ def test_checkpoint_of_other_shapes_is_refused_not_moved(runs, tmp_path):
     shutil.copytree(stopped, workdir)
     wider = bnn_config(Path(config.dataset.data_dir))
     wider.networks.bnn.width = 8
-    with pytest.raises(checkpoint_io.CheckpointInputError, match="other shapes"):
+    with pytest.raises(checkpoints.CheckpointInputError, match="other shapes"):
         train.train_and_evaluate(wider, workdir, allow_config_change=True)
     assert not (workdir / "damaged").exists()
 
@@ -173,7 +175,7 @@ def test_diverging_run_stops_with_a_finite_checkpoint(data_dir, tmp_path):
     assert int(m[1]) == good + 1 and good < 6
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints" / "bnn").iterdir())
     assert steps[-1] == good
-    saved = checkpoint_io.restore_local(tmp_path / "checkpoints" / "bnn" / str(good) / "default")
+    saved = checkpoints.restore_local(tmp_path / "checkpoints" / "bnn" / str(good) / "default")
     assert int(saved["step"]) == good
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved) if x.dtype.kind == "f")
 

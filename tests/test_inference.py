@@ -1,4 +1,4 @@
-"""Tiled inference: plan, equality with whole-image inference, batching, x8 self-ensemble."""
+"""Tiled inference: plan, equality with whole-image predict, batching, x8 self-ensemble."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sassid_jax import inference
-from sassid_jax.inference import (
+from sassid_jax.inference import predict
+from sassid_jax.inference.predict import (
     axis_spans,
     denoise,
     denoise_ensemble,
@@ -169,8 +169,8 @@ def test_denoise_ensemble_matches_manual_mean(small_unet):
 
 
 def test_defaults_are_consistent():
-    assert inference.DEFAULT_TILE >= 2 * inference.DEFAULT_MARGIN + 32
-    assert inference.DEFAULT_TILE % 32 == 0
+    assert predict.DEFAULT_TILE >= 2 * predict.DEFAULT_MARGIN + 32
+    assert predict.DEFAULT_TILE % 32 == 0
 
 
 def test_denoise_images_ensemble_is_the_mean_of_the_eight_transforms():
@@ -183,23 +183,23 @@ def test_denoise_images_ensemble_is_the_mean_of_the_eight_transforms():
         ramp = np.arange(x.shape[2], dtype=np.float32)[None, None, :, None]
         return x * 0.5 + ramp + np.roll(x, 1, axis=1) * 0.25
 
-    got = inference.denoise_images(lopsided, images, ensemble=True, batch=2)
+    got = predict.denoise_images(lopsided, images, ensemble=True, batch=2)
     for image, out in zip(images, got, strict=True):
         assert out.shape == image.shape
         expected = np.mean(
             [inverse_dihedral(_pad_crop(lopsided, dihedral(image, t)), t) for t in range(8)], axis=0
         )
         np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-3)
-    plain = inference.denoise_images(lambda x: x, images, batch=3)
+    plain = predict.denoise_images(lambda x: x, images, batch=3)
     for image, out in zip(images, plain, strict=True):
         np.testing.assert_array_equal(out, image)
 
 
 def _pad_crop(fn, image):
     h, w = image.shape[:2]
-    return np.asarray(fn(inference.pad_to_multiple(np.ascontiguousarray(image))[None]))[0, :h, :w]
+    return np.asarray(fn(predict.pad_to_multiple(np.ascontiguousarray(image))[None]))[0, :h, :w]
 
 
 def _pad_crop(fn, image):
     h, w = image.shape[:2]
-    return np.asarray(fn(inference.pad_to_multiple(np.ascontiguousarray(image))[None]))[0, :h, :w]
+    return np.asarray(fn(predict.pad_to_multiple(np.ascontiguousarray(image))[None]))[0, :h, :w]

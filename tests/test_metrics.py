@@ -1,4 +1,4 @@
-"""Tests for sassid_jax.metrics against NumPy and scikit-image references."""
+"""Tests for sassid_jax.evaluation.metrics against NumPy and scikit-image references."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from sassid_jax.metrics import evaluate_pairs, psnr, quantize, ssim
+from sassid_jax.evaluation.metrics import evaluate_pairs, psnr, quantize, ssim
 
 PAIR_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sidd_pair"
 SSIM_TOL = 1e-4

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sassid_jax.convert import expected_shapes
+from sassid_jax.io.torch_params import expected_shapes
 from sassid_jax.nn import BNN, LAN, UNet, layers, make_network
 from sassid_jax.nn.trunk import EncoderDecoder
 

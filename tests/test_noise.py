@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from sassid_jax.data.noise import (
+from sassid_jax.noise.simulator import (
     NoiseParams,
     NoiseRange,
     noise_autocorrelation,

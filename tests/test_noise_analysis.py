@@ -16,17 +16,17 @@ from skimage import data as skdata
 
 from configs import own_photos
 from sassid_jax import configuration
-from sassid_jax.auto_blind_size import resolve_blind_size, resolve_config_blind_size
-from sassid_jax.data.noise import noise_autocorrelation, simulate_camera_noise
 from sassid_jax.errors import ConfigError
-from sassid_jax.noise_analysis import (
+from sassid_jax.io.photos import Photo, read_rgb8, write_photo
+from sassid_jax.modes.analyze import JSON_NAME, PLOT_NAME, run_analyze
+from sassid_jax.noise.analysis import (
     MAX_LAG,
     NoiseAnalysisError,
     analyze_noise,
     blind_size_from_acf,
 )
-from sassid_jax.noise_report import JSON_NAME, PLOT_NAME, run_analyze
-from sassid_jax.photo_io import Photo, read_rgb8, write_photo
+from sassid_jax.noise.blind_size import resolve_blind_size, resolve_config_blind_size
+from sassid_jax.noise.simulator import noise_autocorrelation, simulate_camera_noise
 
 LAG_TOLERANCE = 0.1  # per lag, horizontal and vertical
 STD_TOLERANCE = 0.25  # relative, per channel (the module docstring states it)

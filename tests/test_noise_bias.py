@@ -1,4 +1,4 @@
-"""The mean bias of camera sRGB noise (sassid_jax/noise_bias.py) and its removal by the colour
+"""The mean bias of camera sRGB noise (sassid_jax/bias.py) and its removal by the colour
 anchor (colour_anchor.anchor with debias), checked against sampled truths."""
 
 import dataclasses
@@ -6,8 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from sassid_jax import colour_anchor, noise_bias
-from sassid_jax.data import noise as simulator
+from sassid_jax.inference import colour_anchor
+from sassid_jax.noise import bias
+from sassid_jax.noise import simulator as simulator
 
 
 def _camera_samples(x: float, sigma_lin: float, n: int, seed: int) -> np.ndarray:
@@ -24,14 +25,14 @@ def _camera_samples(x: float, sigma_lin: float, n: int, seed: int) -> np.ndarray
 def test_table_gives_the_sampled_bias_from_the_sampled_mean_and_std(x, sigma_lin):
     y = _camera_samples(x, sigma_lin, 400_000, seed=1)
     truth = y.mean() - 255.0 * float(simulator.linear_to_srgb(np.float64(x)))
-    got = float(noise_bias.bias(np.float32(y.mean()), np.float32(y.std())))
+    got = float(bias.bias(np.float32(y.mean()), np.float32(y.std())))
     assert abs(truth) > 0.3  # a case where the bias matters
     assert got == pytest.approx(truth, abs=max(0.4, 0.1 * abs(truth))), (truth, got)
 
 
 def test_no_noise_no_bias_and_the_table_is_finite():
-    table = noise_bias.bias_table()
-    assert table.shape == (256, int(noise_bias.STD_MAX / noise_bias.STD_STEP) + 1)
+    table = bias.bias_table()
+    assert table.shape == (256, int(bias.STD_MAX / bias.STD_STEP) + 1)
     assert np.isfinite(table).all()
     np.testing.assert_allclose(table[:, 0], 0.0, atol=0.05)
     # gamma is concave: mid-tones are biased down; clipping at black biases shadows up

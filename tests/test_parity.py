@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from sassid_jax import supervision
-from sassid_jax.convert import load_torch_params
+from sassid_jax.io.torch_params import load_torch_params
+from sassid_jax.methods import sasl
 from sassid_jax.nn import make_network
 
 CHECKPOINTS = {
@@ -46,7 +46,7 @@ def test_network_parity(shared_data, ref, network):
 
 
 def test_sigma_parity(ref):
-    sigma = np.asarray(supervision.local_std(ref["bnn_out_nchw"]))
+    sigma = np.asarray(sasl.local_std(ref["bnn_out_nchw"]))
     expected = ref["sigma_nchw"]
     assert np.abs(sigma - expected).max() <= 1e-6 * np.abs(expected).max()
 
@@ -60,7 +60,7 @@ def test_sigma_parity(ref):
     ],
 )
 def test_alpha_parity(ref, source, key):
-    alpha = np.asarray(supervision.flatness_alpha(ref[source], lower=1.0, upper=5.0))
+    alpha = np.asarray(sasl.flatness_alpha(ref[source], lower=1.0, upper=5.0))
     assert alpha.shape == ref[key].shape
     assert np.abs(alpha - ref[key]).max() <= 1e-5
 
@@ -69,11 +69,11 @@ def test_loss_parity(ref):
     x, gt = ref["input_nchw"], ref["gt_nchw"]
     bnn, lan, unet = ref["bnn_out_nchw"], ref["lan_out_nchw"], ref["unet_out_nchw"]
     got = {
-        "loss_stage1": supervision.bnn_loss(bnn, x),
-        "loss_stage2": supervision.lan_loss(lan, bnn),
-        "loss_stage3": supervision.adaptive_loss(unet, bnn, lan, supervision.flatness_alpha(bnn)),
-        "loss_stage3_gt_as_bnn_lan_as_unet_bnn_as_lan": supervision.adaptive_loss(
-            lan, gt, bnn, supervision.flatness_alpha(gt)
+        "loss_stage1": sasl.bnn_loss(bnn, x),
+        "loss_stage2": sasl.lan_loss(lan, bnn),
+        "loss_stage3": sasl.adaptive_loss(unet, bnn, lan, sasl.flatness_alpha(bnn)),
+        "loss_stage3_gt_as_bnn_lan_as_unet_bnn_as_lan": sasl.adaptive_loss(
+            lan, gt, bnn, sasl.flatness_alpha(gt)
         ),
     }
     for key, value in got.items():

@@ -16,9 +16,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps, TiffImagePlugin
 
-from sassid_jax import photo_codecs, photo_io
 from sassid_jax.errors import UserInputError
-from sassid_jax.photo_io import Photo, PhotoError, read_photo, read_rgb8, write_photo
+from sassid_jax.io import photo_codecs, photos
+from sassid_jax.io.photos import Photo, PhotoError, read_photo, read_rgb8, write_photo
 
 EXIF_IFD, ISO_TAG, MAKE_TAG = 0x8769, 0x8827, 0x010F
 
@@ -44,7 +44,7 @@ ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 def _exif(orientation: int = 1) -> Image.Exif:
     exif = Image.Exif()
-    exif[photo_io.ORIENTATION_TAG] = orientation
+    exif[photos.ORIENTATION_TAG] = orientation
     exif[MAKE_TAG] = "TestCam"
     exif.get_ifd(EXIF_IFD)[ISO_TAG] = 1600
     return exif
@@ -138,7 +138,7 @@ def test_icc_and_exif_are_kept(tmp_path, source, target):
         assert out.info.get("icc_profile") == ICC
         exif = out.getexif()
         assert exif[MAKE_TAG] == "TestCam" and out.size == (48, 32)
-        assert exif.get(photo_io.ORIENTATION_TAG, 1) == 1
+        assert exif.get(photos.ORIENTATION_TAG, 1) == 1
         if target != ".tif":  # tifffile cannot write EXIF's sub-IFD (see photo_codecs)
             assert exif.get_ifd(EXIF_IFD)[ISO_TAG] == 1600
 
@@ -196,7 +196,7 @@ def test_other_formats_are_refused(tmp_path, name):
     with pytest.raises(PhotoError, match="not a PNG, JPEG or TIFF") as error:
         read_photo(tmp_path / name)
     _one_line_naming(error, name)
-    assert not photo_io.is_image_file(tmp_path / name)
+    assert not photos.is_image_file(tmp_path / name)
 
 
 def _png_bomb() -> bytes:

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from configs import own_photos_teachers
-from sassid_jax import pretrained, train
-from sassid_jax.checkpoint_io import CheckpointInputError, final_params, load_network
+from sassid_jax import train
 from sassid_jax.configuration import config_differences, validate_config
 from sassid_jax.errors import ConfigError
+from sassid_jax.io.checkpoints import CheckpointInputError, final_params, load_network
+from sassid_jax.training import pretrained
 from tests.test_train import assert_same_params, tiny_config
 
 UNET_STEPS = 2

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from sassid_jax import checkpoint_io, colour_anchor, noise_analysis, photo_io
-from sassid_jax import quality_estimate as qe
-from sassid_jax.noise_analysis import NoiseAnalysis
+from sassid_jax.inference import colour_anchor
+from sassid_jax.inference import quality_estimate as qe
+from sassid_jax.io import checkpoints, photos
+from sassid_jax.noise import analysis as noise_analysis
+from sassid_jax.noise.analysis import NoiseAnalysis
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SIDD = DATA / "sidd_pair"
@@ -151,7 +153,7 @@ def test_crops_and_bad_input():
 
 @pytest.mark.skipif(not SIDD.exists(), reason="needs ../shared/data/sidd_pair")
 def test_noise_acf_extends_the_analysis_lags():
-    noisy = photo_io.read_rgb8(SIDD / "noisy.png")
+    noisy = photos.read_rgb8(SIDD / "noisy.png")
     analysis = noise_analysis.analyze_noise([noisy])
     acf = np.asarray(analysis.acf)
     lag = acf.shape[0] // 2
@@ -178,15 +180,15 @@ def test_noise_acf_extends_the_analysis_lags():
 def test_real_sidd_noise_within_1db(network):
     """Real SIDD noise, noise analysed from the noisy photo only: the estimate is within 1 dB
     of the truth for a fixed blur and for the authors' LAN trained on SIDD."""
-    noisy = photo_io.read_rgb8(SIDD / "noisy.png")
-    clean = photo_io.read_rgb8(SIDD / "gt.png").astype(np.float64)
+    noisy = photos.read_rgb8(SIDD / "noisy.png")
+    clean = photos.read_rgb8(SIDD / "gt.png").astype(np.float64)
     if network == "blur":
         fn = linear_fn(0.0, 1.5)
     else:
         weights = DATA / "weights" / "official_LAN.pth"
         if not weights.exists():
             pytest.skip("needs ../shared/data/weights/official_LAN.pth")
-        module, params = checkpoint_io.load_network(weights, "lan")
+        module, params = checkpoints.load_network(weights, "lan")
         fn = lambda x: module.apply({"params": params}, x)  # noqa: E731
     est = qe.estimate_quality(fn, noisy, None, seed=0, probes=1)
     true_out = true_mse(fn, noisy.astype(np.float32), clean)

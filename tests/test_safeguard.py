@@ -1,10 +1,11 @@
-"""The safeguard (sassid_jax/safeguard.py): estimate, blend when no better, config, messages."""
+"""The safeguard (inference/safeguard.py): estimate, blend when no better, config, messages."""
 
 import numpy as np
 import pytest
 
-from sassid_jax import colour_anchor, metrics, safeguard
 from sassid_jax.errors import ConfigError
+from sassid_jax.evaluation import metrics
+from sassid_jax.inference import colour_anchor, safeguard
 
 
 def _photo(std: float, seed: int = 0, size: int = 256):

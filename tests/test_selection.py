@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from configs import default
-from sassid_jax import selection, train
-from sassid_jax.checkpoint_io import final_params, restore_local
+from sassid_jax import train
 from sassid_jax.configuration import check_resume_compatible, validate_config
 from sassid_jax.errors import ConfigError
+from sassid_jax.io.checkpoints import final_params, restore_local
+from sassid_jax.training import selection
 from tests.test_train import (
     _summaries,
     assert_same_params,

@@ -14,8 +14,9 @@ import jax
 import numpy as np
 import pytest
 
-from sassid_jax import sharding, train
-from sassid_jax.stages import make_stage
+from sassid_jax import train
+from sassid_jax.methods.stages import make_stage
+from sassid_jax.training import sharding
 from tests.conftest import REPO_ROOT
 from tests.test_train import run_params, tiny_config
 

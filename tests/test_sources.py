@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sassid_jax import photo_io
 from sassid_jax.data import folder, sources
 from sassid_jax.errors import ConfigError, UserInputError
+from sassid_jax.io import photos
 
 
 def _write(folder: Path, name: str, value: int, shape=(8, 12, 3)) -> None:
@@ -100,7 +100,7 @@ def test_folder_photos_go_through_photo_io(tmp_path):
     with pytest.raises(ValueError, match=r"a\.png: 12x8 image has 96 pixels, over the limit"):
         list(folder.folder_examples(str(tmp_path / "noisy"), max_pixels=50))
     (tmp_path / "noisy" / "c.png").write_text("not a png")
-    with pytest.raises(photo_io.PhotoError, match=r"c\.png: not a PNG, JPEG or TIFF"):
+    with pytest.raises(photos.PhotoError, match=r"c\.png: not a PNG, JPEG or TIFF"):
         sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "noisy")))
 
 

@@ -1,4 +1,4 @@
-"""SIDD / DND submission files and `--mode submit` (submission.py)."""
+"""SIDD / DND submission files and `--mode submit` (submit.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from sassid_jax import submission
+from sassid_jax.modes import submit
 from tests.test_denoise import _unet_state_dict, write_torch_zip
 from tests.test_evaluate import launch
 from tests.test_sidd import fake_blocks, write_blocks
@@ -25,10 +25,10 @@ def test_sidd_submission_file():
     outputs = [e["noisy"].astype(np.float32) + 0.5 for e in examples]
     outputs[0][0, 0, 0] = 300.0
     with pytest.raises(ValueError, match="do not fill"):
-        submission.write_sidd_submission("unused.mat", examples[:5], outputs[:5], 1.0)
+        submit.write_sidd_submission("unused.mat", examples[:5], outputs[:5], 1.0)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "SubmitSrgb.mat"
-        submission.write_sidd_submission(path, examples, outputs, 0.25)
+        submit.write_sidd_submission(path, examples, outputs, 0.25)
         mat = scipy.io.loadmat(path)
     blocks = mat["DenoisedBlocksSrgb"]
     assert blocks.dtype == np.uint8 and blocks.shape == noisy.shape

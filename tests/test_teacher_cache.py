@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from configs import default
-from sassid_jax import sharding, teacher_cache, train
+from sassid_jax import train
 from sassid_jax.configuration import validate_config
 from sassid_jax.data.pipeline import numpy_batches, train_dataset
+from sassid_jax.methods.stages import make_stage
 from sassid_jax.nn import make_network
-from sassid_jax.stages import make_stage
+from sassid_jax.training import sharding, teacher_cache
 from tests.test_train import TINY_STEPS, run_params, tiny_config
 
 CROP = 32

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from sassid_jax.errors import UserInputError
-from sassid_jax.torch_format import STORAGE_LAYOUTS, TorchFormatError, read_state_dict
+from sassid_jax.io.torch_format import STORAGE_LAYOUTS, TorchFormatError, read_state_dict
 
 torch = pytest.importorskip("torch")
 
@@ -458,7 +458,7 @@ def test_hostile_pickles(tmp_path, capfd):
 
 CRASH_SCRIPT = """
 import sys
-from sassid_jax.torch_format import TorchFormatError, read_state_dict
+from sassid_jax.io.torch_format import TorchFormatError, read_state_dict
 for path in sys.argv[1:]:
     try:
         read_state_dict(path)

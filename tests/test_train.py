@@ -17,8 +17,8 @@ import pytest
 
 from configs import default
 from sassid_jax import train
-from sassid_jax.checkpoint_io import CheckpointInputError, final_params, restore_local
 from sassid_jax.configuration import validate_config
+from sassid_jax.io.checkpoints import CheckpointInputError, final_params, restore_local
 from sassid_jax.nn import NETWORK_NAMES
 from tests.conftest import REPO_ROOT
 
@@ -401,7 +401,7 @@ def test_eval_bnn_block_follows_crop_size_unless_set():
 
 
 def test_stages_carry_the_config_alpha_thresholds():
-    from sassid_jax import supervision
+    from sassid_jax.methods import sasl
 
     config = default.get_config()
     config.alpha.lower, config.alpha.upper = 2.0, 9.0
@@ -411,8 +411,8 @@ def test_stages_carry_the_config_alpha_thresholds():
     outs = {n: rng.uniform(0, 255, (1, 32, 32, 3)).astype(np.float32) for n in NETWORK_NAMES}
     x = rng.uniform(0, 255, (1, 32, 32, 3)).astype(np.float32)
     outs["bnn"] = 128 + rng.normal(0, 1.5, x.shape).astype(np.float32)  # local std ~1.5
-    alpha = supervision.flatness_alpha(outs["bnn"], 2.0, 9.0)
-    want = supervision.adaptive_loss(outs["unet"], outs["bnn"], outs["lan"], alpha)
+    alpha = sasl.flatness_alpha(outs["bnn"], 2.0, 9.0)
+    want = sasl.adaptive_loss(outs["unet"], outs["bnn"], outs["lan"], alpha)
     np.testing.assert_allclose(float(stages[-1].loss(outs, x)), float(want), rtol=1e-6)
     paper = train.build_stages(default.get_config())[-1]
     assert float(paper.loss(outs, x)) != float(want)

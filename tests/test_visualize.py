@@ -1,4 +1,4 @@
-"""Tests for sassid_jax.visualize.save_panel."""
+"""Tests for sassid_jax.evaluation.panels.save_panel."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sassid_jax.visualize import SEPARATOR, save_panel
+from sassid_jax.evaluation.panels import SEPARATOR, save_panel
 
 
 def _columns(h: int = 40) -> list[tuple[str, np.ndarray]]:

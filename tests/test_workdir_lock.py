@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from sassid_jax.workdir_lock import LOCK_NAME, WorkdirLockedError, acquire, workdir_lock
+from sassid_jax.io.workdir_lock import LOCK_NAME, WorkdirLockedError, acquire, workdir_lock
 
 HOLD = (
-    "import sys, time; from sassid_jax.workdir_lock import acquire; acquire(sys.argv[1]); "
+    "import sys, time; from sassid_jax.io.workdir_lock import acquire; acquire(sys.argv[1]); "
     "print('held', flush=True); time.sleep(60)"
 )
 

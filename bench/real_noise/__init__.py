@@ -20,7 +20,7 @@ The SIDD protocols (`sidd.py`) train, through the library's
   <= 2 that carry SIDD's noise correlation (b = 9 hides lags <= 4), an experiment;
 on real noisy images only (no clean image is ever read for training), and score every
 network against the ground truth of the SIDD pair (PSNR/SSIM by the published protocol,
-`sassid_jax.metrics`). BNN-alone and LAN-alone rows are stages 1 and 2 of the SASL run.
+`sassid_jax.evaluation.metrics`). BNN-alone and LAN-alone rows are stages 1 and 2 of the SASL run.
 Stage-1 networks are scored on isolated `run.eval.bnn_block` blocks (the crop size they are
 trained on and used at as teachers) and on the whole 256x256 block. Also scored: BM3D (PyPI
 `bm3d`, sigma estimated by scikit-image's `estimate_sigma`, and 1.5x that sigma) and the

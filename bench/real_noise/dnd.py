@@ -30,7 +30,7 @@ def load_methods(cfg: ml_collections.ConfigDict) -> dict[str, tuple[Any, dict[st
     """{method: (run config, {network: jitted apply})} from the first seed of each method."""
     from sassid_jax import train
     from sassid_jax.configuration import validate_config
-    from sassid_jax.inference import jit_apply
+    from sassid_jax.inference.predict import jit_apply
 
     src = Path(cfg.from_run).resolve()
     loaded = {}
@@ -50,8 +50,8 @@ def load_methods(cfg: ml_collections.ConfigDict) -> dict[str, tuple[Any, dict[st
 
 def _outputs(noisy, loaded, with_bm3d: bool) -> tuple[dict[str, Any], Any, float | None]:
     """(every output by label, the SASL BNN's alpha map, BM3D's sigma or None)."""
-    from sassid_jax.inference import predict_blocks, predict_image
-    from sassid_jax.supervision import flatness_alpha
+    from sassid_jax.inference.predict import predict_blocks, predict_image
+    from sassid_jax.methods.sasl import flatness_alpha
 
     sasl_cfg, sasl = loaded["sasl"]
     outs: dict[str, Any] = {"Noisy": noisy.astype(np.float32)}
@@ -89,7 +89,7 @@ def measure_crop(name: str, noisy, q: dict[str, Any], alpha) -> dict[str, Any]:
 def _save_crop_panels(out: Path, name: str, path: Path, q: dict[str, Any], alpha) -> None:
     from PIL import Image
 
-    from sassid_jax import visualize
+    from sassid_jax.evaluation import panels as visualize
 
     cols = [(k, q[k]) for k in q] + [("alpha of BNN (white = texture)", alpha)]
     half = (len(cols) + 1) // 2
@@ -155,7 +155,7 @@ def run_dnd(cfg: ml_collections.ConfigDict) -> None:
     import jax
     from PIL import Image
 
-    from sassid_jax import metrics
+    from sassid_jax.evaluation import metrics
 
     if not cfg.from_run:
         sys.exit("the dnd protocol needs --config.from_run (the out folder of a SIDD run)")

@@ -116,9 +116,9 @@ def trained_networks(config: ml_collections.ConfigDict) -> list[str]:
 
 def load_params(workdir: Path, config: ml_collections.ConfigDict) -> dict[str, Any]:
     """Final parameters (numpy pytrees) of every network the run trained."""
-    from sassid_jax import checkpoint_io
+    from sassid_jax.io import checkpoints
 
-    return {n: checkpoint_io.final_params(workdir, n) for n in trained_networks(config)}
+    return {n: checkpoints.final_params(workdir, n) for n in trained_networks(config)}
 
 
 def eval_curve(workdir: Path, config: ml_collections.ConfigDict) -> dict[str, list]:
@@ -188,14 +188,14 @@ def finished(workdir: Path, requested: ml_collections.ConfigDict) -> tuple[Any, 
     """(config, info) of a run in workdir whose requested stages all reached their last
     step, else None. The config is the one the run was trained with (workdir/config.json).
     Steps, blind size, seed, crop size and training images must match the request."""
-    from sassid_jax import checkpoint_io
+    from sassid_jax.io import checkpoints
 
     cfg_path = workdir / "config.json"
     if not cfg_path.exists():
         return None
     config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
     for name in requested.stage_order:
-        with checkpoint_io.stage_manager(workdir, name) as mgr:
+        with checkpoints.stage_manager(workdir, name) as mgr:
             if (mgr.latest_step() or 0) < config.stages[name].steps:
                 return None
     for field in (

@@ -11,7 +11,7 @@ import numpy as np
 
 def score(clean: np.ndarray, image: np.ndarray) -> dict[str, float]:
     """PSNR (dB) and SSIM of one image against its ground truth (published protocol)."""
-    from sassid_jax import metrics
+    from sassid_jax.evaluation import metrics
 
     s = metrics.evaluate_pairs([(clean, image)])
     return {"psnr": round(s["psnr"], 3), "ssim": round(s["ssim"], 4)}
@@ -55,7 +55,7 @@ def noise_autocorrelation(noisy, clean, max_lag: int = 6) -> dict[str, list[floa
 
 
 def _region_psnr(clean, image, mask) -> float:
-    from sassid_jax.metrics import quantize
+    from sassid_jax.evaluation.metrics import quantize
 
     d = quantize(np.asarray(image, np.float32)) - clean.astype(np.float32)
     return round(float(10 * np.log10(255.0**2 / np.mean(d[mask] ** 2))), 3)
@@ -69,12 +69,12 @@ def bnn_eval_size_sweep(nets, bnn_params, example, whole) -> dict[str, Any]:
     at a zero-padded crop border less than 64 px away; on a whole 256 block most pixels are
     further than that from every border.
     """
-    from sassid_jax import evaluate
+    from sassid_jax.evaluation import scoring
 
     clean = example[0]["clean"]
     res: dict[str, Any] = {}
     for block in (32, 64, 128):
-        out = evaluate.predict_all(nets, {"bnn": bnn_params}, example, bnn_block=block)
+        out = scoring.predict_all(nets, {"bnn": bnn_params}, example, bnn_block=block)
         res[f"blocks_{block}"] = score(clean, out["bnn"][0])["psnr"]
     res["whole"] = score(clean, whole)["psnr"]
     h, w = clean.shape[:2]
@@ -82,7 +82,7 @@ def bnn_eval_size_sweep(nets, bnn_params, example, whole) -> dict[str, Any]:
     dist = np.minimum(np.minimum(yy, h - 1 - yy), np.minimum(xx, w - 1 - xx))
     res["whole_border_32px"] = _region_psnr(clean, whole, dist < 32)
     res["whole_centre_beyond_64px"] = _region_psnr(clean, whole, dist >= 64)
-    out64 = evaluate.predict_all(nets, {"bnn": bnn_params}, example, bnn_block=64)
+    out64 = scoring.predict_all(nets, {"bnn": bnn_params}, example, bnn_block=64)
     res["blocks_64_centre_beyond_64px"] = _region_psnr(clean, out64["bnn"][0], dist >= 64)
     return res
 
@@ -95,7 +95,7 @@ def stage3_targets(clean, bnn, lan) -> dict[str, dict[str, float]]:
     there); "soft" is the blend (1-a) BNN + a LAN. No retraining: a diagnostic of the
     supervision the teachers give, on the SIDD pair (uses its ground truth).
     """
-    from sassid_jax.supervision import flatness_alpha
+    from sassid_jax.methods.sasl import flatness_alpha
 
     res = {}
     for lower, upper in ((1, 5), (0.5, 5), (2, 5), (1, 3), (1, 7)):

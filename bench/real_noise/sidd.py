@@ -37,12 +37,13 @@ def _bm3d_rows(noisy, clean, images: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _evaluate_run(config, workdir: Path, example, clean) -> tuple[dict, dict]:
     """(scores per network, outputs on bnn_block blocks, whole-block BNN output)."""
-    from sassid_jax import evaluate, train
+    from sassid_jax import train
+    from sassid_jax.evaluation import scoring
 
     params = runs.load_params(workdir, config)
     nets = train.build_networks(config)
-    outs = evaluate.predict_all(nets, params, example, bnn_block=config.eval.bnn_block)
-    whole = evaluate.predict_all(nets, {"bnn": params["bnn"]}, example, bnn_block=0)["bnn"][0]
+    outs = scoring.predict_all(nets, params, example, bnn_block=config.eval.bnn_block)
+    whole = scoring.predict_all(nets, {"bnn": params["bnn"]}, example, bnn_block=0)["bnn"][0]
     result = {name: scores.score(clean, outs[name][0]) for name in outs}
     result["bnn_whole"] = scores.score(clean, whole)
     sweep = scores.bnn_eval_size_sweep(nets, params["bnn"], example, whole)
@@ -54,8 +55,8 @@ def _first_seed_outputs(method, config, outputs, clean, out: Path, images, diagn
     returns the SASL BNN's alpha map (or None)."""
     from PIL import Image
 
-    from sassid_jax import metrics
-    from sassid_jax.supervision import flatness_alpha
+    from sassid_jax.evaluation import metrics
+    from sassid_jax.methods.sasl import flatness_alpha
 
     outs, lab = outputs["outs"], runs.LABELS[method]
     images[lab["bnn"] + f" [{config.eval.bnn_block}-blocks]"] = outs["bnn"][0]
@@ -129,7 +130,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def save_panels(cfg, out: Path, images: dict[str, Any], alpha, clean) -> None:
     """The same crop of every method side by side (upscaled), in two panels."""
-    from sassid_jax import visualize
+    from sassid_jax.evaluation import panels
 
     p = cfg.panel
     window = np.s_[p.y : p.y + p.size, p.x : p.x + p.size]
@@ -143,8 +144,8 @@ def save_panels(cfg, out: Path, images: dict[str, Any], alpha, clean) -> None:
     cols = [(label, scores.upscale(img[window], p.zoom)) for label, img in cols]
     half = (len(cols) + 1) // 2
     caption = f"SIDD pair crop y={p.y} x={p.x} {p.size}px x{p.zoom}, protocol {cfg.protocol}"
-    visualize.save_panel(out / "panel_sidd.png", cols[:half], caption=caption + " (1/2)")
-    visualize.save_panel(
+    panels.save_panel(out / "panel_sidd.png", cols[:half], caption=caption + " (1/2)")
+    panels.save_panel(
         out / "panel_sidd_2.png", cols[half:], caption=f"(2/2) protocol {cfg.protocol}"
     )
 

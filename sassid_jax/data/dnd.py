@@ -24,8 +24,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from sassid_jax.data.matfiles import MatFileError, read_array, write_atomic_mat
 from sassid_jax.errors import UserInputError
+from sassid_jax.io.matfiles import MatFileError, read_array, write_atomic_mat
 
 NUM_IMAGES, BOXES_PER_IMAGE = 50, 20
 CONTEXT, CONTEXT_MULTIPLE = 80, 32

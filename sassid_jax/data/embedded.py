@@ -2,7 +2,7 @@
 
 A TFDS builder, `sasl_embedded` (version 3.0.0), that needs no download and no licence: it
 reads the colour photographs shipped inside scikit-image and adds realistic sRGB camera
-noise with `sassid_jax.data.noise.simulate_camera_noise` (see "Choices"). It exists so
+noise with `sassid_jax.noise.simulator.simulate_camera_noise` (see "Choices"). It exists so
 that training and evaluation run end to end on any machine; it is not a benchmark.
 
 Choices:
@@ -52,14 +52,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 from skimage import data as skdata
 
-from sassid_jax.data.noise import (
+from sassid_jax.data.pipeline import hide_gpus_from_tf
+from sassid_jax.data.prepare import DEFAULT_WAIT_S, Prepared, prepare_once
+from sassid_jax.noise.simulator import (
     NoiseParams,
     NoiseRange,
     sample_noise_params,
     simulate_camera_noise,
 )
-from sassid_jax.data.pipeline import hide_gpus_from_tf
-from sassid_jax.data.prepare import DEFAULT_WAIT_S, Prepared, prepare_once
 
 __all__ = [
     "SaslEmbedded",

@@ -26,8 +26,8 @@ from etils import epath
 
 from sassid_jax.data.prepare import DEFAULT_WAIT_S, Prepared, prepare_once
 from sassid_jax.errors import ConfigError
-from sassid_jax.paths import absolute, is_local
-from sassid_jax.photo_io import IMAGE_SUFFIXES, is_image_file, read_rgb8
+from sassid_jax.io.paths import absolute, is_local
+from sassid_jax.io.photos import IMAGE_SUFFIXES, is_image_file, read_rgb8
 
 
 def folder_images(folder: str, field: str) -> dict[str, epath.Path]:

@@ -94,7 +94,7 @@ def train_dataset(
       augment: apply the random flips and transpose.
       aux: optional per-image float32 maps (H_i, W_i, K), cropped and flipped together with
         their image and appended as K more channels (precomputed teacher outputs, see
-        sassid_jax.teacher_cache); the image channels are the same as without aux.
+        sassid_jax.training.teacher_cache); the image channels are the same as without aux.
     Returns:
       A dataset whose n-th element is the local batch of step start_step + n: float32
       (batch_size // process_count, crop_size, crop_size, 3 + K) in [0, 255] (K = 0 without

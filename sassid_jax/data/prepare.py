@@ -25,10 +25,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import tensorflow_datasets as tfds
 
-from sassid_jax.atomic_files import write_json
 from sassid_jax.errors import ConfigError, UserInputError
+from sassid_jax.io.atomic_files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,6 @@ def wait_seconds(cfg: Any) -> float:
 
 def is_main_process() -> bool:
     """True in process 0 of a multi-process JAX run, and in a single process."""
-    import jax
-
     return jax.process_index() == 0
 
 

@@ -39,9 +39,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils.epath import Path  # local paths and bucket URLs (gs://) alike
 
-from sassid_jax.data.matfiles import MatFileError, read_array
 from sassid_jax.errors import UserInputError
-from sassid_jax.photo_io import read_rgb8
+from sassid_jax.io.matfiles import MatFileError, read_array
+from sassid_jax.io.photos import read_rgb8
 
 PHONES = {
     "GP": "Google Pixel",

@@ -97,11 +97,13 @@ class EmbeddedSource(Source):
     name, can_train, can_evaluate = "sasl_embedded", True, True
 
     def prepare(self, cfg: Any, evaluation: bool = False) -> list[Prepared]:
+        # late: the builder loads TensorFlow, only for a dataset in use
         from sassid_jax.data.embedded import prepare_embedded
 
         return [prepare_embedded(cfg.get("data_dir") or None, wait_seconds(cfg))]
 
     def _split(self, cfg: Any, split: str) -> list[dict[str, Any]]:
+        # late: the builder loads TensorFlow, only for a dataset in use
         from sassid_jax.data.embedded import load_split
 
         return load_split(split, cfg.get("data_dir") or None, wait_seconds(cfg))
@@ -132,6 +134,7 @@ class FolderSource(Source):
         return "noisy_dir", "clean_dir"
 
     def prepare(self, cfg: Any, evaluation: bool = False) -> list[Prepared]:
+        # late: the builder loads TensorFlow, only for a dataset in use
         from sassid_jax.data.folder import prepare_folder
 
         noisy_field, clean_field = self._fields(cfg, evaluation)
@@ -143,6 +146,7 @@ class FolderSource(Source):
         return [prepare_folder(noisy_dir, clean_dir, data_dir, limit, wait_seconds(cfg))]
 
     def _examples(self, cfg: Any, evaluation: bool) -> list[dict[str, Any]]:
+        # late: the builder loads TensorFlow, only for a dataset in use
         from sassid_jax.data.folder import folder_examples, load_folder
 
         noisy_field, clean_field = self._fields(cfg, evaluation)
@@ -306,6 +310,7 @@ def sidd_blocks(name: str, cfg: Any) -> list[dict[str, Any]]:
 
 def medium_builder_kwargs(cfg: Any) -> dict[str, Any]:
     """SiddMediumSrgb's builder config (tile geometry) and file format (array_record)."""
+    # late: the builder loads TensorFlow, only for a dataset in use
     from sassid_jax.data.sidd import medium_config
 
     geometry = medium_config(cfg.get("tile", 512), cfg.get("tile_stride", 256))

@@ -1,4 +1,12 @@
-"""Flax Linen networks of SASL: BNN (blind neighborhood), LAN (locally aware), U-Net."""
+"""Networks (Flax Linen, NHWC, [0, 255] inputs): one module per architecture.
+
+- `bnn`: the blind-neighborhood network (BNN): pixel p never sees the b x b window around p.
+- `lan`: the locally aware network (LAN): a b_L x b_L receptive field and channel attention.
+- `unet`: the U-Net, the denoiser used at test time.
+- `trunk`: the encoder-decoder shared by the BNN and the U-Net, and the input scaling.
+- `layers`: convolutions, shifts, pooling and initialisers as pure `lax` ops.
+- `checks`: input checks shared by the networks (blind sizes, batch shapes).
+"""
 
 from sassid_jax.nn.bnn import BNN
 from sassid_jax.nn.lan import LAN

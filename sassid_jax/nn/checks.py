@@ -26,5 +26,5 @@ def check_rgb_batch(x: jax.Array, *, network: str, size_multiple: int = 1) -> No
     if h % size_multiple or w % size_multiple:
         raise ValueError(
             f"{network}: height and width must be multiples of {size_multiple}, got "
-            f"H={h}, W={w} (pad the image, e.g. with sassid_jax.inference)"
+            f"H={h}, W={w} (pad the image, e.g. with sassid_jax.inference.predict)"
         )

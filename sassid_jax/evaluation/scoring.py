@@ -1,0 +1,175 @@
+"""Prediction and scores of trained networks on evaluation examples (the published protocol).
+
+Scores follow the published protocol (metrics.py: floor(x + 0.5), clip to [0, 255]; PSNR with
+data range 255 per image, averaged; SSIM as scikit-image's). Examples are dicts with `noisy`
+and `clean` ((H, W, 3) uint8; clean may be None: then nothing is scored) and `name`.
+
+- During training: `predict_all` / `evaluate_networks` / `score_outputs` (the final table
+  and panels are `report.final_report`).
+- `--mode eval` is `modes/evaluate.py`.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+import tqdm
+
+from sassid_jax.evaluation import metrics
+from sassid_jax.inference.colour_anchor import anchor_image
+from sassid_jax.inference.predict import predict_blocks, predict_image
+
+
+def limit(examples: list[dict[str, Any]], max_images: int) -> list[dict[str, Any]]:
+    """The first max_images examples (all of them when max_images is 0)."""
+    return examples[:max_images] if max_images else examples
+
+
+def predict_all(
+    networks: Mapping[str, nn.Module],
+    params: Mapping[str, Any],
+    examples: Sequence[dict],
+    bnn_block: int = 0,
+    colour_sigma: float = 0.0,
+) -> dict[str, list[np.ndarray]]:
+    """{network name: [(H, W, 3) float32 output per example]} for every network in params.
+
+    bnn_block > 0 runs the BNN on isolated bnn_block-sized blocks, the input size it was
+    trained on and used at as a teacher (a BNN trained on small crops does not transfer to
+    whole images: its one-sided padding gives it positional cues); 0 = whole images.
+    colour_sigma > 0: every output keeps its input's local mean colour (colour_anchor.py).
+    """
+    # Evaluation is small: every process runs it alone on its first local device (explicit
+    # shardings, so it never mixes with the training mesh); only process 0 reports.
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    outputs = {}
+    for name, p in params.items():
+        apply = jax.jit(networks[name].apply, in_shardings=local, out_shardings=local)
+
+        def run(x, p=p, apply=apply):
+            return apply({"params": p}, x)
+
+        if name == "bnn" and bnn_block:
+            outputs[name] = [predict_blocks(run, e["noisy"], bnn_block) for e in examples]
+        else:
+            outputs[name] = [predict_image(run, e["noisy"]) for e in examples]
+        outputs[name] = [
+            anchor_image(out, e["noisy"], colour_sigma)
+            for out, e in zip(outputs[name], examples, strict=True)
+        ]
+    return outputs
+
+
+def score(examples: Sequence[dict], images: Sequence[np.ndarray]) -> dict[str, Any] | None:
+    """PSNR/SSIM of images against the examples' clean references (None without them)."""
+    if not examples or any(e["clean"] is None for e in examples):
+        return None
+    return metrics.evaluate_pairs(
+        (e["clean"], np.asarray(img, np.float32)) for e, img in zip(examples, images, strict=True)
+    )
+
+
+def score_outputs(
+    examples: Sequence[dict], outputs: Mapping[str, Sequence[np.ndarray]]
+) -> dict[str, dict[str, Any]]:
+    """{name: scores} for 'noisy' and every entry of outputs ({} without references)."""
+    every = {"noisy": [e["noisy"] for e in examples], **outputs}
+    scores = {name: score(examples, images) for name, images in every.items()}
+    return {name: s for name, s in scores.items() if s is not None}
+
+
+def evaluate_networks(
+    networks: Mapping[str, nn.Module],
+    params: Mapping[str, Any],
+    examples: Sequence[dict],
+    bnn_block: int = 0,
+    colour_sigma: float = 0.0,
+) -> dict[str, dict[str, Any]]:
+    """{name: scores} for 'noisy' and every network in params ({} without references);
+    bnn_block and colour_sigma as in `predict_all`."""
+    return score_outputs(examples, predict_all(networks, params, examples, bnn_block, colour_sigma))
+
+
+def _group_scores(
+    examples: Sequence[dict], psnr: Sequence[float], ssim: Sequence[float], key: str
+) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[int]] = collections.defaultdict(list)
+    for i, e in enumerate(examples):
+        if e.get(key) is not None:
+            groups[str(e[key])].append(i)
+    return {
+        g: {
+            "psnr": float(np.mean([psnr[i] for i in idx])),
+            "ssim": float(np.mean([ssim[i] for i in idx])),
+            "images": len(idx),
+        }
+        for g, idx in sorted(groups.items(), key=lambda kv: (len(kv[0]), kv[0]))
+    }
+
+
+def score_examples(examples: Sequence[dict], outputs: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Protocol scores of outputs against the examples' clean references, with per-phone
+    and per-ISO means when the examples carry `phone` / `iso`."""
+    scores = metrics.evaluate_pairs(
+        (e["clean"], out) for e, out in zip(examples, outputs, strict=True)
+    )
+    noisy = metrics.evaluate_pairs((e["clean"], e["noisy"]) for e in examples)
+    result = {
+        "psnr": scores["psnr"],
+        "ssim": scores["ssim"],
+        "images": len(examples),
+        "noisy_psnr": noisy["psnr"],
+        "noisy_ssim": noisy["ssim"],
+        "colour_shift_abs": scores["shift"],
+        "noisy_colour_shift_abs": noisy["shift"],
+        "per_image": {
+            e["name"]: {"psnr": p, "ssim": s, "colour_shift": c, "noisy_colour_shift": n}
+            for e, p, s, c, n in zip(
+                examples,
+                scores["psnr_list"],
+                scores["ssim_list"],
+                scores["shift_list"],
+                noisy["shift_list"],
+                strict=True,
+            )
+        },
+    }
+    for key in ("phone", "iso"):
+        groups = _group_scores(examples, scores["psnr_list"], scores["ssim_list"], key)
+        if groups:
+            result[f"per_{key}"] = groups
+    return result
+
+
+def _rgb(values: Sequence[float]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
+
+
+def format_scores(name: str, result: dict[str, Any]) -> str:
+    """Plain-text summary: the means, then the per-phone / per-ISO rows if any."""
+    lines = [
+        f"{name}: {result['images']} images, PSNR {result['psnr']:.2f} dB, "
+        f"SSIM {result['ssim']:.4f}, |colour shift| R/G/B {_rgb(result['colour_shift_abs'])} "
+        f"(noisy input {result['noisy_psnr']:.2f} dB, {result['noisy_ssim']:.4f}, "
+        f"{_rgb(result['noisy_colour_shift_abs'])})"
+    ]
+    for key in ("per_phone", "per_iso"):
+        for group, s in result.get(key, {}).items():
+            lines.append(
+                f"  {key[4:]:>5} {group:>6}: {s['psnr']:.2f} dB  {s['ssim']:.4f}  "
+                f"({s['images']} blocks)"
+            )
+    return "\n".join(lines)
+
+
+def progress_bar(total: int, what: str) -> tqdm.tqdm:
+    """A progress bar on stderr counting `what` (hidden when stderr is not a terminal)."""
+    return tqdm.tqdm(
+        total=total, unit=what, file=sys.stderr, dynamic_ncols=True, disable=None, mininterval=2.0
+    )

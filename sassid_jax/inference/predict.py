@@ -1,0 +1,344 @@
+"""Inference on images of any size: whole-image, tiled (seam-free) and x8 self-ensemble.
+
+Images are (H, W, 3) on the [0, 255] scale (uint8 or float); outputs are float32 (H, W, 3) on
+the same scale, not yet rounded (see `metrics.quantize` for the published rounding).
+
+- `predict_image`: the whole image in one call (reflect-padded to multiples of 32 at the
+  bottom/right, cropped back). Memory grows with the image.
+- `denoise`: the same result computed tile by tile. The image is reflect-padded exactly as in
+  `predict_image`; windows of one fixed shape (at most `tile` x `tile`) start at multiples of
+  32, so every tile sees the same pooling grid as the whole image, and neighbouring windows
+  overlap by at least 2 * `margin`. Each output pixel is taken from the window in which it lies
+  furthest from a cut (the middle of each overlap), so it has at least `margin` pixels of real
+  context on every side that is not an image border. Borders see the same zero padding as in
+  whole-image inference, and an image that fits in one tile gives exactly `predict_image`'s
+  result. Memory of the network is bounded by `batch` x tile, not by the image.
+- `self_ensemble` / `denoise_ensemble`: average over the 8 flips x rotations (x8 ensemble).
+- `denoise_images`: many whole images (eval and submit modes), batched by shape.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sassid_jax.inference.colour_anchor import anchor_image
+from sassid_jax.nn.trunk import SIZE_MULTIPLE
+
+ApplyFn = Callable[[jax.Array], jax.Array]
+BatchFn = Callable[[np.ndarray], Any]  # (N, H, W, 3) float32 -> (N, H, W, 3), array-like
+ImageFn = Callable[[np.ndarray], np.ndarray]
+Progress = Callable[[int, int], None]
+
+MIN_SIZE = 8  # smallest height/width accepted by `denoise`
+# Context kept beside each cut. With windows aligned to the 32-pixel pooling grid, an output
+# pixel of the U-Net (five 2x2 poolings, 3x3 convs) changes when a window edge comes within 125
+# pixels of it and never beyond (measured for several widths and random seeds), so margin 128
+# makes tiled inference equal to whole-image inference for ANY weights (tests check it).
+# Smaller margins trade exactness for speed: on 1024x768 with the worst-case overlap, margin 64
+# gave mean/max |tiled - whole| of 0.003/0.29 (tile 384) and 0.023/1.17 (tile 256) for a
+# briefly trained width-16 U-Net, and 0.15..4/16..74 for random-weight U-Nets.
+DEFAULT_MARGIN = 128
+# 1024: with margin 128, 512 tiles would compute each pixel ~3.6x on a 12 MP photo, 1024 ~1.75x;
+# one 1024^2 tile of the width-48 U-Net keeps the process under ~2.3 GB peak RSS.
+DEFAULT_TILE = 1024
+DEFAULT_BATCH = 1
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
+    """Reflect-pad (H, W, C) at the bottom and right up to multiples of `multiple`."""
+    h, w = image.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    # reflect needs pad < size; tiny images repeat (symmetric) instead
+    mode = "symmetric" if ph >= h or pw >= w else "reflect"
+    return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
+
+
+def predict_image(apply_fn: ApplyFn, image: np.ndarray) -> np.ndarray:
+    """apply_fn on one image of any size; apply_fn maps (1, H, W, 3) -> (1, H, W, 3)."""
+    h, w = image.shape[:2]
+    padded = pad_to_multiple(np.asarray(image, dtype=np.float32))
+    out = apply_fn(jnp.asarray(padded[None]))
+    return np.asarray(out[0, :h, :w], dtype=np.float32)
+
+
+def predict_blocks(apply_fn: ApplyFn, image: np.ndarray, block: int, batch: int = 16) -> np.ndarray:
+    """apply_fn on non-overlapping block x block pieces, each seen alone (no context).
+
+    This is how a network trained on block x block crops sees its inputs during training
+    (the BNN is only ever applied to training crops); blocks meet at visible seams.
+    image: (H, W, 3) on [0, 255]; returns (H, W, 3) float32. block must be a multiple of 32.
+    """
+    h, w = image.shape[:2]
+    padded = pad_to_multiple(np.asarray(image, dtype=np.float32), block)
+    ph, pw = padded.shape[0] // block, padded.shape[1] // block
+    blocks = padded.reshape(ph, block, pw, block, 3).transpose(0, 2, 1, 3, 4)
+    blocks = blocks.reshape(ph * pw, block, block, 3)
+    outs = [
+        np.asarray(apply_fn(jnp.asarray(blocks[i : i + batch])))
+        for i in range(0, len(blocks), batch)
+    ]
+    out = np.concatenate(outs).reshape(ph, pw, block, block, 3).transpose(0, 2, 1, 3, 4)
+    return out.reshape(ph * block, pw * block, 3)[:h, :w].astype(np.float32)
+
+
+def jit_apply(module: nn.Module, params: Any) -> ApplyFn:
+    """A jitted (N, H, W, 3) -> (N, H, W, 3) function of `module` with `params` bound.
+
+    The parameters are passed as arguments (not baked into the program as constants), so
+    one compilation serves every call with the same input shape.
+    """
+    apply = jax.jit(module.apply)
+    return lambda x: apply({"params": params}, x)
+
+
+# ----------------------------------------------------------------------------- tiling plan
+
+
+@dataclass(frozen=True)
+class AxisSpan:
+    """One window along an axis: input window [start, start + size) of the padded image, of
+    which output rows/columns [keep_lo, keep_hi) (absolute coordinates) are kept."""
+
+    start: int
+    keep_lo: int
+    keep_hi: int
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the windows of one padded image lie.
+
+    Attributes:
+      padded_shape: (Hp, Wp), the image reflect-padded to multiples of `multiple`.
+      tile_shape: (th, tw), the shape of every window (<= tile, multiples of `multiple`).
+      rows, cols: windows along each axis; the tiles are their product (row-major).
+    """
+
+    padded_shape: tuple[int, int]
+    tile_shape: tuple[int, int]
+    rows: tuple[AxisSpan, ...]
+    cols: tuple[AxisSpan, ...]
+
+    @property
+    def num_tiles(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    def tiles(self) -> Iterator[tuple[AxisSpan, AxisSpan]]:
+        """(row span, column span) of every tile, row-major."""
+        for r in self.rows:
+            for c in self.cols:
+                yield r, c
+
+
+def axis_spans(
+    size: int, tile: int, margin: int, multiple: int = SIZE_MULTIPLE
+) -> tuple[AxisSpan, ...]:
+    """Windows of length min(tile, size) covering [0, size), starts multiples of `multiple`.
+
+    Neighbouring windows overlap by >= 2 * margin and are cut in the middle of the overlap,
+    so every kept pixel has >= margin pixels of context towards any cut. `size` and `tile`
+    must be multiples of `multiple`, and tile - 2 * margin >= multiple.
+    """
+    if size % multiple or tile % multiple:
+        raise ValueError(f"size {size} and tile {tile} must be multiples of {multiple}")
+    if size <= tile:
+        return (AxisSpan(0, 0, size),)
+    blocks, tile_blocks = size // multiple, tile // multiple
+    max_step = (tile - 2 * margin) // multiple  # in blocks
+    if max_step < 1:
+        raise ValueError(
+            f"tile {tile} is too small for margin {margin}: need tile >= 2 * margin + {multiple}"
+        )
+    n = 1 + math.ceil((blocks - tile_blocks) / max_step)
+    # floor(i * q) with q <= max_step: consecutive starts differ by <= max_step blocks
+    starts = [(i * (blocks - tile_blocks)) // (n - 1) * multiple for i in range(n)]
+    middles = [(s + prev + tile) // 2 for prev, s in zip(starts[:-1], starts[1:], strict=True)]
+    cuts = [0, *middles, size]
+    return tuple(AxisSpan(s, lo, hi) for s, lo, hi in zip(starts, cuts[:-1], cuts[1:], strict=True))
+
+
+def plan_tiles(
+    height: int,
+    width: int,
+    *,
+    tile: int = DEFAULT_TILE,
+    margin: int = DEFAULT_MARGIN,
+    multiple: int = SIZE_MULTIPLE,
+) -> TilePlan:
+    """The tiling of an (height, width) image: see `axis_spans` (per axis, on the padded size)."""
+    if tile % multiple or tile <= 0:
+        raise ValueError(f"tile must be a positive multiple of {multiple}, got {tile}")
+    hp, wp = height + (-height % multiple), width + (-width % multiple)
+    rows = axis_spans(hp, tile, margin, multiple)
+    cols = axis_spans(wp, tile, margin, multiple)
+    return TilePlan((hp, wp), (min(tile, hp), min(tile, wp)), rows, cols)
+
+
+# ----------------------------------------------------------------------------- tiled run
+
+
+def check_image(image: np.ndarray, min_size: int = MIN_SIZE) -> None:
+    """Raise ValueError unless image is (H, W, 3) with H, W >= min_size."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    h, w = image.shape[:2]
+    if h < min_size or w < min_size:
+        raise ValueError(
+            f"image of {w}x{h} pixels is too small to denoise: need at least {min_size}x{min_size}"
+        )
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def denoise(
+    apply_fn: ApplyFn,
+    image: np.ndarray,
+    *,
+    tile: int = DEFAULT_TILE,
+    margin: int = DEFAULT_MARGIN,
+    batch: int = DEFAULT_BATCH,
+    multiple: int = SIZE_MULTIPLE,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Run apply_fn on an image of any size, tile by tile; equals `predict_image` up to the
+    finite-margin error (exactly, when the padded image fits in one tile).
+
+    Args:
+      apply_fn: (N, th, tw, 3) -> (N, th, tw, 3) float, on the [0, 255] scale; best jitted
+        (see `jit_apply`): every call gets the same shape (th, tw) = plan.tile_shape, N = batch
+        (the last batch is filled up with copies), so it compiles once per image shape class.
+      image: (H, W, 3), uint8 or float on [0, 255]; H, W >= 8.
+      tile: window side, a multiple of `multiple` (smaller images use one smaller window).
+      margin: minimum context beside each cut between windows (pixels).
+      batch: windows per apply_fn call.
+      multiple: the network's size multiple (32 for the U-Net: five 2x2 poolings).
+      progress: called as progress(tiles_done, tiles_total) after each batch.
+    Returns:
+      (H, W, 3) float32 on the [0, 255] scale.
+    """
+    image = np.asarray(image)
+    check_image(image)
+    h, w = image.shape[:2]
+    plan = plan_tiles(h, w, tile=tile, margin=margin, multiple=multiple)
+    padded = pad_to_multiple(np.asarray(image, dtype=np.float32), multiple)
+    out = np.empty(padded.shape, np.float32)
+    th, tw = plan.tile_shape
+    tiles = list(plan.tiles())
+    done = 0
+    for group in _batches(tiles, max(1, batch)):
+        stack = np.stack([padded[r.start : r.start + th, c.start : c.start + tw] for r, c in group])
+        if len(group) < batch:  # keep one shape: fill the batch with copies of the last tile
+            stack = np.concatenate([stack, np.repeat(stack[-1:], batch - len(group), 0)])
+        result = np.asarray(apply_fn(jnp.asarray(stack)), dtype=np.float32)
+        for k, (r, c) in enumerate(group):
+            out[r.keep_lo : r.keep_hi, c.keep_lo : c.keep_hi] = result[
+                k,
+                r.keep_lo - r.start : r.keep_hi - r.start,
+                c.keep_lo - c.start : c.keep_hi - c.start,
+            ]
+        done += len(group)
+        if progress is not None:
+            progress(done, len(tiles))
+    return out[:h, :w]
+
+
+# ----------------------------------------------------------------------------- ensemble
+
+
+def dihedral(image: np.ndarray, index: int) -> np.ndarray:
+    """Transform `index` in 0..7 of (..., H, W, C): rot90 over (H, W) by index % 4 after a
+    left-right flip when index >= 4 (leading axes, e.g. a batch, are left alone)."""
+    if index >= 4:
+        image = np.flip(image, axis=-2)
+    return np.rot90(image, index % 4, axes=(-3, -2))
+
+
+def inverse_dihedral(image: np.ndarray, index: int) -> np.ndarray:
+    """Undo `dihedral(., index)` on (..., H, W, C)."""
+    image = np.rot90(image, -(index % 4), axes=(-3, -2))
+    return np.flip(image, axis=-2) if index >= 4 else image
+
+
+def self_ensemble(fn: ImageFn, image: np.ndarray) -> np.ndarray:
+    """x8 self-ensemble: mean over the 8 flips x rotations of inverse(fn(transform(image))).
+
+    image: (H, W, 3), or a batch (N, H, W, 3). fn maps the transformed input (H and W
+    possibly swapped) to an output of the same shape, float32; returns image's shape, float32.
+    """
+    total = np.zeros(np.shape(image), np.float64)
+    for index in range(8):
+        y = fn(np.ascontiguousarray(dihedral(image, index)))
+        total += inverse_dihedral(np.asarray(y, np.float32), index)
+    return (total / 8).astype(np.float32)
+
+
+def denoise_ensemble(
+    apply_fn: ApplyFn, image: np.ndarray, *, progress: Progress | None = None, **kwargs: Any
+) -> np.ndarray:
+    """`denoise` with the x8 self-ensemble; kwargs go to `denoise`. progress counts the
+    tiles of all eight passes. Returns (H, W, 3) float32 on [0, 255]."""
+    image = np.asarray(image)
+    check_image(image)
+    h, w = image.shape[:2]
+    keys = {k: kwargs[k] for k in ("tile", "margin", "multiple") if k in kwargs}
+    per_pass = [plan_tiles(*((h, w) if i % 2 == 0 else (w, h)), **keys).num_tiles for i in range(8)]
+    offsets = np.cumsum([0, *per_pass])
+    state = {"pass": 0}
+
+    def one(x: np.ndarray) -> np.ndarray:
+        base = int(offsets[state["pass"]])
+        report = None if progress is None else (lambda d, _t: progress(base + d, int(offsets[-1])))
+        state["pass"] += 1
+        return denoise(apply_fn, x, progress=report, **kwargs)
+
+    return self_ensemble(one, image)
+
+
+def denoise_images(
+    apply_fn: BatchFn,
+    images: Sequence[np.ndarray],
+    *,
+    ensemble: bool = False,
+    batch: int = 8,
+    progress: Callable[[int], None] | None = None,
+    colour_sigma: float = 0.0,
+) -> list[np.ndarray]:
+    """Denoise (H, W, 3) images on [0, 255] (uint8 or float), batching equal shapes.
+
+    Each image is padded (reflect) to a multiple of 32 and cropped back; with ensemble,
+    the output is the mean over the 8 flips x rotations, each undone; colour_sigma > 0 then
+    gives each output its input's local mean colour (colour_anchor.py). Returns float32
+    (H, W, 3) outputs on [0, 255], in input order. progress(n) is called after each batch
+    with the number of images it finished (counted once, in the last ensemble pass).
+    """
+
+    def run(stack: np.ndarray) -> np.ndarray:  # (N, H, W, 3) -> (N, H, W, 3) float32
+        padded = np.stack([pad_to_multiple(x) for x in stack])
+        return np.asarray(apply_fn(padded), np.float32)[:, : stack.shape[1], : stack.shape[2]]
+
+    groups: dict[tuple[int, ...], list[int]] = collections.defaultdict(list)
+    for i, image in enumerate(images):
+        groups[np.shape(image)].append(i)
+    outputs: list[np.ndarray | None] = [None] * len(images)
+    for members in groups.values():
+        for start in range(0, len(members), batch):
+            chunk = members[start : start + batch]
+            stack = np.stack([np.asarray(images[i], np.float32) for i in chunk])
+            result = self_ensemble(run, stack) if ensemble else run(stack)
+            for k, i in enumerate(chunk):
+                outputs[i] = anchor_image(result[k], stack[k], colour_sigma)
+            if progress is not None:
+                progress(len(chunk))
+    return outputs  # type: ignore[return-value]

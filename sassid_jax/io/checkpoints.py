@@ -1,0 +1,281 @@
+"""Run folders (their one layout) and loading trained networks from them or from `.pth` files.
+
+A run folder (workdir) holds config.json (the run's config) and the orbax checkpoints
+`checkpoints/<stage>/<step>/default` of every stage; the final parameters of a network are
+those of the last stage of the run that trains it, at that stage's last step
+(`final_checkpoint`, `final_params`). Training writes and restores through `stage_manager`
+and `restore_stage`.
+
+`load_network(checkpoint, network)` accepts
+- a run folder: the last stage training `network`, its latest step;
+- any folder inside its checkpoints/ (a stage, a step, or the step's item folder);
+- an authors' PyTorch state_dict (`.pth`, read without PyTorch, no pickled code runs): the
+  width (and for the LAN the blind size and block count) is read from the tensor shapes, and
+  inputs are raw [0, 255] (normalize=False) as in their code.
+Any of these may be a bucket URL (gs://...): every access goes through etils.epath (orbax
+and the .pth reader take epath paths and file objects).
+Every failure is a CheckpointInputError whose message is one line naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from sassid_jax.errors import UserInputError
+from sassid_jax.io.paths import PathLike, absolute
+from sassid_jax.io.torch_format import read_state_dict
+from sassid_jax.io.torch_params import check_finite, convert_state_dict, expected_shapes
+from sassid_jax.nn import NETWORK_NAMES, make_network
+
+LABELS = {"bnn": "BNN", "lan": "LAN", "unet": "U-Net"}
+CONFIG_FILE = "config.json"
+CHECKPOINTS = "checkpoints"
+ITEM = "default"  # the item folder of a step saved with ocp.args.StandardSave
+
+
+class CheckpointInputError(UserInputError):
+    """A checkpoint path that cannot give the requested network; str() names the path."""
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def stage_dir(workdir: PathLike, stage: str) -> epath.Path:
+    """workdir/checkpoints/<stage>: the step folders of one stage (local: absolute)."""
+    return absolute(workdir) / CHECKPOINTS / stage
+
+
+def stage_manager(workdir: PathLike, stage: str, keep: int | None = None) -> ocp.CheckpointManager:
+    """The orbax manager of one stage's checkpoints (created if missing; `keep` = how many
+    steps to keep, None = all). Use it as a context manager so that it is closed."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(stage_dir(workdir, stage), options=options)
+
+
+def abstract_state(init: Callable[[], Any], sharding: jax.sharding.Sharding) -> Any:
+    """Shapes and dtypes of the pytree `init()` would build (without building it), each with
+    `sharding`: the restore target of a stage's state."""
+    shapes = jax.eval_shape(init)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+def restore_stage(
+    workdir: PathLike,
+    stage: str,
+    step: int,
+    target: Any,
+    mgr: ocp.CheckpointManager | None = None,
+) -> Any:
+    """The state of `stage` at `step`, laid out as `target` (see `abstract_state`); through
+    `mgr` if given, else through a manager of its own."""
+    args = ocp.args.StandardRestore(target)
+    if mgr is not None:
+        return mgr.restore(step, args=args)
+    with stage_manager(workdir, stage) as own:
+        return own.restore(step, args=args)
+
+
+def training_stage(
+    config: Mapping[str, Any], network: str, before: int | None = None
+) -> str | None:
+    """The last stage among config["stage_order"][:before] whose learners include `network`
+    (None if none). config: a run's ConfigDict or its config.json as a dict."""
+    order = list(config["stage_order"])[:before]
+    names = [s for s in order if network in config["stages"][s]["learners"]]
+    return names[-1] if names else None
+
+
+def final_checkpoint(
+    config: Mapping[str, Any], network: str, before: int | None = None
+) -> tuple[str, int]:
+    """(stage, step) of the checkpoint holding the final parameters of `network`: the last
+    stage (before index `before`, if given) that trains it, at its last step."""
+    stage = training_stage(config, network, before)
+    if stage is None:
+        raise CheckpointInputError(f"stage_order: no stage trains the {LABELS[network]}")
+    return stage, int(config["stages"][stage]["steps"])
+
+
+def read_run_config(workdir: PathLike) -> dict[str, Any]:
+    """workdir/config.json as a dict; CheckpointInputError when it is missing or unreadable."""
+    path = epath.Path(workdir) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointInputError(f"{path}: cannot read the run config ({e})") from e
+
+
+def final_params(workdir: PathLike, network: str) -> Any:
+    """The final parameters of `network` ('bnn', 'lan' or 'unet') trained in run folder
+    `workdir`, as a pytree of numpy arrays (see `final_checkpoint`)."""
+    config = read_run_config(workdir)
+    try:
+        stage, step = final_checkpoint(config, network)
+    except CheckpointInputError as e:
+        raise CheckpointInputError(f"{epath.Path(workdir) / CONFIG_FILE}: {e}") from e
+    item = stage_dir(workdir, stage) / str(step) / ITEM
+    if not (item / "_METADATA").is_file():
+        raise CheckpointInputError(f"{item}: missing (stage {stage!r} has not finished)")
+    return restore_local(item)["params"][network]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def restore_local(item_dir: PathLike) -> Any:
+    """The pytree saved in an orbax item folder (the one holding _METADATA), as numpy arrays.
+
+    Checkpoints written by several devices or processes restore onto this process's first
+    device (orbax refuses a restore without a target when the topology differs).
+    """
+    checkpointer = ocp.StandardCheckpointer()
+    path = absolute(item_dir)
+    tree = checkpointer.metadata(path).item_metadata
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+    return jax.tree.map(np.asarray, checkpointer.restore(path, target))
+
+
+def _pth_module(state: dict[str, np.ndarray], network: str, path: epath.Path) -> nn.Module:
+    """The module an authors' state_dict fits, its sizes read from the tensor shapes."""
+    label = LABELS[network]
+    if network in ("unet", "bnn"):
+        first = state.get("encode_block_1.0.weight")
+        marker = "output_block.0.weight" if network == "bnn" else "output_conv.weight"
+        if first is None or first.ndim != 4 or marker not in state:
+            raise CheckpointInputError(f"{path}: not a {label} checkpoint (no {marker!r})")
+        return make_network(network, width=int(first.shape[0]), normalize=False)
+    convs = [int(m[1]) for k in state if (m := re.fullmatch(r"conv\.(\d+)\.weight", k))]
+    blocks = {int(m[1]) for k in state if (m := re.fullmatch(r"conv\.\d+\.body\.(\d+)\..*", k))}
+    if "conv.0.weight" not in state or not convs or (max(convs) - 3) % 2:
+        raise CheckpointInputError(f"{path}: not a LAN checkpoint (no 'conv.<i>.weight' chain)")
+    width = int(state["conv.0.weight"].shape[0])
+    return make_network(
+        "lan", blind_size=max(convs) - 2, width=width, num_blocks=len(blocks), normalize=False
+    )
+
+
+def _load_pth(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
+    try:
+        state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+    except OSError as e:
+        raise CheckpointInputError(f"{path}: cannot read ({e.strerror or e})") from e
+    except UserInputError as e:  # the reader's messages name the file and the key
+        raise CheckpointInputError(str(e)) from e
+    module = _pth_module(state, network, path)
+    try:
+        params = convert_state_dict(state, network, module, source=str(path))
+    except UserInputError as e:  # mismatched keys/shapes, non-finite weights: named
+        raise CheckpointInputError(str(e)) from e
+    return module, params
+
+
+def run_config_of(checkpoint: PathLike) -> dict[str, Any] | None:
+    """The run config (config.json) of the run folder holding `checkpoint`; None for an
+    authors' `.pth` or a folder outside any run."""
+    path = absolute(checkpoint)
+    found = _find_config(path) if path.is_dir() else None
+    return read_run_config(found.parent) if found is not None else None
+
+
+def _find_config(start: epath.Path) -> epath.Path | None:
+    for folder in (start, *start.parents):  # (a URL's parents end with gs:// and /: no file)
+        if (folder / CONFIG_FILE).is_file() and (folder / CHECKPOINTS).is_dir():
+            return folder / CONFIG_FILE
+    return None
+
+
+def _latest_step(stage_dir: epath.Path) -> epath.Path | None:
+    steps = [p for p in stage_dir.iterdir() if p.name.isdigit() and p.is_dir()]
+    return max(steps, key=lambda p: int(p.name)) if steps else None
+
+
+def _item_dir(
+    path: epath.Path, config: dict[str, Any], workdir: epath.Path, network: str
+) -> epath.Path:
+    """The orbax item folder (holding _METADATA) for a workdir / stage / step / item path."""
+    label = LABELS[network]
+    if path == workdir or path == workdir / CHECKPOINTS:
+        stage = training_stage(config, network)
+        if stage is None:
+            given = (config.get("pretrained") or {}).get(network)  # the run took it from there
+            hint = f" (it used the {label} of {given})" if given else ""
+            raise CheckpointInputError(f"{workdir}: no stage of this run trains the {label}{hint}")
+        path = stage_dir(workdir, stage)
+        if not path.is_dir():
+            raise CheckpointInputError(f"{workdir}: no {label} checkpoint yet ({path} is missing)")
+    if path.parent == workdir / CHECKPOINTS:  # a stage folder: its latest step
+        step = _latest_step(path)
+        if step is None:
+            raise CheckpointInputError(f"{path}: no checkpoint step in this folder")
+        path = step
+    for candidate in (path, path / ITEM):
+        if (candidate / "_METADATA").is_file():
+            return candidate
+    raise CheckpointInputError(f"{path}: not an orbax checkpoint (no _METADATA)")
+
+
+def _locate(path: epath.Path, network: str) -> tuple[epath.Path, dict[str, Any], epath.Path]:
+    """(orbax item folder, run config, its config.json) for a run folder or a folder in it."""
+    config_path = _find_config(path)
+    if config_path is None:
+        raise CheckpointInputError(
+            f"{path}: not a checkpoint (expected a run folder with "
+            "config.json and checkpoints/, a folder inside it, or a .pth)"
+        )
+    config = json.loads(config_path.read_text())
+    return _item_dir(path, config, config_path.parent, network), config, config_path
+
+
+def checkpoint_item(checkpoint: PathLike, network: str) -> epath.Path:
+    """The orbax item folder (`<run>/checkpoints/<stage>/<step>/default`) that `load_network`
+    reads `network` from, for a run folder or a folder inside its checkpoints/."""
+    return _locate(absolute(checkpoint), network)[0]
+
+
+def _load_orbax(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
+    item, config, config_path = _locate(path, network)
+    try:
+        state = restore_local(item)
+    except Exception as e:  # orbax raises many types for damaged folders
+        raise CheckpointInputError(f"{item}: cannot restore checkpoint: {e}") from e
+    params = state.get("params", {}).get(network) if isinstance(state, dict) else None
+    if params is None:
+        raise CheckpointInputError(f"{item}: this checkpoint holds no {LABELS[network]} parameters")
+    try:
+        check_finite(params, str(item))
+    except UserInputError as e:
+        raise CheckpointInputError(str(e)) from e
+    module = make_network(network, **config.get("networks", {}).get(network, {}))
+    params = flax.traverse_util.unflatten_dict(
+        {k: np.asarray(v, np.float32) for k, v in flax.traverse_util.flatten_dict(params).items()}
+    )
+    got = {k: v.shape for k, v in flax.traverse_util.flatten_dict(params).items()}
+    if got != expected_shapes(module):
+        raise CheckpointInputError(
+            f"{item}: {LABELS[network]} parameters do not match {config_path}"
+        )
+    return module, params
+
+
+def load_network(checkpoint: PathLike, network: str = "unet") -> tuple[nn.Module, Any]:
+    """(module, params) of `network` ('bnn', 'lan' or 'unet') from a run folder, a folder
+    inside its checkpoints/, or an authors' `.pth` (see the module docstring)."""
+    if network not in NETWORK_NAMES:
+        raise CheckpointInputError(f"network {network!r}: expected one of {NETWORK_NAMES}")
+    path = epath.Path(checkpoint)
+    if not path.exists():
+        raise CheckpointInputError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        return _load_orbax(absolute(path), network)
+    return _load_pth(path, network)

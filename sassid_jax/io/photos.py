@@ -1,0 +1,216 @@
+"""THE photo reader and writer: training folders, SIDD preparation, evaluation and denoising.
+
+Formats (one rule everywhere, by content on reading and by suffix for folders and outputs):
+PNG, JPEG and TIFF (`IMAGE_SUFFIXES`), the formats that hold what a camera photo carries
+(16 bit, EXIF orientation, ICC profile). BMP is not accepted: it holds none of that and no
+writer here needs it. Codecs are libraries (`photo_codecs`: imagecodecs' libpng, tifffile,
+Pillow).
+
+- Reading: 8 or 16 bit per channel; grey, grey+alpha, RGB, RGBA (palette PNGs expand to RGB
+  or RGBA); the EXIF orientation is applied, so pixels are upright. Every read checks width x
+  height from the file header against ONE pixel limit before decoding (`DEFAULT_MAX_PIXELS`,
+  Pillow's decompression-bomb guard, overridable with `max_pixels`).
+- Writing: format from the suffix; 16 bit stays 16 bit in PNG and TIFF (JPEG: 8 bit, rounded);
+  the input's ICC profile and EXIF are kept (orientation tag reset to 1, pixels being stored
+  upright; TIFF keeps EXIF's descriptive tags only, see `photo_codecs`). Writes are atomic and
+  follow the umask (`atomic_files`).
+Paths may be local or bucket URLs (gs://...): files are opened through etils.epath.
+Every problem is a `PhotoError`: one line naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable
+
+import numpy as np
+from etils import epath
+from PIL import Image
+
+from sassid_jax.errors import UserInputError
+from sassid_jax.io import photo_codecs
+from sassid_jax.io.atomic_files import write_bytes
+from sassid_jax.io.photo_codecs import ORIENTATION_TAG  # noqa: F401  (re-exported)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+DEFAULT_MAX_PIXELS: int = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's bomb guard
+_DECODERS = {
+    "png": photo_codecs.decode_png,
+    "jpeg": photo_codecs.decode_jpeg,
+    "tiff": photo_codecs.decode_tiff,
+}
+
+
+class PhotoError(UserInputError, ValueError):
+    """A photo that cannot be read or written; str() is one line naming the file."""
+
+
+@dataclasses.dataclass
+class Photo:
+    """A decoded photo, upright.
+
+    Attributes:
+      pixels: (H, W, C) uint8 or uint16, C = 1 (grey), 2 (grey+alpha), 3 (RGB), 4 (RGBA).
+      icc_profile: the ICC profile bytes, or None.
+      exif: EXIF bytes (Pillow's: b"Exif\\0\\0" + TIFF structure) with orientation 1, or None.
+    """
+
+    pixels: np.ndarray
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+    @property
+    def bits(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    @property
+    def color_channels(self) -> int:
+        return 1 if self.pixels.shape[2] in (1, 2) else 3
+
+    @property
+    def alpha(self) -> np.ndarray | None:
+        """(H, W, 1) alpha channel or None."""
+        c = self.pixels.shape[2]
+        return self.pixels[:, :, c - 1 :] if c in (2, 4) else None
+
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) float32 on [0, 255] (16-bit values / 257; grey replicated)."""
+        color = self.pixels[:, :, : self.color_channels].astype(np.float32)
+        if self.bits == 16:
+            color /= 257.0
+        return np.repeat(color, 3, axis=2) if self.color_channels == 1 else color
+
+    def with_rgb(self, rgb: np.ndarray) -> Photo:
+        """A photo like this one (bit depth, alpha, ICC, EXIF) with colour from (H, W, 3)
+        float on [0, 255] (rounded, clipped; grey: the channel mean)."""
+        color = rgb.mean(axis=2, keepdims=True) if self.color_channels == 1 else rgb
+        scale, top, dtype = (257.0, 65535, np.uint16) if self.bits == 16 else (1.0, 255, np.uint8)
+        color = np.clip(np.floor(color * scale + 0.5), 0, top).astype(dtype)
+        alpha = self.alpha
+        pixels = color if alpha is None else np.concatenate([color, alpha], axis=2)
+        return dataclasses.replace(self, pixels=pixels)
+
+
+def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W, C) as stored -> upright, for EXIF orientation 1..8 (like ImageOps.exif_transpose)."""
+    ops: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(orientation)
+    return pixels if op is None else np.ascontiguousarray(op(pixels))
+
+
+def is_image_file(path: epath.Path) -> bool:
+    """A regular file whose suffix is one of IMAGE_SUFFIXES (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def _limit(max_pixels: int | None) -> int:
+    if max_pixels is None:
+        return DEFAULT_MAX_PIXELS
+    if max_pixels <= 0:
+        raise PhotoError(f"max_pixels {max_pixels}: must be a positive number of pixels")
+    return int(max_pixels)
+
+
+def read_photo(path: str | os.PathLike[str], max_pixels: int | None = None) -> Photo:
+    """Decode a PNG / JPEG / TIFF into an upright Photo.
+
+    Args:
+      path: the image file (the format is found from its content, not its suffix).
+      max_pixels: largest width x height accepted, checked from the header before decoding;
+        None: DEFAULT_MAX_PIXELS.
+    Raises:
+      PhotoError: one line naming the file (unreadable, not an image, corrupt, too large,
+        unsupported layout).
+    """
+    path, limit = epath.Path(path), _limit(max_pixels)
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(path.open("rb"))
+            head = f.read(16)
+        except OSError as e:
+            raise PhotoError(f"{path}: cannot read ({e.strerror or e})") from e
+        kind = photo_codecs.sniff(head)
+        if kind is None:
+            raise PhotoError(f"{path}: not a PNG, JPEG or TIFF image")
+        try:
+            decoded = _DECODERS[kind](f, limit)
+        except photo_codecs.FormatError as e:
+            raise PhotoError(f"{path}: {e}") from e
+        except Exception as e:  # decoders raise OSError, ValueError, SyntaxError, PngError ...
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise PhotoError(f"{path}: cannot decode {kind.upper()} image ({reason})") from e
+    pixels = decoded.pixels
+    if (
+        pixels.ndim != 3
+        or pixels.shape[2] not in (1, 2, 3, 4)
+        or pixels.dtype
+        not in (
+            np.uint8,
+            np.uint16,
+        )
+    ):
+        raise PhotoError(f"{path}: unsupported image layout {pixels.shape} {pixels.dtype}")
+    return Photo(
+        apply_orientation(pixels, decoded.orientation),
+        icc_profile=decoded.icc_profile or None,
+        exif=photo_codecs.upright_exif(decoded.exif),
+    )
+
+
+def read_rgb8(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file (read_photo; 16 bit rounded / 257, grey
+    replicated, alpha dropped). PhotoError naming the file."""
+    photo = read_photo(path, max_pixels)
+    if photo.bits == 8 and photo.color_channels == 3:
+        return np.ascontiguousarray(photo.pixels[:, :, :3])
+    return np.clip(np.floor(photo.rgb() + 0.5), 0, 255).astype(np.uint8)
+
+
+def check_output_suffix(path: str | os.PathLike[str]) -> None:
+    """PhotoError when `path`'s suffix is not one of IMAGE_SUFFIXES."""
+    path = epath.Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise PhotoError(
+            f"{path}: unsupported output format '{path.suffix}' "
+            f"(use one of {', '.join(IMAGE_SUFFIXES)})"
+        )
+
+
+def check_writable(photo: Photo, path: str | os.PathLike[str]) -> None:
+    """PhotoError when `path`'s suffix is no image format or cannot hold the photo (alpha
+    in JPEG)."""
+    path = epath.Path(path)
+    check_output_suffix(path)
+    if path.suffix.lower() in (".jpg", ".jpeg") and photo.alpha is not None:
+        raise PhotoError(
+            f"{path}: JPEG cannot store the alpha channel of the input; write PNG or TIFF instead"
+        )
+
+
+def encode_photo(photo: Photo, suffix: str) -> bytes:
+    """The photo encoded in the format of `suffix` (.png, .jpg/.jpeg, .tif/.tiff)."""
+    pixels, suffix = photo.pixels, suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return photo_codecs.encode_tiff(pixels, photo.icc_profile, photo.exif)
+    if suffix == ".png":
+        return photo_codecs.encode_png(pixels, photo.icc_profile, photo.exif)
+    if photo.bits == 16:  # JPEG has no 16 bit: 8 bit, rounded
+        pixels = np.clip(np.floor(pixels / 257.0 + 0.5), 0, 255).astype(np.uint8)
+    return photo_codecs.encode_jpeg(pixels, photo.icc_profile, photo.exif)
+
+
+def write_photo(path: str | os.PathLike[str], photo: Photo) -> epath.Path:
+    """Encode the photo (format from the suffix) and write it atomically (mode from the
+    umask; parent folders created). PhotoError for a format that cannot hold it."""
+    check_writable(photo, path)
+    return write_bytes(path, encode_photo(photo, epath.Path(path).suffix))

@@ -1,0 +1,156 @@
+"""One run per workdir: a lock file holding the owner's host, pid and start time.
+
+`workdir_lock(workdir)` creates `workdir/.lock` with O_CREAT | O_EXCL (atomic on local and
+network file systems), so a second run on the same workdir refuses at once with
+`WorkdirLockedError` (exit code 2) instead of corrupting the first run's checkpoints.
+On a bucket (gs://...) there is no O_EXCL: the lock is best effort, written when absent and
+then read back to check that this process's holder (with its random token) is the one
+stored. Two runs starting within the same fraction of a second can both pass; a run that
+starts while another holds the lock is refused as locally. A lock
+left by a process that died (same host, pid no longer running, or the same pid started at
+another time) is stale: it is replaced, with a warning. A lock held from another host cannot
+be checked from here; the message says how to remove it if that run is gone. In a
+multi-process run only process 0 takes the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from etils import epath
+
+from sassid_jax.errors import UserInputError
+from sassid_jax.io.paths import PathLike, is_local
+
+LOCK_NAME = ".lock"
+
+
+class WorkdirLockedError(UserInputError):
+    """Another live run holds the workdir; str() names the lock file and its holder."""
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of `pid` (Linux /proc, in clock ticks since boot), None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holder() -> dict[str, Any]:
+    pid = os.getpid()
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "pid_start": _process_start(pid),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "token": uuid.uuid4().hex,
+    }
+
+
+def _is_stale(holder: dict[str, Any]) -> bool:
+    """True when the holder ran on this host and is gone (its pid dead or reused)."""
+    if holder.get("host") != socket.gethostname():
+        return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        return True
+    start = holder.get("pid_start")
+    return start is not None and _process_start(pid) not in (None, start)
+
+
+def _read_holder(path: epath.Path) -> dict[str, Any] | None:
+    """The lock's holder; None when the file vanished. A damaged lock reads as {}."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _create(path: epath.Path, holder: dict[str, Any]) -> bool:
+    """Create the lock file holding `holder`; False when a lock is already there.
+
+    Local: O_CREAT | O_EXCL (atomic). Bucket: best effort (module docstring)."""
+    if is_local(path):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(holder, f)
+        return True
+    if path.exists():
+        return False
+    path.write_text(json.dumps(holder))
+    return _read_holder(path) == holder
+
+
+def acquire(workdir: PathLike) -> epath.Path:
+    """Create the lock of `workdir` (created if missing); return its path.
+
+    Raises WorkdirLockedError when a live run holds it (or a run on another host).
+    """
+    path = epath.Path(workdir) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        if _create(path, _holder()):
+            return path
+        holder = _read_holder(path)
+        if holder is None:
+            continue  # released between our two calls: try again
+        if holder and not _is_stale(holder):
+            raise WorkdirLockedError(
+                f"{workdir} is in use by another run (host {holder.get('host')}, "
+                f"pid {holder.get('pid')}, since {holder.get('since')}); wait for it or "
+                f"use another --workdir. If that run is gone, delete {path}"
+            ) from None
+        logging.warning("removing the stale lock %s of a run that is gone: %s", path, holder)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    raise WorkdirLockedError(f"{path}: cannot take the workdir lock (it keeps changing)")
+
+
+def release(path: epath.Path) -> None:
+    """Remove the lock at `path` if this process holds it."""
+    holder = _read_holder(path)
+    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: PathLike, enabled: bool = True) -> Iterator[None]:
+    """Hold the workdir's lock for the body (no-op when not enabled, e.g. process > 0)."""
+    if not enabled:
+        yield
+        return
+    path = acquire(workdir)
+    try:
+        yield
+    finally:
+        release(path)

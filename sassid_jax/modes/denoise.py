@@ -1,0 +1,306 @@
+"""The `denoise` command: run a trained U-Net on photos (files or folders).
+
+`run_denoise(checkpoint, input_path, output_path)` is what `launch.py --mode denoise` calls.
+It returns an exit code (0 done, 2 bad input, 130 interrupted) and never lets a traceback reach
+the user for bad input: every problem is one line naming the file.
+
+- Checkpoints: our run folder (workdir with config.json; the last stage training 'unet'),
+  any folder inside its checkpoints/ (a stage or a step), or the authors' `.pth` U-Net (width
+  read from `encode_block_1.0.weight`; no code from the file runs).
+- Images: read and written by `photo_io` (PNG, JPEG, TIFF; 8 or 16 bit, 16 bit staying 16 bit:
+  values / 257 go to the network on [0, 255] and * 257 back; grey replicated to RGB, the mean
+  of the output written back as one channel; alpha copied unchanged; EXIF orientation applied
+  so outputs are upright; ICC profile and EXIF kept; a pixel limit checked before decoding,
+  `max_pixels`).
+- Output format follows the output's extension; in folder mode names and extensions are kept.
+  Writes are atomic (`atomic_files`), and existing outputs are skipped unless overwrite=True.
+- Paths (checkpoint, input, output) may be bucket URLs (gs://...): they go through etils.epath;
+  on a bucket an output folder needs no creating (folders are implicit there).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from etils import epath
+from tqdm import tqdm
+
+from sassid_jax.errors import ConfigError, UserInputError
+from sassid_jax.inference import predict
+from sassid_jax.inference.colour_anchor import anchor_image, config_sigma
+from sassid_jax.inference.predict import DEFAULT_MARGIN, MIN_SIZE, jit_apply
+from sassid_jax.inference.safeguard import config_mode, photo_check
+from sassid_jax.io.checkpoints import CheckpointInputError, load_network, run_config_of
+from sassid_jax.io.paths import is_local, same_path
+from sassid_jax.io.photos import (
+    Photo,
+    check_output_suffix,
+    check_writable,
+    is_image_file,
+    read_photo,
+    write_photo,
+)
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 2, 130
+
+
+class DenoiseInputError(UserInputError):
+    """Bad input (image, path or checkpoint); str() is one line naming the file."""
+
+
+# ============================================================================ checkpoints
+
+
+def load_denoiser(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
+    """(UNet module, params) from a run folder, a folder inside its checkpoints/, or an
+    authors' `.pth`. Raises DenoiseInputError (one line naming the path) for anything else."""
+    try:
+        return load_network(checkpoint, "unet")
+    except CheckpointInputError as e:
+        raise DenoiseInputError(str(e)) from e
+
+
+def denoiser_settings(checkpoint: str | os.PathLike) -> tuple[float, str]:
+    """(postprocess.colour_sigma, postprocess.safeguard) of the run that holds `checkpoint`;
+    (0, "off") for a .pth or a run from before the fields existed."""
+    config = run_config_of(checkpoint) or {}
+    try:
+        return config_sigma(config), config_mode(config)
+    except ConfigError as e:
+        raise DenoiseInputError(f"{checkpoint}: {e}") from e
+
+
+# ============================================================================ the command
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and where its result goes."""
+
+    source: epath.Path
+    target: epath.Path
+
+
+def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> list[Job]:
+    """Jobs for a file -> file/folder or a folder -> folder run (folders: top level only,
+    names kept). DenoiseInputError for missing or empty inputs and in-place overwrites."""
+    source, target = epath.Path(input_path), epath.Path(output_path)
+    if not source.exists():
+        raise DenoiseInputError(f"{source}: no such file or directory")
+    if source.is_dir():
+        if target.exists() and not target.is_dir():
+            raise DenoiseInputError(
+                f"{target}: the input is a folder, so the output must be a folder too"
+            )
+        if same_path(source, target):
+            raise DenoiseInputError(
+                f"{target}: output folder is the input folder; the results "
+                "would overwrite the inputs"
+            )
+        files = sorted(p for p in source.iterdir() if is_image_file(p))
+        if not files:
+            raise DenoiseInputError(f"{source}: no PNG, JPEG or TIFF images in this folder")
+        return [Job(p, target / p.name) for p in files]
+    if target.is_dir():
+        target = target / source.name
+    if same_path(source, target):
+        raise DenoiseInputError(f"{target}: output would overwrite the input")
+    check_output_suffix(target)
+    if is_local(target) and not target.parent.is_dir():  # a bucket's folders are implicit
+        raise DenoiseInputError(f"{target.parent}: output folder does not exist")
+    return [Job(source, target)]
+
+
+class _Progress:
+    """Bars over files and over the tiles of the current file (tqdm, else plain stderr)."""
+
+    def __init__(self, total_files: int) -> None:
+        self._tqdm = tqdm
+        self._files = tqdm(total=total_files, unit="file", file=sys.stderr) if tqdm else None
+        self._tiles: Any = None
+
+    def message(self, text: str, *, error: bool = False) -> None:
+        stream = sys.stderr if error else sys.stdout
+        if self._tqdm is not None:
+            self._tqdm.write(text, file=stream)
+        else:
+            print(text, file=stream, flush=True)
+
+    def tiles(self, done: int, total: int) -> None:
+        if self._tqdm is None:
+            print(
+                f"\r  tiles {done}/{total}",
+                end="\n" if done == total else "",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        if self._tiles is None:
+            self._tiles = self._tqdm(total=total, unit="tile", leave=False, file=sys.stderr)
+        self._tiles.update(done - self._tiles.n)
+
+    def file_done(self) -> None:
+        if self._tiles is not None:
+            self._tiles.close()
+            self._tiles = None
+        if self._files is not None:
+            self._files.update(1)
+
+    def close(self) -> None:
+        if self._tiles is not None:
+            self._tiles.close()
+        if self._files is not None:
+            self._files.close()
+
+
+def denoise_photo(
+    apply_fn: Any,
+    photo: Photo,
+    *,
+    ensemble: bool,
+    tile: int,
+    progress: Callable[[int, int], None] | None,
+    colour_sigma: float = 0.0,
+    check: Callable[[Any, Any], Any] | None = None,
+) -> Photo:
+    """The denoised photo (same size, bit depth, channels; alpha unchanged), with the
+    input's local mean colour when colour_sigma > 0 (colour_anchor.py), then passed through
+    check(rgb, output) -> output when given (the safeguard, `quality_check`)."""
+    run = predict.denoise_ensemble if ensemble else predict.denoise
+    rgb = photo.rgb()
+    out = anchor_image(run(apply_fn, rgb, tile=tile, progress=progress), rgb, colour_sigma)
+    return photo.with_rgb(out if check is None else check(rgb, out))
+
+
+def _process(
+    job: Job,
+    apply_fn: Any,
+    bars: _Progress,
+    *,
+    ensemble: bool,
+    tile: int,
+    max_pixels: int | None,
+    sigma: float,
+    check: Callable | None,
+) -> None:
+    start = time.perf_counter()
+    photo = read_photo(job.source, max_pixels)
+    h, w = photo.pixels.shape[:2]
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise DenoiseInputError(
+            f"{job.source}: image of {w}x{h} pixels is too small to "
+            f"denoise (need at least {MIN_SIZE}x{MIN_SIZE})"
+        )
+    check_writable(photo, job.target)
+    result = denoise_photo(
+        apply_fn,
+        photo,
+        ensemble=ensemble,
+        tile=tile,
+        progress=bars.tiles,
+        colour_sigma=sigma,
+        check=None if check is None else functools.partial(check, str(job.source)),
+    )
+    write_photo(job.target, result)
+    note = (
+        " (JPEG output: 8-bit)"
+        if photo.bits == 16 and job.target.suffix.lower() in (".jpg", ".jpeg")
+        else ""
+    )
+    bars.message(
+        f"{job.source} -> {job.target} ({w}x{h}, {photo.bits}-bit{note}, "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
+
+
+def run_denoise(
+    checkpoint: str,
+    input_path: str,
+    output_path: str,
+    *,
+    ensemble: bool = False,
+    overwrite: bool = False,
+    tile: int = 1024,
+    max_pixels: int | None = None,
+    colour_sigma: float | None = None,
+    safeguard: str | None = None,
+) -> int:
+    """Denoise a file or every image of a folder; returns the exit code.
+
+    0: all done (or skipped because the output exists); 2: bad input (one line per problem,
+    naming the file; in folder mode the other files are still processed); 130: Ctrl-C (no
+    partial output file is left). max_pixels: the largest width x height read (None:
+    photo_io.DEFAULT_MAX_PIXELS), checked before decoding. colour_sigma: the colour anchor's
+    blur in pixels (colour_anchor.py); None = the run's postprocess.colour_sigma (0 for an
+    authors' .pth: their raw outputs). safeguard: "blend", "off" (safeguard.py) or "none"
+    (no quality estimate at all); None = the run's postprocess.safeguard ("off" for a .pth).
+    Either way, each photo's gain is estimated and a warning printed when it is <= 0 dB.
+    """
+    try:
+        smallest = 2 * DEFAULT_MARGIN + 32
+        if tile < smallest or tile % 32:
+            raise DenoiseInputError(
+                f"--tile {tile}: must be a multiple of 32, at least "
+                f"{smallest} (two {DEFAULT_MARGIN}-pixel margins + 32)"
+            )
+        if max_pixels is not None and max_pixels <= 0:
+            raise DenoiseInputError(f"--max_pixels {max_pixels}: must be a positive pixel count")
+        jobs = plan_jobs(input_path, output_path)
+        todo = [j for j in jobs if overwrite or not j.target.exists()]
+        for job in jobs:
+            if job not in todo:
+                print(f"skip {job.target}: already exists (use --overwrite to redo it)")
+        if not todo:
+            return EXIT_OK
+        module, params = load_denoiser(checkpoint)
+        run_sigma, run_safeguard = denoiser_settings(checkpoint)
+        colour_sigma = run_sigma if colour_sigma is None else colour_sigma
+        safeguard = run_safeguard if safeguard is None else safeguard
+        if not colour_sigma >= 0:
+            raise DenoiseInputError(f"--colour_sigma {colour_sigma}: must be >= 0 (0 = off)")
+        if safeguard not in ("blend", "off", "none"):
+            raise DenoiseInputError(f"--safeguard {safeguard}: must be blend, off or none")
+        todo[0].target.parent.mkdir(parents=True, exist_ok=True)  # folder mode: may be new
+    except UserInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:  # e.g. the output folder cannot be created
+        print(f"error: {e.filename or output_path}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    apply_fn = jit_apply(module, params)
+    bars, failed = _Progress(len(todo)), 0
+    check = None
+    if safeguard != "none":
+        check = photo_check(module, params, colour_sigma, safeguard, bars.message)
+    try:
+        for job in todo:
+            try:
+                _process(
+                    job,
+                    apply_fn,
+                    bars,
+                    ensemble=ensemble,
+                    tile=tile,
+                    max_pixels=max_pixels,
+                    sigma=colour_sigma,
+                    check=check,
+                )
+            except UserInputError as e:
+                failed += 1
+                bars.message(f"error: {e}", error=True)
+            except OSError as e:  # writing: disk full, permissions, ...
+                failed += 1
+                bars.message(f"error: {job.target}: cannot write ({e.strerror or e})", error=True)
+            bars.file_done()
+    except KeyboardInterrupt:
+        bars.close()
+        print("interrupted: no partial output was left", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    bars.close()
+    return EXIT_BAD_INPUT if failed else EXIT_OK

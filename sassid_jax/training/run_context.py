@@ -1,0 +1,166 @@
+"""What the stages of one training run share: the run context, its inputs, how it stops.
+
+`RunContext` binds the run folder layout of `checkpoint_io` (stage managers, restore
+targets, which checkpoint holds a network's final parameters) to the run's networks, stages
+and device mesh. `SigtermFlag` turns SIGTERM into a flag the training loop checks (it then
+checkpoints and raises `Preempted`): after each call in a one-process run; in a multi-process
+run at each log, checkpoint or evaluation step, where the processes agree (`any_process`)
+so that all of them stop at the same step. `TrainingDivergedError` stops a run whose loss or
+weights became NaN or inf. `load_inputs` reads and checks the datasets before any file of
+the run is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from clu import metric_writers, periodic_actions
+from etils import epath
+
+from sassid_jax.data import sources, tiles
+from sassid_jax.errors import ConfigError, UserInputError
+from sassid_jax.evaluation import scoring
+from sassid_jax.io import checkpoints
+from sassid_jax.methods.stages import Stage
+from sassid_jax.training import sharding
+from sassid_jax.training.train_step import State, init_state, make_optimizer
+
+
+class Preempted(SystemExit):
+    """Raised after a SIGTERM once the checkpoint of the current step is written."""
+
+    def __init__(self, stage: str, step: int) -> None:
+        super().__init__(128 + signal.SIGTERM)
+        self.stage, self.step = stage, step
+
+
+class TrainingDivergedError(UserInputError):
+    """The loss or the weights became NaN or inf; the last finite state is checkpointed."""
+
+
+class SigtermFlag:
+    """Context manager: SIGTERM sets `requested` instead of killing the process."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        logging.warning("SIGTERM received: checkpointing the current step, then exiting")
+        self.requested = True
+
+    def __enter__(self) -> SigtermFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclasses.dataclass
+class RunContext:
+    """Everything the stages of one run share."""
+
+    config: ml_collections.ConfigDict
+    workdir: epath.Path  # local (absolute) or a bucket URL (gs://...)
+    networks: dict[str, nn.Module]
+    stages: list[Stage]
+    train_images: list[np.ndarray] | tiles.TileSource
+    eval_examples: list[dict[str, Any]]
+    writer: metric_writers.MetricWriter
+    progress: periodic_actions.ReportProgress
+    sigterm: SigtermFlag
+    mesh: jax.sharding.Mesh
+    stop_after: tuple[str, int] | None = None
+    pretrained: dict[str, Any] = dataclasses.field(default_factory=dict)  # pretrained.load_all
+    heldout: np.ndarray | None = None  # (N, crop, crop, 3) uint8 held-out crops (selection.py)
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of all stages together."""
+        return sum(self.config.stages[s.name].steps for s in self.stages)
+
+    def global_step(self, stage_index: int, step: int) -> int:
+        """A step counter increasing across stages (TensorBoard's x axis, the run's ETA)."""
+        return sum(self.config.stages[s.name].steps for s in self.stages[:stage_index]) + step
+
+    def should_stop(self, stage: str, step: int, agree: bool) -> bool:
+        """Stop after `step`: stop_after says so, or SIGTERM came (one process: to any process
+        of the run, checked where `agree` is True, the steps where all processes check)."""
+        if self.stop_after == (stage, step):
+            return True
+        if jax.process_count() == 1:
+            return self.sigterm.requested
+        return agree and sharding.any_process(self.sigterm.requested)
+
+    def manager(self, stage: str) -> ocp.CheckpointManager:
+        """The checkpoint manager of `stage` (keeps train.keep_checkpoints steps)."""
+        return checkpoints.stage_manager(
+            self.workdir, stage, keep=self.config.train.keep_checkpoints
+        )
+
+    def abstract_state(self, stage: Stage) -> State:
+        """Shapes, dtypes and (replicated) shardings of a stage's state, for restoring."""
+        tx = make_optimizer(self.config, stage.name)
+        return checkpoints.abstract_state(
+            lambda: init_state(self.networks, stage, tx, jax.random.key(0), self.config.crop_size),
+            sharding.replicated(self.mesh),
+        )
+
+    def restore(self, stage: Stage, step: int, mgr: ocp.CheckpointManager | None = None) -> State:
+        """The stage's state at `step` (through `mgr` if given, else a manager of its own)."""
+        target = self.abstract_state(stage)
+        return checkpoints.restore_stage(self.workdir, stage.name, step, target, mgr)
+
+    def final_params(self, name: str, before: int | None = None) -> Any:
+        """Parameters of network `name` (replicated over the mesh) from the checkpoint
+        `checkpoints.final_checkpoint` names: the last stage before index `before` (all
+        stages if None) that trains it, at its last step; config.pretrained's if none does."""
+        if (
+            name in self.pretrained
+            and checkpoints.training_stage(self.config, name, before) is None
+        ):
+            return sharding.replicate(self.pretrained[name].params, self.mesh)
+        stage_name, step = checkpoints.final_checkpoint(self.config, name, before)
+        stage = next(s for s in self.stages if s.name == stage_name)
+        return self.restore(stage, step)["params"][name]
+
+
+def _check_crop(images: list[np.ndarray] | tiles.TileSource, config: Any) -> None:
+    """ConfigError when crop_size does not fit in every training image (or tile)."""
+    crop, cfg = config.crop_size, config.dataset
+    where = f"dataset.noisy_dir {cfg.noisy_dir}" if cfg.get("noisy_dir") else f"dataset {cfg.name}"
+    if isinstance(images, tiles.TileSource):
+        if crop > images.max_crop:
+            raise ConfigError(
+                f"crop_size {crop} is larger than {images.max_crop}, the largest "
+                f"crop that the tiles of {where} allow"
+            )
+        return
+    for i, image in enumerate(images):
+        if min(image.shape[:2]) < crop:
+            raise ConfigError(
+                f"crop_size {crop} is larger than training image {i} ({image.shape[1]}x"
+                f"{image.shape[0]} pixels) of {where}; lower crop_size (a multiple of 32)"
+                " or remove the small images"
+            )
+
+
+def load_inputs(config: ml_collections.ConfigDict) -> tuple[Any, list[dict[str, Any]]]:
+    """(training images or tiles, eval examples) of config.dataset, after checking that the
+    crops fit: all a run reads before it writes anything to its workdir."""
+    train_images = sources.load_train_images(config.dataset)
+    _check_crop(train_images, config)
+    eval_examples = sources.load_eval_examples(config.dataset)
+    return train_images, scoring.limit(eval_examples, config.eval.max_images)

@@ -1,0 +1,161 @@
+"""One training step of a stage: networks, stages and optimizer from the config, the state, and
+the jitted SPMD step (`make_train_step`).
+
+The state of a stage is {"step": int32 scalar, "params": {learner: params}, "opt_state": Adam
+state}. Inputs are noisy crops (N, H, W, 3) on the [0, 255] scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from sassid_jax.methods.stages import Stage, make_stage
+from sassid_jax.nn import NETWORK_NAMES, make_network
+from sassid_jax.training import sharding, teacher_cache
+
+State = dict[str, Any]
+StepFn = Callable[..., tuple[State, dict[str, jax.Array]]]
+
+
+def build_networks(config: ml_collections.ConfigDict) -> dict[str, nn.Module]:
+    """The three networks with the config's attributes and compute dtype."""
+    dtype = jnp.dtype(config.compute_dtype)
+    dtype = None if dtype == jnp.float32 else dtype
+    return {
+        name: make_network(name, dtype=dtype, **config.networks[name].to_dict())
+        for name in NETWORK_NAMES
+    }
+
+
+def build_stages(config: ml_collections.ConfigDict) -> list[Stage]:
+    """The stages of config.stage_order, with the alpha thresholds of config.alpha."""
+    return [
+        make_stage(
+            name,
+            config.stages[name].learners,
+            config.stages[name].losses,
+            alpha_lower=config.alpha.lower,
+            alpha_upper=config.alpha.upper,
+        )
+        for name in config.stage_order
+    ]
+
+
+def lr_schedule(config: ml_collections.ConfigDict, stage: str) -> optax.Schedule:
+    """The stage's learning rate: stages.<stage>.lr cosine-annealed to 0 over its steps."""
+    sc = config.stages[stage]
+    return optax.cosine_decay_schedule(sc.lr, sc.steps)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, stage: str) -> optax.GradientTransformation:
+    """Adam (config.optimizer) with the stage's `lr_schedule`."""
+    oc = config.optimizer
+    return optax.adam(lr_schedule(config, stage), b1=oc.b1, b2=oc.b2, eps=oc.eps)
+
+
+def learning_rate(config: ml_collections.ConfigDict, stage: str, step: int) -> float:
+    """The learning rate `lr_schedule` gives at `step`."""
+    return float(lr_schedule(config, stage)(step))
+
+
+def init_state(
+    networks: Mapping[str, nn.Module],
+    stage: Stage,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    crop: int,
+) -> State:
+    """Fresh learner parameters (one key per network) and optimizer state, step 0."""
+    x = jnp.zeros((1, crop, crop, 3), jnp.float32)
+    params = {
+        name: networks[name].init(jax.random.fold_in(key, i), x)["params"]
+        for i, name in enumerate(stage.learners)
+    }
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """A bool scalar: every floating-point leaf of `tree` is free of NaN and inf."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+def keep_if(ok: jax.Array, new: State, old: State) -> State:
+    """`new` where the bool scalar `ok` is True, else `old` (bit for bit either way)."""
+    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def make_train_step(
+    networks: Mapping[str, nn.Module],
+    stage: Stage,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    teachers_mode: str = "online",
+    several_steps: bool = False,
+) -> StepFn:
+    """Jitted SPMD (state, teacher_params, x, finite=True) -> (state, metrics); state is donated.
+
+    x: (N, H, W, 3) noisy crops in [0, 255], split over the mesh's 'data' axis; state,
+    teachers and metrics ({"loss", "grad_norm"}: float32 scalars, "finite": bool scalar) are
+    replicated. Divergence guard: a step whose loss or new state holds a NaN or inf keeps the
+    state it started from, and so does every step once `finite` is False; metrics["finite"]
+    says whether every step so far was finite (pass it to the next call, so that the state
+    stays the last finite one, whose "step" counter says which). The loss is
+    `stage.loss` (its alpha thresholds are the stage's). Teachers run forward only
+    ("online"), or, with teachers_mode="precomputed", x carries their outputs as extra
+    channels (see `teacher_cache.split_batch`) and teacher_params is unused.
+    several_steps: the function takes (K, N, H, W, C), runs K consecutive steps in one
+    call (one compiled program per K) and returns loss and grad_norm of shape (K,). Same
+    arithmetic as K calls; one call allocates XLA's temporaries once instead of K times.
+    """
+    teacher_cache.check_mode(teachers_mode, "teachers_mode")
+    given = stage.teachers if teachers_mode == "precomputed" else ()
+
+    def loss_fn(params: Mapping[str, Any], teachers: Mapping[str, Any], x: jax.Array):
+        x, outputs = teacher_cache.split_batch(x, given)
+        every = {**teachers, **params}
+        outputs.update(
+            {n: networks[n].apply({"params": every[n]}, x) for n in stage.uses if n not in outputs}
+        )
+        return stage.loss(outputs, x)
+
+    def step(state: State, teachers: Mapping[str, Any], x: jax.Array, finite: jax.Array):
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], teachers, x)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        finite = finite & jnp.isfinite(loss) & all_finite(new_state)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite}
+        return keep_if(finite, new_state, state), metrics
+
+    def steps(state: State, teachers: Mapping[str, Any], xs: jax.Array, finite: jax.Array):
+        # Unrolled on purpose: XLA:CPU runs convolutions inside a loop body (lax.scan) far
+        # slower than in straight-line code (bench/NOTES.md, section 7e).
+        metrics = []
+        for i in range(xs.shape[0]):
+            state, m = step(state, teachers, xs[i], finite)
+            finite = m.pop("finite")
+            metrics.append(m)
+        return state, {**jax.tree.map(lambda *m: jnp.stack(m), *metrics), "finite": finite}
+
+    repl = sharding.replicated(mesh)
+    data = sharding.steps_batch_sharding(mesh) if several_steps else sharding.batch_sharding(mesh)
+    jitted = jax.jit(
+        steps if several_steps else step,
+        in_shardings=(repl, repl, data, repl),
+        out_shardings=(repl, repl),
+        donate_argnums=0,
+    )
+
+    def call(state: State, teachers: Mapping[str, Any], x: jax.Array, finite: Any = True):
+        return jitted(state, teachers, x, finite)
+
+    call.lower = jitted.lower  # type: ignore[attr-defined]  # AOT: lower(state, teachers, x, finite)
+    return call
