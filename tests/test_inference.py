@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import sassid_jax
 from sassid_jax.inference import predict
+from sassid_jax.inference.colour_anchor import anchor_image
 from sassid_jax.inference.predict import (
     axis_spans,
     denoise,
@@ -203,3 +205,16 @@ def _pad_crop(fn, image):
 def _pad_crop(fn, image):
     h, w = image.shape[:2]
     return np.asarray(fn(predict.pad_to_multiple(np.ascontiguousarray(image))[None]))[0, :h, :w]
+
+
+def test_denoise_image_is_the_denoise_mode_path():
+    """The public `denoise_image` equals tiled inference plus the colour anchor."""
+    module = UNet(width=8)
+    image = np.random.default_rng(0).integers(0, 256, (40, 72, 3), dtype=np.uint8)
+    params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 96, 3)))["params"]
+    expected = anchor_image(
+        predict.denoise(predict.jit_apply(module, params), image, tile=288), image, 8.0
+    )
+    out = sassid_jax.denoise_image(module, params, image, colour_sigma=8.0, tile=288)
+    assert out.shape == (40, 72, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)

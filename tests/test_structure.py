@@ -194,6 +194,17 @@ def test_light_imports_load_no_tensorflow():
     assert run.stdout.strip() == "False"
 
 
+def test_public_api_resolves():
+    run = _run(
+        "import sassid_jax;"
+        "missing = [n for n in sassid_jax.__all__ if getattr(sassid_jax, n, None) is None];"
+        "print(missing, len(sassid_jax.__all__))"
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    missing, count = run.stdout.strip().rsplit(" ", 1)
+    assert missing == "[]" and int(count) >= 10
+
+
 def package_graph() -> dict[str, set[str]]:
     """{package: packages it imports}, modules of the top level as their own names."""
     edges: dict[str, set[str]] = defaultdict(set)

@@ -342,3 +342,33 @@ def denoise_images(
             if progress is not None:
                 progress(len(chunk))
     return outputs  # type: ignore[return-value]
+
+
+def denoise_image(
+    module: nn.Module,
+    params: Any,
+    image: np.ndarray,
+    *,
+    colour_sigma: float = 0.0,
+    ensemble: bool = False,
+    tile: int = DEFAULT_TILE,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Denoise one photo with a trained network, tile by tile (the `--mode denoise` path).
+
+    Args:
+      module, params: a network and its parameters, e.g. from `io.checkpoints.load_network`.
+      image: (H, W, 3) RGB, uint8 or float on [0, 255]; H, W >= 8.
+      colour_sigma: > 0 keeps the input's local mean colour (`colour_anchor`, 8 in the
+        default recipe; 0 = the network's raw output, as the authors').
+      ensemble: average the x8 flips and rotations.
+      tile: tile side (a multiple of 32, at least 288), bounding memory on large photos.
+      progress: called as progress(tiles_done, tiles_total).
+    Returns:
+      (H, W, 3) float32 on [0, 255], not rounded (`evaluation.metrics.quantize` rounds).
+    """
+    image = np.asarray(image)
+    check_image(image)
+    run = denoise_ensemble if ensemble else denoise
+    out = run(jit_apply(module, params), image, tile=tile, progress=progress)
+    return anchor_image(out, image, colour_sigma)
