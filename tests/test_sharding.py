@@ -73,7 +73,8 @@ def test_global_batch_must_divide_over_devices():
         [
             sys.executable,
             "-c",
-            "from sassid_jax import sharding; sharding.check_global_batch(6, sharding.make_mesh())",
+            "from sassid_jax.training import sharding;"
+            "sharding.check_global_batch(6, sharding.make_mesh())",
         ],
         env=_env(4),
         cwd=REPO_ROOT,
