@@ -1,23 +1,9 @@
 """One stage-generic training loop for SASL: bnn -> lan -> unet (or any stage list).
 
-`train_and_evaluate(config, workdir)` runs the config's stages in order. Per stage: the
-learners' parameters and Adam state (cosine-decayed learning rate) live in one state dict;
-frozen teachers are restored from the stage that trained them (or taken from
-config.pretrained, pretrained.py) and applied inside the same jitted step (train_step.py);
-the step donates the state. Orbax checkpoints go to
-`workdir/checkpoints/<stage>/<step>` (checkpoint_io.py); a restart resumes each stage where
-its newest checkpoint that restores left it (damaged ones are moved aside, finished stages
-are skipped; resume.py), and because the batch of step s is a pure function of (seed,
-stage, s), a resumed run ends with exactly the parameters (and loss history) of an
-uninterrupted one. SIGTERM (a preempted machine) saves a checkpoint and exits (143); a loss
-or weights turning NaN/inf saves the last finite state and raises TrainingDivergedError.
-Model selection (selection.py): a band of the training photos is held out; the stage's loss
-on it picks the step whose parameters the final checkpoint keeps, and may stop a stage early.
-The datasets are read and checked before config.json is written, and `workdir/.lock`
-(workdir_lock.py) keeps a second run off the same workdir.
-Loss, grad norm, learning rate, steps/s (clu's ReportProgress, ETA of the whole run), eval
-scores, the final panels (images) and the config (hparams) go to TensorBoard
-(`workdir/tensorboard`, process 0 only); a readable line per log interval goes to the log.
+`train_and_evaluate(config, workdir)` trains the config's stages in order, each in one jitted
+step with its frozen teachers, checkpointing to workdir/checkpoints/<stage>/<step>; a restart
+resumes each stage from its newest checkpoint that restores and ends with the parameters of an
+uninterrupted run. Then the final evaluation. Details: docs/training.md#stage-loop.
 """
 
 from __future__ import annotations
@@ -98,12 +84,18 @@ def _groups(batches: Iterator[np.ndarray], start: int, size: int) -> Iterator[li
 def train_stage(ctx: RunContext, stage_index: int) -> tuple[History, dict[str, Any]]:
     """Train one stage to its last step, resuming from its newest checkpoint that restores.
 
-    Returns the stage's (step, mean loss) log points (those of earlier runs in this workdir
-    too, see resume.py) and the timing of this call {"seconds": wall time of the call
-    (checkpoint restore, teacher set-up, steps, checkpoints, end evaluation), "steps_run":
-    steps trained by this call, "steps_per_sec": steps_run over the seconds of the step loop
-    (compilation, checkpoint saves and train.eval_every evaluations included; set-up and the
-    end-of-stage evaluation not; 0.0 when nothing ran)}.
+    Args:
+      ctx: the run.
+      stage_index: the stage's index in ctx.stages.
+
+    Returns:
+      (history, timing): the stage's (step, mean loss) log points (those of earlier runs in
+      this workdir too, see `resume.load_history`) and the timing of this call {"seconds":
+      wall time of the call (checkpoint restore, teacher set-up, steps, checkpoints, end
+      evaluation), "steps_run": steps trained by this call, "steps_per_sec": steps_run over
+      the seconds of the step loop (compilation, checkpoint saves and train.eval_every
+      evaluations included; set-up and the end-of-stage evaluation not; 0.0 when nothing
+      ran)}.
     """
     t0 = time.perf_counter()
     stage = ctx.stages[stage_index]

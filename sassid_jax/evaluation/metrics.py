@@ -1,14 +1,9 @@
-"""Evaluation metrics following the SASL evaluation protocol.
+"""Evaluation metrics of the SASL protocol: its rounding, PSNR, SSIM and the colour shift.
 
-The protocol (``docs/method.md``, "Evaluation protocol") rounds every network output with
-``floor(x + 0.5)`` and clips it to ``[0, 255]`` before scoring.  Both :func:`psnr` and
-:func:`ssim` apply that rounding (:func:`quantize`) to the *denoised* image themselves, so
-callers pass raw network outputs in the ``[0, 255]`` scale.  The clean image is used as is
-(uint8, or float already holding values in ``[0, 255]``).
-
-Images are ``(H, W, C)`` or batches ``(N, H, W, C)`` (NHWC); both metrics return one value
-per image, shape ``(N,)`` (``N = 1`` for a single image).  All computations run in float32
-and are jittable.
+`psnr` and `ssim` round the denoised image as the protocol does (`quantize`; see
+docs/method.md#evaluation-protocol), so callers pass raw network outputs on the [0, 255]
+scale; the clean image is used as is. Images are (H, W, C) or (N, H, W, C); each metric gives
+one value per image, shape (N,). float32 throughout, jittable.
 """
 
 from __future__ import annotations
@@ -159,8 +154,15 @@ def ssim(clean: ArrayLike, denoised: ArrayLike, data_range: float = 255.0) -> ja
 
 
 def colour_shift(clean: ArrayLike, denoised: ArrayLike) -> jax.Array:
-    """Mean signed error per channel, mean(quantize(denoised) - clean) over each image's
-    pixels: (H, W, C) or (N, H, W, C) -> (N, C), in 8-bit levels."""
+    """Mean signed error per channel, mean(quantize(denoised) - clean) over each image's pixels.
+
+    Args:
+        clean: ``(H, W, C)`` or ``(N, H, W, C)``, uint8 or float in ``[0, 255]``.
+        denoised: same shape, raw output on the ``[0, 255]`` scale (quantized first).
+
+    Returns:
+        float32 ``(N, C)``, in 8-bit levels (positive: the output is too bright).
+    """
     clean = jnp.asarray(clean, jnp.float32)
     diff = quantize(jnp.asarray(denoised, jnp.float32)) - clean
     diff = diff[None] if diff.ndim == 3 else diff

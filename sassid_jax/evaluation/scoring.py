@@ -1,12 +1,10 @@
-"""Prediction and scores of trained networks on evaluation examples (the published protocol).
+"""Predictions and scores of trained networks on evaluation examples (the published protocol).
 
-Scores follow the published protocol (metrics.py: floor(x + 0.5), clip to [0, 255]; PSNR with
-data range 255 per image, averaged; SSIM as scikit-image's). Examples are dicts with `noisy`
-and `clean` ((H, W, 3) uint8; clean may be None: then nothing is scored) and `name`.
-
-- During training: `predict_all` / `evaluate_networks` / `score_outputs` (the final table
-  and panels are `report.final_report`).
-- `--mode eval` is `modes/evaluate.py`.
+Scores are `metrics`' (the protocol's rounding, PSNR per image with peak 255, averaged; SSIM as
+scikit-image's). Examples are dicts with `name`, `noisy` and `clean` ((H, W, 3) uint8; clean
+None: nothing is scored), and optionally `phone` and `iso`. Training evaluates with
+`evaluate_networks`; the final table and panels are `report.final_report`; `--mode eval` is
+`modes/evaluate.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +25,14 @@ from sassid_jax.inference.predict import predict_blocks, predict_image
 
 
 def limit(examples: list[dict[str, Any]], max_images: int) -> list[dict[str, Any]]:
-    """The first max_images examples (all of them when max_images is 0)."""
+    """The first `max_images` of `examples` (all of them when max_images is 0).
+
+    Args:
+      examples: evaluation examples (module docstring).
+      max_images: how many to keep; 0: all.
+    Returns:
+      A list of at most max_images examples, in order.
+    """
     return examples[:max_images] if max_images else examples
 
 
@@ -38,12 +43,19 @@ def predict_all(
     bnn_block: int = 0,
     colour_sigma: float = 0.0,
 ) -> dict[str, list[np.ndarray]]:
-    """{network name: [(H, W, 3) float32 output per example]} for every network in params.
+    """Every network's outputs on every example.
 
-    bnn_block > 0 runs the BNN on isolated bnn_block-sized blocks, the input size it was
-    trained on and used at as a teacher (a BNN trained on small crops does not transfer to
-    whole images: its one-sided padding gives it positional cues); 0 = whole images.
-    colour_sigma > 0: every output keeps its input's local mean colour (colour_anchor.py).
+    Args:
+      networks: modules by name.
+      params: parameters by network name; only these networks run.
+      examples: evaluation examples (module docstring).
+      bnn_block: > 0 runs the BNN on isolated bnn_block x bnn_block blocks, the input size it
+        was trained on and used at as a teacher (a BNN trained on small crops does not
+        transfer to whole images: its one-sided padding gives it positional cues); 0: whole
+        images.
+      colour_sigma: > 0: every output keeps its input's local mean colour (`colour_anchor`).
+    Returns:
+      {network name: [(H, W, 3) float32 output on [0, 255] per example]}, not rounded.
     """
     # Evaluation is small: every process runs it alone on its first local device (explicit
     # shardings, so it never mixes with the training mesh); only process 0 reports.
@@ -67,7 +79,15 @@ def predict_all(
 
 
 def score(examples: Sequence[dict], images: Sequence[np.ndarray]) -> dict[str, Any] | None:
-    """PSNR/SSIM of images against the examples' clean references (None without them)."""
+    """PSNR and SSIM of `images` against the examples' clean references.
+
+    Args:
+      examples: evaluation examples (module docstring).
+      images: one (H, W, 3) image on [0, 255] per example (rounded by the metrics).
+    Returns:
+      `metrics.evaluate_pairs`' dict, or None when an example has no clean reference (or
+      there are none).
+    """
     if not examples or any(e["clean"] is None for e in examples):
         return None
     return metrics.evaluate_pairs(
@@ -78,7 +98,14 @@ def score(examples: Sequence[dict], images: Sequence[np.ndarray]) -> dict[str, A
 def score_outputs(
     examples: Sequence[dict], outputs: Mapping[str, Sequence[np.ndarray]]
 ) -> dict[str, dict[str, Any]]:
-    """{name: scores} for 'noisy' and every entry of outputs ({} without references)."""
+    """Scores of the noisy inputs and of every network's outputs.
+
+    Args:
+      examples: evaluation examples (module docstring).
+      outputs: {network name: one (H, W, 3) output on [0, 255] per example}.
+    Returns:
+      {"noisy" or network name: `score`'s dict}; {} without clean references.
+    """
     every = {"noisy": [e["noisy"] for e in examples], **outputs}
     scores = {name: score(examples, images) for name, images in every.items()}
     return {name: s for name, s in scores.items() if s is not None}
@@ -91,8 +118,11 @@ def evaluate_networks(
     bnn_block: int = 0,
     colour_sigma: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
-    """{name: scores} for 'noisy' and every network in params ({} without references);
-    bnn_block and colour_sigma as in `predict_all`."""
+    """`score_outputs` of `predict_all`: the arguments are `predict_all`'s.
+
+    Returns:
+      {"noisy" or network name: `score`'s dict}; {} without clean references.
+    """
     return score_outputs(examples, predict_all(networks, params, examples, bnn_block, colour_sigma))
 
 
@@ -114,8 +144,18 @@ def _group_scores(
 
 
 def score_examples(examples: Sequence[dict], outputs: Sequence[np.ndarray]) -> dict[str, Any]:
-    """Protocol scores of outputs against the examples' clean references, with per-phone
-    and per-ISO means when the examples carry `phone` / `iso`."""
+    """Protocol scores of one method's outputs, with per-phone and per-ISO means.
+
+    Args:
+      examples: evaluation examples with clean references (module docstring).
+      outputs: one (H, W, 3) output on [0, 255] per example.
+    Returns:
+      {"psnr", "ssim", "images", "noisy_psnr", "noisy_ssim", "colour_shift_abs",
+      "noisy_colour_shift_abs", "per_image": {name: {"psnr", "ssim", "colour_shift",
+      "noisy_colour_shift"}}}, plus "per_phone" / "per_iso" ({group: {"psnr", "ssim",
+      "images"}}) when the examples carry `phone` / `iso`. PSNR in dB, shifts [R, G, B] in
+      8-bit levels.
+    """
     scores = metrics.evaluate_pairs(
         (e["clean"], out) for e, out in zip(examples, outputs, strict=True)
     )
@@ -152,7 +192,8 @@ def _rgb(values: Sequence[float]) -> str:
 
 
 def format_scores(name: str, result: dict[str, Any]) -> str:
-    """Plain-text summary: the means, then the per-phone / per-ISO rows if any."""
+    """Plain-text summary of `score_examples`' `result` under the heading `name`: the means,
+    then the per-phone / per-ISO rows if any."""
     lines = [
         f"{name}: {result['images']} images, PSNR {result['psnr']:.2f} dB, "
         f"SSIM {result['ssim']:.4f}, |colour shift| R/G/B {_rgb(result['colour_shift_abs'])} "
@@ -169,7 +210,8 @@ def format_scores(name: str, result: dict[str, Any]) -> str:
 
 
 def progress_bar(total: int, what: str) -> tqdm.tqdm:
-    """A progress bar on stderr counting `what` (hidden when stderr is not a terminal)."""
+    """A tqdm progress bar on stderr, `total` steps of the unit `what` (hidden when stderr
+    is not a terminal)."""
     return tqdm.tqdm(
         total=total, unit=what, file=sys.stderr, dynamic_ncols=True, disable=None, mininterval=2.0
     )

@@ -1,39 +1,9 @@
 """Colour anchoring: a denoised image keeps the noisy input's local mean colour.
 
-Why. Trained networks shift colours that the noisy input does not: on the main job's held-out
-photos the U-Net's mean error reached -10.9 R / +5.5 G / +22.1 B levels where the noisy
-input's was -2.5 / +0.5 / +9.7, and mild real camera noise showed shifts of 3-5 levels. The
-shift is born in the LAN (stage 2) and handed on to the U-Net: the LAN sees a few pixels only
-(a 3x3 neighbourhood around its blind centre), so under noise the L1-best guess of the BNN
-output from such a small window leans towards the typical colour of the training crops
-(shrinkage towards the data's prior), the same way on every block of a photo: on the main
-job, the LAN's mean difference from the BNN has the sign of "training photos' mean colour
-minus this photo's" in 11 of 12 channels, at about a fifth of its size. The U-Net's
-adaptive loss takes the LAN as its target wherever the BNN output is textured (alpha near 1,
-which under strong noise is most of the image), so it learns the shift too. The BNN adds a
-smaller part: its L1 loss aims at the median of the noisy value, which differs from the mean
-where sRGB noise is skewed or clipped.
-
-Fix. Noise averages out over large windows, so the noisy input's local mean colour is an
-(almost) unbiased estimate of the clean image's, while a denoiser's value lies in its
-details. `anchor` keeps the output's details and replaces its low frequencies by the input's:
-
-    anchored = output + G_sigma * (noisy - output)
-
-(G_sigma: a Gaussian blur of std `sigma` pixels per channel, symmetric borders). The mean
-colour of each image then equals the input's (up to the borders and rounding), so the output
-adds no mean shift of its own; what stays is the noise that survives the blur (for white
-noise of std s, a std of about s / (2 sqrt(pi) sigma)) and the input's own mean bias: sRGB
-camera noise is not zero-mean (clipping, the gamma curve). `anchor` removes that bias too
-(`debias`, on by default), as a model of camera noise estimates it from the photo's local
-mean and noise level (bias.py). It works per region, so an image's overall mean error
-can grow where the input's regional biases cancelled (dark regions biased up, mid-tones
-down) and only some of them are removed.
-On the main job's held-out photos sigma = 8 lifted the U-Net from 22.32 to 23.69 dB (4 to 32
-px: 23.45 / 23.69 / 23.65 / 23.53; a per-image global mean shift alone: 23.13).
-
-Images are (..., H, W, C) on the [0, 255] scale; float32 out. Pure jnp, so the anchored
-denoiser stays differentiable (quality estimates use it).
+`anchor` computes output + G_sigma * (noisy - output), G_sigma a per-channel Gaussian blur of
+std sigma pixels, less the mean bias that the noise gives the input's local mean
+(`noise.bias`). Images are (H, W, C) or (N, H, W, C) on [0, 255]; float32 out. Pure jnp, so an
+anchored denoiser stays differentiable. Details: docs/inference.md#colour-anchor.
 """
 
 from __future__ import annotations
@@ -53,8 +23,8 @@ TRUNCATE = 3.0  # the kernel reaches TRUNCATE * sigma pixels on each side
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
-    """1-D Gaussian taps of std `sigma` (> 0) pixels, radius round(3 sigma) (scipy's
-    gaussian_filter's), summing to 1."""
+    """1-D Gaussian taps of std `sigma` (> 0) pixels: float32 (2r + 1,), r = max(1,
+    round(3 sigma)) (scipy's gaussian_filter's radius), summing to 1."""
     radius = max(1, int(TRUNCATE * sigma + 0.5))
     t = np.arange(-radius, radius + 1, dtype=np.float64)
     taps = np.exp(-0.5 * (t / sigma) ** 2)
@@ -83,7 +53,14 @@ def _blur_axis(x: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
 
 
 def blur(image: Any, sigma: float) -> jax.Array:
-    """Gaussian blur of std `sigma` pixels of (H, W, C) or (N, H, W, C), per channel."""
+    """Gaussian blur per channel, symmetric borders.
+
+    Args:
+      image: (H, W, C) or (N, H, W, C), any real dtype and scale.
+      sigma: the blur's std in pixels, > 0.
+    Returns:
+      float32, the shape of `image`.
+    """
     x = jnp.asarray(image, jnp.float32)
     single = x.ndim == 3
     x = x[None] if single else x
@@ -93,9 +70,16 @@ def blur(image: Any, sigma: float) -> jax.Array:
 
 
 def estimate_bias(noisy: Any, output: Any, sigma: float) -> jax.Array:
-    """The mean bias that clipping and the sRGB gamma give `noisy`'s local mean, in levels,
-    per pixel and channel (bias.py): from the local mean of `noisy` and the local std of
-    `noisy - output` over the Gaussian window of std `sigma` (> 0) pixels. Shapes as `anchor`."""
+    """The mean bias that clipping and the sRGB gamma give `noisy`'s local mean (`noise.bias`),
+    from the local mean of `noisy` and the local std of `noisy - output`.
+
+    Args:
+      noisy: the network's input, (H, W, C) or (N, H, W, C) on [0, 255].
+      output: the denoised image, same shape, on [0, 255] (not rounded).
+      sigma: std in pixels (> 0) of the Gaussian window of the local means.
+    Returns:
+      float32, the shape of `noisy`: the bias per pixel and channel, in 8-bit levels.
+    """
     noisy = jnp.asarray(noisy, jnp.float32)
     residual = noisy - jnp.asarray(output, jnp.float32)
     variance = blur(residual**2, sigma) - blur(residual, sigma) ** 2
@@ -108,7 +92,7 @@ def anchor(output: Any, noisy: Any, sigma: float, debias: bool = True) -> jax.Ar
 
     Args:
       output: the denoised image, (H, W, C) or (N, H, W, C) on [0, 255] (not rounded).
-      noisy: the network's input, same shape.
+      noisy: the network's input, same shape, on [0, 255].
       sigma: blur std in pixels; 0 returns `output` unchanged (as float32).
       debias: remove the modelled bias (False: keep the input's local mean as it is).
     Returns:
@@ -128,7 +112,13 @@ _anchor_jit = jax.jit(anchor, static_argnums=(2, 3))
 def anchor_image(
     output: np.ndarray, noisy: np.ndarray, sigma: float, debias: bool = True
 ) -> np.ndarray:
-    """`anchor` for numpy images (one compiled program per shape); float32 numpy out."""
+    """`anchor` for numpy images, jitted (one compiled program per shape).
+
+    Args:
+      output, noisy, sigma, debias: as in `anchor`.
+    Returns:
+      float32 numpy array, the shape of `output`.
+    """
     if not sigma:
         return np.asarray(output, np.float32)
     noisy = np.asarray(noisy, np.float32)
@@ -136,8 +126,12 @@ def anchor_image(
 
 
 def config_sigma(config: Any) -> float:
-    """config.postprocess.colour_sigma as a float >= 0 (0 when the field is absent, as in run
-    folders written before it existed); ConfigError naming the field for anything else."""
+    """config.postprocess.colour_sigma in pixels, a float >= 0 (0 when the field is absent, as
+    in run folders written before it existed).
+
+    Raises:
+      ConfigError: naming the field, for anything but a finite number >= 0.
+    """
     post = config.get("postprocess") or {}
     value = post.get("colour_sigma", 0.0)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:

@@ -1,20 +1,9 @@
 """Inference on images of any size: whole-image, tiled (seam-free) and x8 self-ensemble.
 
 Images are (H, W, 3) on the [0, 255] scale (uint8 or float); outputs are float32 (H, W, 3) on
-the same scale, not yet rounded (see `metrics.quantize` for the published rounding).
-
-- `predict_image`: the whole image in one call (reflect-padded to multiples of 32 at the
-  bottom/right, cropped back). Memory grows with the image.
-- `denoise`: the same result computed tile by tile. The image is reflect-padded exactly as in
-  `predict_image`; windows of one fixed shape (at most `tile` x `tile`) start at multiples of
-  32, so every tile sees the same pooling grid as the whole image, and neighbouring windows
-  overlap by at least 2 * `margin`. Each output pixel is taken from the window in which it lies
-  furthest from a cut (the middle of each overlap), so it has at least `margin` pixels of real
-  context on every side that is not an image border. Borders see the same zero padding as in
-  whole-image inference, and an image that fits in one tile gives exactly `predict_image`'s
-  result. Memory of the network is bounded by `batch` x tile, not by the image.
-- `self_ensemble` / `denoise_ensemble`: average over the 8 flips x rotations (x8 ensemble).
-- `denoise_images`: many whole images (eval and submit modes), batched by shape.
+the same scale, not yet rounded (`evaluation.metrics.quantize` rounds). `denoise` gives
+`predict_image`'s result tile by tile, with memory bounded by the tile, not by the image.
+Details: docs/inference.md#tiling.
 """
 
 from __future__ import annotations
@@ -39,22 +28,23 @@ ImageFn = Callable[[np.ndarray], np.ndarray]
 Progress = Callable[[int, int], None]
 
 MIN_SIZE = 8  # smallest height/width accepted by `denoise`
-# Context kept beside each cut. With windows aligned to the 32-pixel pooling grid, an output
-# pixel of the U-Net (five 2x2 poolings, 3x3 convs) changes when a window edge comes within 125
-# pixels of it and never beyond (measured for several widths and random seeds), so margin 128
-# makes tiled inference equal to whole-image inference for ANY weights (tests check it).
-# Smaller margins trade exactness for speed: on 1024x768 with the worst-case overlap, margin 64
-# gave mean/max |tiled - whole| of 0.003/0.29 (tile 384) and 0.023/1.17 (tile 256) for a
-# briefly trained width-16 U-Net, and 0.15..4/16..74 for random-weight U-Nets.
+# Context kept beside each cut: 128 makes tiled equal to whole-image inference for any weights
+# (docs/inference.md#exactness-margin).
 DEFAULT_MARGIN = 128
-# 1024: with margin 128, 512 tiles would compute each pixel ~3.6x on a 12 MP photo, 1024 ~1.75x;
-# one 1024^2 tile of the width-48 U-Net keeps the process under ~2.3 GB peak RSS.
-DEFAULT_TILE = 1024
+DEFAULT_TILE = 1024  # repeated work against memory (docs/inference.md#exactness-margin)
 DEFAULT_BATCH = 1
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
-    """Reflect-pad (H, W, C) at the bottom and right up to multiples of `multiple`."""
+    """Reflect-pad an image at the bottom and right up to multiples of `multiple`.
+
+    Args:
+      image: (H, W, C), any dtype.
+      multiple: the size multiple (32: the U-Net's pooling grid).
+    Returns:
+      (ceil(H / multiple) * multiple, ceil(W / multiple) * multiple, C), image's dtype;
+      symmetric padding (edge repeated) where a pad is not smaller than the image.
+    """
     h, w = image.shape[:2]
     ph, pw = -h % multiple, -w % multiple
     # reflect needs pad < size; tiny images repeat (symmetric) instead
@@ -63,7 +53,14 @@ def pad_to_multiple(image: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndar
 
 
 def predict_image(apply_fn: ApplyFn, image: np.ndarray) -> np.ndarray:
-    """apply_fn on one image of any size; apply_fn maps (1, H, W, 3) -> (1, H, W, 3)."""
+    """`apply_fn` on one whole image of any size (padded to multiples of 32, cropped back).
+
+    Args:
+      apply_fn: (1, H', W', 3) float32 -> (1, H', W', 3), H' and W' multiples of 32.
+      image: (H, W, 3), uint8 or float on [0, 255].
+    Returns:
+      (H, W, 3) float32 on [0, 255], not rounded.
+    """
     h, w = image.shape[:2]
     padded = pad_to_multiple(np.asarray(image, dtype=np.float32))
     out = apply_fn(jnp.asarray(padded[None]))
@@ -71,11 +68,18 @@ def predict_image(apply_fn: ApplyFn, image: np.ndarray) -> np.ndarray:
 
 
 def predict_blocks(apply_fn: ApplyFn, image: np.ndarray, block: int, batch: int = 16) -> np.ndarray:
-    """apply_fn on non-overlapping block x block pieces, each seen alone (no context).
+    """`apply_fn` on non-overlapping block x block pieces, each seen alone (no context).
 
     This is how a network trained on block x block crops sees its inputs during training
     (the BNN is only ever applied to training crops); blocks meet at visible seams.
-    image: (H, W, 3) on [0, 255]; returns (H, W, 3) float32. block must be a multiple of 32.
+
+    Args:
+      apply_fn: (n, block, block, 3) float32 -> same shape, n <= batch.
+      image: (H, W, 3), uint8 or float on [0, 255].
+      block: block side, a multiple of 32.
+      batch: blocks per apply_fn call.
+    Returns:
+      (H, W, 3) float32 on [0, 255].
     """
     h, w = image.shape[:2]
     padded = pad_to_multiple(np.asarray(image, dtype=np.float32), block)
@@ -91,10 +95,16 @@ def predict_blocks(apply_fn: ApplyFn, image: np.ndarray, block: int, batch: int 
 
 
 def jit_apply(module: nn.Module, params: Any) -> ApplyFn:
-    """A jitted (N, H, W, 3) -> (N, H, W, 3) function of `module` with `params` bound.
+    """`module` with `params` bound, jitted.
 
     The parameters are passed as arguments (not baked into the program as constants), so
     one compilation serves every call with the same input shape.
+
+    Args:
+      module: a network (its `apply` maps (N, H, W, 3) float32 on [0, 255] to the same).
+      params: its parameters (the "params" collection).
+    Returns:
+      A function (N, H, W, 3) -> (N, H, W, 3) jax.Array.
     """
     apply = jax.jit(module.apply)
     return lambda x: apply({"params": params}, x)
@@ -130,6 +140,7 @@ class TilePlan:
 
     @property
     def num_tiles(self) -> int:
+        """How many windows the image has."""
         return len(self.rows) * len(self.cols)
 
     def tiles(self) -> Iterator[tuple[AxisSpan, AxisSpan]]:
@@ -145,8 +156,18 @@ def axis_spans(
     """Windows of length min(tile, size) covering [0, size), starts multiples of `multiple`.
 
     Neighbouring windows overlap by >= 2 * margin and are cut in the middle of the overlap,
-    so every kept pixel has >= margin pixels of context towards any cut. `size` and `tile`
-    must be multiples of `multiple`, and tile - 2 * margin >= multiple.
+    so every kept pixel has >= margin pixels of context towards any cut.
+
+    Args:
+      size: the padded length of the axis in pixels, a multiple of `multiple`.
+      tile: the window length, a multiple of `multiple`; tile - 2 * margin >= multiple when
+        size > tile.
+      margin: the least context beside a cut, in pixels.
+      multiple: the network's size multiple.
+    Returns:
+      The windows in order; one when size <= tile.
+    Raises:
+      ValueError: size or tile not a multiple of `multiple`, or tile too small for margin.
     """
     if size % multiple or tile % multiple:
         raise ValueError(f"size {size} and tile {tile} must be multiples of {multiple}")
@@ -174,7 +195,16 @@ def plan_tiles(
     margin: int = DEFAULT_MARGIN,
     multiple: int = SIZE_MULTIPLE,
 ) -> TilePlan:
-    """The tiling of an (height, width) image: see `axis_spans` (per axis, on the padded size)."""
+    """The tiling of a height x width image (`axis_spans` on each axis of the padded size).
+
+    Args:
+      height, width: the image's size in pixels.
+      tile, margin, multiple: as in `axis_spans`.
+    Returns:
+      The `TilePlan`.
+    Raises:
+      ValueError: tile is not a positive multiple of `multiple`, or too small for margin.
+    """
     if tile % multiple or tile <= 0:
         raise ValueError(f"tile must be a positive multiple of {multiple}, got {tile}")
     hp, wp = height + (-height % multiple), width + (-width % multiple)
@@ -187,7 +217,7 @@ def plan_tiles(
 
 
 def check_image(image: np.ndarray, min_size: int = MIN_SIZE) -> None:
-    """Raise ValueError unless image is (H, W, 3) with H, W >= min_size."""
+    """Raise ValueError unless `image` (an array) is (H, W, 3) with H, W >= `min_size` pixels."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
     h, w = image.shape[:2]
@@ -258,15 +288,21 @@ def denoise(
 
 
 def dihedral(image: np.ndarray, index: int) -> np.ndarray:
-    """Transform `index` in 0..7 of (..., H, W, C): rot90 over (H, W) by index % 4 after a
-    left-right flip when index >= 4 (leading axes, e.g. a batch, are left alone)."""
+    """Element `index` of the dihedral group applied to an image.
+
+    Args:
+      image: (..., H, W, C); leading axes (e.g. a batch) are left alone.
+      index: 0..7: a left-right flip when index >= 4, then rot90 over (H, W) index % 4 times.
+    Returns:
+      A view of `image`, (..., W, H, C) for odd index, else (..., H, W, C).
+    """
     if index >= 4:
         image = np.flip(image, axis=-2)
     return np.rot90(image, index % 4, axes=(-3, -2))
 
 
 def inverse_dihedral(image: np.ndarray, index: int) -> np.ndarray:
-    """Undo `dihedral(., index)` on (..., H, W, C)."""
+    """Undo `dihedral(., index)`: the arguments and result as in `dihedral`."""
     image = np.rot90(image, -(index % 4), axes=(-3, -2))
     return np.flip(image, axis=-2) if index >= 4 else image
 
@@ -274,8 +310,11 @@ def inverse_dihedral(image: np.ndarray, index: int) -> np.ndarray:
 def self_ensemble(fn: ImageFn, image: np.ndarray) -> np.ndarray:
     """x8 self-ensemble: mean over the 8 flips x rotations of inverse(fn(transform(image))).
 
-    image: (H, W, 3), or a batch (N, H, W, 3). fn maps the transformed input (H and W
-    possibly swapped) to an output of the same shape, float32; returns image's shape, float32.
+    Args:
+      fn: maps a transformed image (H and W possibly swapped) to an output of its shape.
+      image: (H, W, 3), or a batch (N, H, W, 3), on [0, 255].
+    Returns:
+      float32, the shape of `image` (the mean is taken in float64).
     """
     total = np.zeros(np.shape(image), np.float64)
     for index in range(8):
@@ -287,8 +326,16 @@ def self_ensemble(fn: ImageFn, image: np.ndarray) -> np.ndarray:
 def denoise_ensemble(
     apply_fn: ApplyFn, image: np.ndarray, *, progress: Progress | None = None, **kwargs: Any
 ) -> np.ndarray:
-    """`denoise` with the x8 self-ensemble; kwargs go to `denoise`. progress counts the
-    tiles of all eight passes. Returns (H, W, 3) float32 on [0, 255]."""
+    """`denoise` with the x8 self-ensemble.
+
+    Args:
+      apply_fn, image: as in `denoise`.
+      progress: called as progress(tiles_done, tiles_total), counting the tiles of all
+        eight passes.
+      **kwargs: tile, margin, batch, multiple of `denoise`.
+    Returns:
+      (H, W, 3) float32 on [0, 255].
+    """
     image = np.asarray(image)
     check_image(image)
     h, w = image.shape[:2]
@@ -315,13 +362,20 @@ def denoise_images(
     progress: Callable[[int], None] | None = None,
     colour_sigma: float = 0.0,
 ) -> list[np.ndarray]:
-    """Denoise (H, W, 3) images on [0, 255] (uint8 or float), batching equal shapes.
+    """Denoise whole images (the eval and submit modes), batching equal shapes.
 
-    Each image is padded (reflect) to a multiple of 32 and cropped back; with ensemble,
-    the output is the mean over the 8 flips x rotations, each undone; colour_sigma > 0 then
-    gives each output its input's local mean colour (colour_anchor.py). Returns float32
-    (H, W, 3) outputs on [0, 255], in input order. progress(n) is called after each batch
-    with the number of images it finished (counted once, in the last ensemble pass).
+    Each image is padded (reflect) to a multiple of 32 and cropped back.
+
+    Args:
+      apply_fn: (N, H', W', 3) float32 -> (N, H', W', 3) array-like, H', W' multiples of 32.
+      images: (H, W, 3) images on [0, 255], uint8 or float; sizes may differ.
+      ensemble: the mean over the 8 flips x rotations, each undone.
+      batch: most images per apply_fn call.
+      progress: called as progress(n) after each batch with the number of images it
+        finished (each image counted once).
+      colour_sigma: > 0 gives each output its input's local mean colour (`colour_anchor`).
+    Returns:
+      (H, W, 3) float32 outputs on [0, 255], in input order, not rounded.
     """
 
     def run(stack: np.ndarray) -> np.ndarray:  # (N, H, W, 3) -> (N, H, W, 3) float32

@@ -1,61 +1,9 @@
-"""Estimated PSNR of a denoiser's output from the noisy photo alone, and a safeguard blend.
+"""Estimated PSNR of a denoiser's output from the noisy photo alone (MC-SURE), and a blend.
 
-Method: Stein's unbiased risk estimate with a Monte-Carlo divergence (MC-SURE, Ramani, Blu and
-Unser, "Monte-Carlo SURE", TIP 2008), generalised to correlated, signal-dependent noise. With
-noisy x = y + n, n ~ N(0, Sigma) and a denoiser f, per value (N = H * W * 3):
-
-  E|f(x) - y|^2 / N = D - s2 + 2 C,  D = |f(x) - x|^2 / N,  s2 = tr(Sigma) / N,
-  C = tr(Sigma J_f(x)) / N = E_b[b . J_f(x) b] / N  for probes b ~ N(0, Sigma),
-
-one `jax.vjp` per probe (b . J^T b = b . J b: exact, no finite-difference step to tune, and
-reverse mode works with the networks' custom-VJP layers, where `jax.jvp` does not).
-The noisy photo's own MSE is s2. The blend g = w f + (1 - w) x has g - x = w (f - x) and
-J_g = w J_f + (1 - w) I, so its estimated MSE is w^2 D - 2 w (s2 - C) + s2, a parabola
-minimised at w* = (s2 - C) / D, clipped to [0, 1] (MSE(w*) = s2 - (s2 - C)^2 / D <= s2: the
-blend never does worse than the input, up to the estimate's own error).
-
-Sigma comes from `noise_analysis.analyze_noise` (run on the photos being denoised; a user has
-nothing else). Probes: white Gaussian noise, colour-mixed by the symmetric square root of the
-3x3 cross-channel correlation, spatially filtered (FFT, circular) by the square root of a
-separable power spectrum rho(dy, dx) = rho_v(dy) rho_h(dx) built from the measured lags 0..6,
-normalised to unit variance, then scaled per pixel and channel by the noise level function's
-std at the pixel's brightness (channel mean, Gaussian-blurred with sigma 2 px; the variance is
-interpolated linearly between the brightness bins and held constant beyond them). The
-separable model misses some diagonal correlation of demosaiced noise; the level function and
-the std are the analysis's (25% accuracy in std claimed there), and an error delta in s2
-moves the output MSE estimate by about -delta (1 - 2 C / s2): the noise level is what limits
-the accuracy, not the Monte-Carlo divergence (relative error ~ sqrt(2 / N) per probe).
-Large photos are estimated on up to `crops` random crops (multiples of 32 px, at most
-CROP x CROP, fixed seed); each crop is denoised alone, so border context differs slightly from
-whole-photo inference.
-
-The 2-D autocorrelation of the analysis (lags up to 6 in both axes) replaces the separable
-model whenever the analysis holds it: demosaiced noise correlates more diagonally (SIDD
-(1, 1): 0.26, separable 0.19), which moved a blur's estimate on the SIDD pair from 2.2 dB off
-to within 1 dB.
-
-Validation (`python bench/quality_estimate.py --probes 1`, 2026-11-29, noise analysed on
-each photo alone; est / true PSNR dB, error = est - true output PSNR, "+a" = colour anchor):
-  main run (newmain/runs/default), U-Net: chelsea0 23.23/25.25 (-2.02), chelsea1
-  21.43/23.93 (-2.50), coffee0 21.24/20.27 (+0.97), coffee1 20.14/19.85 (+0.29); +a:
-  -2.28, -2.45, +0.80, +0.09. Noisy PSNR within 0.7 dB on all four.
-  SIDD pair, authors' LAN: 22.47/27.41 (-4.94); +a 23.37/25.52 (-2.15).
-  4-step U-Net on SIDD (worse than input): 11.62/12.15 (-0.53), w* 0.25 (true best 0.30),
-  blend 17.65/17.93 dB vs noisy 16.15; +a: +0.10, w* 0.64 (0.65).
-  blur sigma 2 on chelsea0 clean + white std 5: 27.71/28.53, but noisy 25.91/34.13
-  (so w* 0.75 where the true best is 0.21).
-So the 1 dB target is met for half of the cases only. The error comes from the noise
-statistics, not from SURE (exact on noise of known covariance, tests): on the main photos
-texture leaks into the analysed correlations (chelsea lag-2 0.18 vs true 0.08: C too high,
-PSNR too low) or heavy clipping (coffee: 23% of values at 0/255) lowers them; with mild
-noise on a textured photo the analysis over-states the noise (8 dB here) and the blur looks
-helpful. On SIDD, even the true 2-D covariance leaves the LAN ~4.5-5 dB off (C 178 against a
-realised n . f / N of ~100; the anchor halves the gap): sRGB camera noise is clipped and not
-Gaussian, and Stein's lemma then fails for a network this nonlinear. Treat the estimate as
-a rough, usually conservative guide, and w* < 1 as a warning.
-
-Arrays: photos (H, W, 3) uint8 RGB on [0, 255]; denoise_fn maps (1, H, W, 3) float32 on
-[0, 255] to the same shape and must be differentiable by JAX.
+Stein's unbiased risk estimate with a Monte-Carlo divergence, for correlated, signal-dependent
+noise measured on the photo itself. Photos are (H, W, 3) uint8 RGB on [0, 255]; a denoise_fn
+maps (1, H, W, 3) float32 on [0, 255] to the same shape and must be differentiable by JAX.
+Details and validation: docs/inference.md#quality-estimate.
 """
 
 from __future__ import annotations
@@ -127,26 +75,50 @@ def psnr_from_mse(mse: float) -> float:
 
 
 def blend_mse(w: float, distance: float, noise_variance: float, divergence: float) -> float:
-    """Estimated MSE of w f(x) + (1 - w) x: w^2 D - 2 w (s2 - C) + s2."""
+    """Estimated MSE of the blend w f(x) + (1 - w) x: w^2 D - 2 w (s2 - C) + s2.
+
+    Args:
+      w: weight of f(x), in [0, 1].
+      distance: D, mean |f(x) - x|^2 per value (8-bit levels squared).
+      noise_variance: s2, mean noise variance per value (levels squared).
+      divergence: C, mean b . J_f(x) b per value (levels squared).
+    Returns:
+      The estimated MSE per value, in levels squared.
+    """
     return w * w * distance - 2.0 * w * (noise_variance - divergence) + noise_variance
 
 
 def blend_weight(distance: float, noise_variance: float, divergence: float) -> float:
-    """w* = (s2 - C) / D clipped to [0, 1] (1 when f(x) == x: any w is the same)."""
+    """The weight w* = (s2 - C) / D that minimises `blend_mse`, clipped to [0, 1].
+
+    Args:
+      distance, noise_variance, divergence: D, s2 and C as in `blend_mse`.
+    Returns:
+      w* in [0, 1]; 1 when D <= 0 (f(x) == x: any w gives the same).
+    """
     if distance <= 0:
         return 1.0
     return float(np.clip((noise_variance - divergence) / distance, 0.0, 1.0))
 
 
 def blend(output: np.ndarray, noisy: np.ndarray, w: float) -> np.ndarray:
-    """w * output + (1 - w) * noisy, float32 (H, W, 3) on [0, 255] (not rounded)."""
+    """The blend w * output + (1 - w) * noisy.
+
+    Args:
+      output: (H, W, 3) float denoised photo on [0, 255].
+      noisy: (H, W, 3) uint8 or float photo on [0, 255].
+      w: weight of `output`, in [0, 1].
+    Returns:
+      (H, W, 3) float32 on [0, 255], not rounded.
+    """
     out = np.asarray(output, np.float32)
     return np.float32(w) * out + np.float32(1.0 - w) * np.asarray(noisy, np.float32)
 
 
 def separable_acf(analysis: NoiseAnalysis) -> np.ndarray:
-    """The analysis's 2-D autocorrelation ((2 MAX_LAG + 1) square, centre = lag 0), or when it
-    holds none, the separable model rho_v(dy) rho_h(dx) of its lags 0..MAX_LAG."""
+    """The noise's 2-D autocorrelation for the probes: (2L + 1, 2L + 1) float64, centre = lag 0
+    (L = `noise.analysis.MAX_LAG`). The analysis's own, or when it holds none, the separable
+    model rho_v(dy) rho_h(dx) of its vertical and horizontal lags 0..L."""
     if analysis.acf:
         return np.asarray(analysis.acf, np.float64)
     v, h = np.asarray(analysis.vertical), np.asarray(analysis.horizontal)
@@ -154,9 +126,15 @@ def separable_acf(analysis: NoiseAnalysis) -> np.ndarray:
 
 
 def spatial_amplitude(acf: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(h, w) FFT amplitude turning unit white noise into unit-variance (circular) noise with
-    the 2-D autocorrelation `acf` ((2L + 1, 2L + 1), centre = lag 0; 0 beyond; negative
-    power clipped)."""
+    """The FFT amplitude that turns unit white noise into unit-variance circular noise with the
+    2-D autocorrelation `acf` (0 beyond its lags; negative power clipped).
+
+    Args:
+      acf: (2L + 1, 2L + 1) correlations, centre = lag 0 (`separable_acf`).
+      h, w: the noise field's height and width in pixels.
+    Returns:
+      (h, w) float64 amplitude, to multiply the 2-D FFT of the white noise with.
+    """
     lag = acf.shape[0] // 2
     circ = np.zeros((h, w))
     dy, dx = np.mgrid[-lag : lag + 1, -lag : lag + 1]
@@ -167,8 +145,9 @@ def spatial_amplitude(acf: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 def colour_mixing(analysis: NoiseAnalysis) -> np.ndarray:
-    """(3, 3) symmetric square root of the cross-channel correlation (negative eigenvalues
-    clipped, diagonal renormalised to 1), so mixed unit white noise has that correlation."""
+    """(3, 3) float64 symmetric square root of the analysis's cross-channel correlation
+    (negative eigenvalues clipped, rows scaled to unit norm): unit white noise (..., 3) times
+    its transpose has that correlation and unit variance."""
     corr = np.asarray(analysis.cross_channel, np.float64)
     vals, vecs = np.linalg.eigh((corr + corr.T) / 2)
     root = vecs @ np.diag(np.sqrt(np.maximum(vals, 0.0))) @ vecs.T
@@ -176,8 +155,15 @@ def colour_mixing(analysis: NoiseAnalysis) -> np.ndarray:
 
 
 def noise_std_map(noisy: np.ndarray, analysis: NoiseAnalysis) -> np.ndarray:
-    """(H, W, 3) noise std per pixel and channel from the level function, read at the
-    brightness of each pixel (channel mean blurred by BRIGHTNESS_SIGMA px)."""
+    """The noise std per pixel and channel, read from the analysis's level function at each
+    pixel's brightness (the channel mean blurred by BRIGHTNESS_SIGMA px).
+
+    Args:
+      noisy: (H, W, 3) uint8 or float photo on [0, 255].
+      analysis: the noise of that photo's camera.
+    Returns:
+      (H, W, 3) float64 std in 8-bit levels.
+    """
     x = jnp.asarray(np.asarray(noisy, np.float32).mean(axis=2)[None, :, :, None])
     bright = np.asarray(blur(x, BRIGHTNESS_SIGMA))[0, :, :, 0]
     levels = sorted(analysis.level_function)
@@ -189,8 +175,17 @@ def noise_std_map(noisy: np.ndarray, analysis: NoiseAnalysis) -> np.ndarray:
 def synthesize_noise(
     std_map: np.ndarray, analysis: NoiseAnalysis, acf: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
-    """(H, W, 3) float32 Gaussian noise with the analysis's cross-channel correlation, the
-    2-D spatial autocorrelation acf (see `spatial_amplitude`) and per-pixel std std_map."""
+    """One probe: Gaussian noise with the analysis's cross-channel correlation, a spatial
+    autocorrelation and a per-pixel std.
+
+    Args:
+      std_map: (H, W, 3) std per pixel and channel in levels (`noise_std_map`).
+      analysis: the noise whose cross-channel correlation the probe gets.
+      acf: (2L + 1, 2L + 1) spatial autocorrelation (`separable_acf`).
+      rng: draws the white noise.
+    Returns:
+      (H, W, 3) float32 noise in 8-bit levels, zero-mean.
+    """
     h, w, _ = std_map.shape
     white = rng.standard_normal((h, w, 3)) @ colour_mixing(analysis).T
     amp = spatial_amplitude(acf, h, w)[:, :, None]
@@ -213,8 +208,18 @@ def _terms_fn(denoise_fn: DenoiseFn) -> Callable[[jax.Array, jax.Array], tuple]:
 
 
 def crop_boxes(h: int, w: int, crops: int, seed: int) -> list[tuple[int, int, int, int]]:
-    """Up to `crops` (top, left, height, width) boxes, sides multiples of MULTIPLE and at most
-    CROP; one box when it covers the whole photo. Deterministic in seed."""
+    """The crops of an h x w photo that the estimate runs on.
+
+    Args:
+      h, w: the photo's height and width in pixels (>= MULTIPLE).
+      crops: largest number of boxes.
+      seed: seeds the positions (same seed, same boxes).
+    Returns:
+      Up to `crops` (top, left, height, width) boxes, sides multiples of MULTIPLE and at most
+      CROP; one box when that covers the whole photo.
+    Raises:
+      QualityEstimateError: the photo is smaller than MULTIPLE x MULTIPLE.
+    """
     ch, cw = min(CROP, h - h % MULTIPLE), min(CROP, w - w % MULTIPLE)
     if ch < MULTIPLE or cw < MULTIPLE:
         raise QualityEstimateError(
@@ -241,7 +246,7 @@ def estimate_quality(
 
     Args:
       denoise_fn: (1, h, w, 3) float32 on [0, 255] -> same shape; JAX-differentiable. Called
-        (and differentiated, one jvp per probe) on crops whose sides are multiples of 32.
+        (and differentiated, one vjp per probe) on crops whose sides are multiples of 32.
       noisy: (H, W, 3) uint8 RGB photo, H, W >= 32.
       analysis: the noise of this camera's photos; None: `analyze_noise([noisy])`. Its 2-D
         autocorrelation shapes the probes (`separable_acf`).
@@ -252,6 +257,8 @@ def estimate_quality(
         output removes it (`colour_anchor.estimate_bias`): part of the noisy photo's error,
         none of the output's (SURE measures against E[x], which then is the clean photo plus
         that bias). 0: the noise is taken as zero-mean.
+    Returns:
+      The `QualityEstimate`, PSNRs in dB (peak 255).
     Raises:
       QualityEstimateError: not an (H, W, 3) photo, or smaller than 32 px.
     """

@@ -1,19 +1,9 @@
 """The quality check of a denoised photo without ground truth, and the safeguard blend.
 
-`check_output` estimates the PSNR of a network's output and of its noisy input from the noisy
-photo alone (`quality_estimate.estimate_quality`: MC-SURE with the photo's own measured
-noise) and, with the "blend" safeguard, hands back w * output + (1 - w) * noisy whenever the
-estimate says the output is not better than the input (w = the weight that minimises the
-same estimated error). The end-of-training report and `--mode denoise` use it; the report
-says plainly when the U-Net is estimated no better than its input, and denoise warns.
-
-Config: postprocess.safeguard = "blend" (configs/default.py and the configs built on it) or
-"off" (configs/sasl_paper.py; run folders from before the field existed; authors' `.pth`).
-The estimate is a rough guide (see quality_estimate.py for its validation): it tends to
-under-state the gain of good networks on real noise, so the blend is only applied when the
-estimated gain is <= 0 dB, not whenever w* < 1.
-
-Images are (H, W, 3) on the [0, 255] scale: noisy uint8, outputs float32 (not rounded).
+`check_output` estimates an output's PSNR and its input's from the noisy photo alone
+(`quality_estimate`) and, with postprocess.safeguard = "blend", returns w * output +
+(1 - w) * noisy when the estimated gain is <= 0 dB. Photos are (H, W, 3) on [0, 255]: noisy
+uint8, outputs float32 (not rounded). Details: docs/inference.md#safeguard.
 """
 
 from __future__ import annotations
@@ -37,8 +27,12 @@ PROBES = 1  # Monte-Carlo probes per crop
 
 
 def config_mode(config: Any) -> str:
-    """config.postprocess.safeguard ("off" when absent, as in run folders written before it
-    existed); ConfigError naming the field for anything else."""
+    """config.postprocess.safeguard: "blend" or "off" ("off" when absent, as in run folders
+    written before it existed).
+
+    Raises:
+      ConfigError: naming the field, for any other value.
+    """
     post = config.get("postprocess") or {}
     mode = post.get("safeguard", "off")
     if mode not in MODES:
@@ -47,9 +41,17 @@ def config_mode(config: Any) -> str:
 
 
 def denoiser_fn(module: nn.Module, params: Any, colour_sigma: float) -> Callable:
-    """The network followed by the colour anchor without its bias removal (SURE measures
-    against the noisy photo's mean; `check_output` accounts for the bias), (1, H, W, 3)
-    float32 -> same, in jnp (differentiable: the estimate takes its Jacobian)."""
+    """The function whose quality is estimated: the network, then the colour anchor without
+    its bias removal (SURE measures against the noisy photo's mean; `check_output` accounts
+    for the bias).
+
+    Args:
+      module, params: the network and its parameters.
+      colour_sigma: the anchor's blur in pixels (0: none).
+    Returns:
+      A jnp function (1, H, W, 3) float32 on [0, 255] -> same shape, differentiable (the
+      estimate takes its Jacobian).
+    """
 
     def fn(x: jax.Array) -> jax.Array:
         return anchor(module.apply({"params": params}, x), x, colour_sigma, debias=False)
@@ -59,13 +61,20 @@ def denoiser_fn(module: nn.Module, params: Any, colour_sigma: float) -> Callable
 
 @dataclasses.dataclass(frozen=True)
 class Checked:
-    """A checked output: the image handed back, the estimate, and whether it was blended."""
+    """A checked output.
+
+    Attributes:
+      output: the (H, W, 3) float32 image on [0, 255] handed back (blended or as given).
+      estimate: the quality estimate of the network on the noisy photo.
+      blended: whether the safeguard blended `output` with the input.
+    """
 
     output: np.ndarray
     estimate: QualityEstimate
     blended: bool
 
     def to_json(self) -> dict[str, Any]:
+        """The estimate as results.json keeps it per photo (PSNRs in dB, the weight applied)."""
         e = self.estimate
         return {
             "estimated_noisy_psnr": e.noisy_psnr,
@@ -92,9 +101,16 @@ def check_output(
       noisy: (H, W, 3) uint8 photo, H, W >= 32.
       output: (H, W, 3) float32 denoised photo on [0, 255].
       mode: "blend" or "off".
+      seed: seeds the estimate's crops and probes.
       colour_sigma: the anchor's blur (`fn`'s) when `output` had the noise's mean bias
         removed (colour_anchor.anchor): the estimate counts that bias in the input's error
         and a blend mixes in the input less the same bias. 0: no bias removal.
+    Returns:
+      The `Checked` output: `output` (float32), or the blend when mode is "blend" and the
+      estimated gain is <= 0 dB.
+    Raises:
+      UserInputError: the photo gives no estimate (not (H, W, 3), under 32 px, no noise the
+        analysis can measure).
     """
     noisy = np.asarray(noisy)
     bias = np.zeros(noisy.shape, np.float32)
@@ -116,8 +132,16 @@ def try_check(
     say: Callable,
     colour_sigma: float = 0.0,
 ) -> Checked | None:
-    """`check_output`, or None after say("<name>: no quality estimate (<why>)") for a photo
-    that gives no estimate (too small, all clipped)."""
+    """`check_output` that reports a photo giving no estimate instead of raising.
+
+    Args:
+      fn, noisy, output, mode, colour_sigma: as in `check_output`.
+      name: the photo's name, for the line.
+      say: takes one log line.
+    Returns:
+      The `Checked` output, or None after say("<name>: no quality estimate (<why>)") for a
+      photo that gives no estimate (too small, all clipped).
+    """
     try:
         return check_output(fn, noisy, output, mode, colour_sigma=colour_sigma)
     except UserInputError as e:
@@ -126,7 +150,7 @@ def try_check(
 
 
 def verdict(name: str, checked: Checked) -> str:
-    """One line for the log: the estimate, and what the safeguard did."""
+    """One log line for photo `name`: the estimate of `checked`, and what the safeguard did."""
     e = checked.estimate
     line = (
         f"{name}: estimated PSNR {e.output_psnr:.1f} dB against the noisy input's "
@@ -144,9 +168,18 @@ def verdict(name: str, checked: Checked) -> str:
 
 
 def photo_check(module: nn.Module, params: Any, sigma: float, mode: str, say: Callable) -> Callable:
-    """check(name, rgb, output) -> output for --mode denoise: `check_output` on one photo (rgb
-    and output (H, W, 3) float on [0, 255]); say(line) gets a warning when the output is
-    estimated no better than the input, or why there is no estimate."""
+    """The check of --mode denoise: `check_output` on one photo at a time.
+
+    Args:
+      module, params: the network and its parameters.
+      sigma: the colour anchor's blur in pixels (0: none).
+      mode: "blend" or "off".
+      say: takes one log line: a warning when an output is estimated no better than its
+        input, or why a photo has no estimate.
+    Returns:
+      check(name, rgb, output) -> output, rgb and output (H, W, 3) float on [0, 255]: the
+      checked output (float32, maybe blended), or `output` as given without an estimate.
+    """
     fn = denoiser_fn(module, params, sigma)
 
     def check(name: str, rgb: np.ndarray, output: np.ndarray) -> np.ndarray:

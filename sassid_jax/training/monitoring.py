@@ -1,12 +1,8 @@
 """What a training run reports while it runs: log lines, TensorBoard scalars, progress, hparams.
 
-Per log interval (train.log_every steps, and each stage's last step): one readable log line
-(stage step, mean loss and grad norm of the interval, learning rate, steps/s, the run's
-step and ETA over all stages, then the held-out loss where selection.py computed one) and
-the TensorBoard scalars <stage>/loss, <stage>/grad_norm, <stage>/lr at the run-wide step;
-clu's ReportProgress adds steps_per_sec and uptime. Learner
-evaluations give eval/<network>_psnr / _ssim. Only process 0 writes TensorBoard files (the
-other processes' writers only log).
+Per log interval (train.log_every steps, and each stage's last step) one readable log line and
+the scalars <stage>/loss, <stage>/grad_norm and <stage>/lr at the run-wide step; only process
+0 writes TensorBoard files. Details: docs/training.md#monitoring.
 """
 
 from __future__ import annotations
@@ -41,8 +37,8 @@ def log_steps(config: ml_collections.ConfigDict) -> list[int]:
 def make_progress(
     config: ml_collections.ConfigDict, writer: metric_writers.MetricWriter
 ) -> periodic_actions.ReportProgress:
-    """clu's progress report over the whole run (all stages): at each log step it writes
-    steps_per_sec and uptime to `writer` and logs the run's percentage and ETA."""
+    """clu's progress report over the whole run (all stages of `config`): at each log step
+    it writes steps_per_sec and uptime to `writer` and logs the run's percentage and ETA."""
     total = sum(config.stages[name].steps for name in config.stage_order)
     return periodic_actions.ReportProgress(
         num_train_steps=total, writer=writer, every_secs=None, on_steps=log_steps(config)
@@ -60,7 +56,7 @@ def hparams(config: ml_collections.ConfigDict) -> dict[str, bool | int | float |
 
 
 def format_eta(seconds: float) -> str:
-    """Like 1h02m03s (or 2m03s under an hour)."""
+    """A duration in seconds as text: 1h02m03s, or 2m03s under an hour."""
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
@@ -74,8 +70,20 @@ def log_window(
     rate: float,
     extra: str = "",
 ) -> float:
-    """Log the mean loss and grad norm of the steps since the last log (and `extra`, appended
-    after " | " when given: the held-out loss); returns the loss."""
+    """Log the mean loss and grad norm of the steps since the last log, and write them to
+    TensorBoard with the learning rate.
+
+    Args:
+      ctx: the run.
+      stage_index: the stage's index in ctx.stages.
+      step: the stage step logged.
+      window: the train step's metrics of the calls since the last log ({"loss",
+        "grad_norm"}: float32 scalars, or (K,) with train.steps_per_call K).
+      rate: steps per second since the last log.
+      extra: appended after " | " when given (the held-out loss).
+    Returns:
+      The mean loss of the interval.
+    """
     name = ctx.stages[stage_index].name
     means = {
         k: float(np.mean(np.concatenate([np.ravel(m[k]) for m in jax.device_get(window)])))
@@ -107,7 +115,15 @@ def log_window(
 
 
 def evaluate_learners(ctx: RunContext, stage_index: int, state: State, step: int) -> None:
-    """Score the learners' current parameters on the eval examples; log and write them."""
+    """Score the learners' current parameters on the run's eval examples; log the PSNR and
+    SSIM and write them to TensorBoard (eval/<network>_psnr, eval/<network>_ssim).
+
+    Args:
+      ctx: the run.
+      stage_index: the stage's index in ctx.stages.
+      state: the stage's state (its "params" are scored).
+      step: the stage step, for the log and the run-wide TensorBoard step.
+    """
     stage = ctx.stages[stage_index]
     scores = scoring.evaluate_networks(
         ctx.networks,

@@ -1,22 +1,9 @@
 """Networks a run takes from trained weights (config.pretrained) instead of from scratch.
 
-`config.pretrained.<network>` ('bnn', 'lan', 'unet') is a path, local or gs://..., to one of
-our run folders (or a stage / step checkpoint inside it) or to an authors' PyTorch `.pth`
-(see `checkpoints.load_network`); "" = none. Such a network is
-- a frozen teacher for every stage of `stage_order` that reads it before any stage trains it
-  (so `stage_order=("unet",)` with pretrained BNN and LAN trains only the U-Net), and
-- the starting weights (with a fresh optimizer state) of the first stage that trains it;
-  later stages, and resumed stages, continue from the run's own checkpoints.
-
-`load_all` reads and checks every path before any training and before config.json is
-written: the file loads, its weights are finite, and its architecture (blind size, width,
-block count, normalize) equals the config's `networks.<network>`; each failure is one
-ConfigError line naming `pretrained.<network>` and the field to set. The authors' networks
-take raw [0, 255] inputs, so a `.pth` needs `normalize=False`; a `.pth` does not store the
-BNN's blind size, so the config's is used (the authors' BNN: 9).
-
-`check_unchanged` keeps `workdir/pretrained.json` (path, source, sha256 of the weights): a
-resumed run refuses weights that changed under the same path unless allow_change.
+config.pretrained.<network> is a run folder, checkpoint or authors' `.pth` ("" = none); such a
+network is a frozen teacher of the stages that read it before any stage trains it, and the
+starting weights of the first stage that trains it. Every path is loaded and checked before
+training starts. Details: docs/training.md#pretrained.
 """
 
 from __future__ import annotations
@@ -68,14 +55,15 @@ class Pretrained:
 
 
 def paths(config: ml_collections.ConfigDict) -> dict[str, str]:
-    """{network: path} of the non-empty config.pretrained entries (a config without the
-    field, e.g. an old run's: none)."""
+    """{network: path} of the non-empty config.pretrained entries ({} for a config without
+    the field, e.g. an old run's)."""
     given = config.get("pretrained") or {}
     return {n: given[n] for n in NETWORK_NAMES if given.get(n)}
 
 
 def first_trainer(config: ml_collections.ConfigDict, network: str) -> int | None:
-    """Index in stage_order of the first stage whose learners include `network`, or None."""
+    """Index in config.stage_order of the first stage whose learners include `network`
+    ('bnn', 'lan' or 'unet'), or None."""
     order = list(config.stage_order)
     return next((i for i, s in enumerate(order) if network in config.stages[s].learners), None)
 
@@ -157,7 +145,18 @@ def _source(path: str, name: str, config: ml_collections.ConfigDict) -> str:
 
 
 def load_one(config: ml_collections.ConfigDict, name: str, path: str) -> Pretrained:
-    """Load and check config.pretrained.<name> (= `path`); ConfigError naming the field."""
+    """Load and check one pretrained network.
+
+    Args:
+      config: the run's config (its networks.<name> is compared with the weights).
+      name: 'bnn', 'lan' or 'unet'.
+      path: config.pretrained.<name>.
+    Returns:
+      The checked `Pretrained`.
+    Raises:
+      ConfigError: naming pretrained.<name>: missing, unreadable, non-finite, another
+        network, or another architecture than networks.<name>.
+    """
     try:
         module, params = checkpoints.load_network(path, name)  # refuses NaN / inf weights
         source = _source(path, name, config)
@@ -168,7 +167,8 @@ def load_one(config: ml_collections.ConfigDict, name: str, path: str) -> Pretrai
 
 
 def role(config: ml_collections.ConfigDict, name: str) -> str:
-    """How the run uses pretrained network `name`, in words (for logs and results)."""
+    """How the run uses pretrained network `name` ('bnn', 'lan' or 'unet') of `config`, in
+    words (for logs and results)."""
     first = first_trainer(config, name)
     order = list(config.stage_order)
     readers = [
@@ -183,8 +183,8 @@ def role(config: ml_collections.ConfigDict, name: str) -> str:
 
 
 def load_all(config: ml_collections.ConfigDict) -> dict[str, Pretrained]:
-    """{network: Pretrained} for every path in config.pretrained, each checked (see module
-    docstring), with one log line per network."""
+    """{network: Pretrained} for every path in config.pretrained, each checked by `load_one`,
+    with one log line per network."""
     loaded = {}
     for name, path in paths(config).items():
         loaded[name] = load_one(config, name, path)
@@ -206,8 +206,19 @@ def start_from(
     state: dict[str, Any],
     tx: optax.GradientTransformation,
 ) -> dict[str, Any]:
-    """A fresh stage `state` whose learners first trained by this stage start from their
-    pretrained weights, with the optimizer state initialised for them (unchanged if none)."""
+    """A fresh stage state whose learners first trained by this stage start from their
+    pretrained weights.
+
+    Args:
+      loaded: `load_all`'s networks.
+      config: the run's config.
+      stage_index: the stage's index in config.stage_order.
+      state: the fresh state {"step", "params", "opt_state"}.
+      tx: the stage's optimizer, to initialise the optimizer state for the new parameters.
+    Returns:
+      The state with those parameters and a fresh optimizer state, or `state` itself when
+      no learner of the stage is pretrained.
+    """
     params = dict(state["params"])
     for name in params:
         if name in loaded and first_trainer(config, name) == stage_index:
@@ -224,7 +235,8 @@ def start_from(
 
 
 def summary(loaded: dict[str, Pretrained], config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """{network: {"path", "source", "use", "sha256"}} of the pretrained networks (results.json)."""
+    """{network: {"path", "source", "use", "sha256"}} of `loaded` for results.json (the use
+    as `role` words it for `config`)."""
     return {
         n: {"path": p.path, "source": p.source, "use": role(config, n), "sha256": p.sha256}
         for n, p in loaded.items()
@@ -238,8 +250,16 @@ def check_unchanged(
     allow_change: bool,
 ) -> None:
     """Compare the weights with those recorded in workdir/pretrained.json by an earlier run of
-    this workdir (ConfigError when they changed, unless allow_change), then record them
-    (process 0)."""
+    this workdir, then record them (process 0).
+
+    Args:
+      workdir: the run folder.
+      loaded: `load_all`'s networks.
+      config: the run's config.
+      allow_change: accept weights that changed under the same path.
+    Raises:
+      ConfigError: naming pretrained.<network> whose weights changed, unless allow_change.
+    """
     path = workdir / RECORD
     if path.exists() and not allow_change:
         try:

@@ -1,19 +1,8 @@
 """A stage's checkpoints and loss history: saving, stopping (SIGTERM, divergence), resuming.
 
-`StageRun` saves a training stage's checkpoints with its loss history, and stops it:
-`stop` checkpoints the current step and raises Preempted; `diverged` checkpoints the last
-finite state (which train_step's guard kept) and raises TrainingDivergedError.
-
-`restore_newest` tries a stage's checkpoints newest first. A checkpoint that cannot be read
-(a truncated or missing data file, a missing or damaged _METADATA) or that holds NaN or inf
-is damaged: it is moved, never deleted, to `workdir/damaged/<stage>/<step>` with a warning,
-and the previous one is tried; when none is left the stage starts afresh (with a warning;
-the damaged steps stay there for inspection). A readable checkpoint whose arrays have other
-shapes than the config's networks is not damage but another run: CheckpointInputError.
-
-`workdir/history/<stage>.json` keeps the stage's (step, mean loss) log points and the
-per-step metrics of the log interval in progress, written by process 0 whenever a checkpoint
-is saved, so that a resumed run reports the loss history of an uninterrupted one.
+`StageRun` saves a stage's checkpoints with its loss history (workdir/history/<stage>.json)
+and stops it; `restore_newest` resumes from the newest checkpoint that restores, moving
+damaged ones to workdir/damaged. Details: docs/training.md#resume-and-preemption.
 """
 
 from __future__ import annotations
@@ -81,7 +70,15 @@ def _try_restore(ctx: RunContext, stage: Stage, step: int, target: State) -> Sta
 
 
 def move_aside(workdir: epath.Path, stage: str, step: int) -> epath.Path:
-    """Move checkpoint `step` of `stage` to workdir/damaged/<stage>/<step>[.<n>]; its path."""
+    """Move a checkpoint to workdir/damaged/<stage>/<step> (<step>.<n> when taken).
+
+    Args:
+      workdir: the run folder.
+      stage: the stage's name.
+      step: the checkpoint's step.
+    Returns:
+      The checkpoint's new path.
+    """
     source = checkpoints.stage_dir(workdir, stage) / str(step)
     folder = workdir / DAMAGED / stage
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +92,7 @@ def move_aside(workdir: epath.Path, stage: str, step: int) -> epath.Path:
 
 def restore_newest(ctx: RunContext, stage: Stage) -> tuple[State | None, int | None]:
     """(state, step) of the newest checkpoint of `stage` that restores and is finite, or
-    (None, None) when there is none; damaged ones are moved aside (see module docstring).
+    (None, None) when there is none; damaged ones are moved to workdir/damaged.
     In multi-process runs every process takes the same decision."""
     with ctx.manager(stage.name) as mgr:
         steps = sorted(mgr.all_steps(), reverse=True)
@@ -117,16 +114,24 @@ def restore_newest(ctx: RunContext, stage: Stage) -> tuple[State | None, int | N
 
 
 def history_path(workdir: epath.Path, stage: str) -> epath.Path:
-    """workdir/history/<stage>.json."""
+    """workdir/history/<stage>.json: the loss history of stage `stage` of run folder
+    `workdir`."""
     return workdir / HISTORY / f"{stage}.json"
 
 
 def save_history(
     workdir: epath.Path, stage: str, step: int, history: History, window: Window
 ) -> None:
-    """Record, with the checkpoint of `step`, the stage's log points and the per-step loss
-    and grad norm of the log interval in progress (`window`: metrics of the calls since the
-    last log point). Process 0 only."""
+    """Record a stage's loss history with its checkpoint of `step` (process 0 only).
+
+    Args:
+      workdir: the run folder.
+      stage: the stage's name.
+      step: the step of the checkpoint being saved.
+      history: the stage's (step, mean loss) log points.
+      window: metrics of the calls since the last log point ({"loss", "grad_norm"}: float32
+        scalars or (K,) arrays); their per-step values are kept.
+    """
     if jax.process_index() != 0:
         return
     pending = {
@@ -138,9 +143,17 @@ def save_history(
 
 
 def load_history(workdir: epath.Path, stage: str, step: int) -> tuple[History, Window]:
-    """(log points up to `step`, window of the interval in progress at `step`) as recorded
-    by `save_history`; the window is empty unless recorded with the checkpoint of `step`.
-    A missing or unreadable file gives an empty history (with a warning if unreadable)."""
+    """A stage's loss history as `save_history` recorded it, at a checkpoint's step.
+
+    Args:
+      workdir: the run folder.
+      stage: the stage's name.
+      step: the step resumed from (0: fresh, empty history).
+    Returns:
+      (log points [(step, mean loss)] up to `step`, window of the interval in progress at
+      `step`); the window is empty unless recorded with the checkpoint of `step`. A missing
+      or unreadable file gives an empty history (with a warning if unreadable).
+    """
     path = history_path(workdir, stage)
     if step == 0 or not path.exists():
         return [], []
@@ -168,14 +181,14 @@ class StageRun:
     on_save: Callable[[int], None] | None = None  # also called with each checkpoint's step
 
     def save(self, state: State, step: int) -> None:
-        """Checkpoint `state` at `step`, and the loss history with it."""
+        """Checkpoint the stage's `state` at stage step `step`, and the loss history with it."""
         if self.on_save is not None:
             self.on_save(step)
         self.mgr.save(step, args=ocp.args.StandardSave(state), force=True)
         save_history(self.ctx.workdir, self.stage, step, self.history, self.window)
 
     def stop(self, state: State, step: int) -> NoReturn:
-        """Make sure the checkpoint of `step` is written, then raise Preempted."""
+        """Make sure `state` is checkpointed at stage step `step`, then raise Preempted."""
         self.mgr.wait_until_finished()
         if self.mgr.latest_step() != step:
             self.save(state, step)
@@ -184,8 +197,14 @@ class StageRun:
         raise Preempted(self.stage, step)
 
     def diverged(self, state: State, step: int) -> NoReturn:
-        """Checkpoint the last finite state (`state`, at its own step counter, which the
-        training step kept) unless saved already, then raise TrainingDivergedError."""
+        """Checkpoint the last finite state unless saved already, then raise
+        TrainingDivergedError.
+
+        Args:
+          state: the state the training step kept: the last finite one, at its own step
+            counter.
+          step: the stage step at which the divergence was seen.
+        """
         good = int(jax.device_get(state["step"]))
         self.mgr.wait_until_finished()
         if good not in self.mgr.all_steps():

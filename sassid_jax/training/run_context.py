@@ -1,13 +1,9 @@
 """What the stages of one training run share: the run context, its inputs, how it stops.
 
-`RunContext` binds the run folder layout of `checkpoint_io` (stage managers, restore
-targets, which checkpoint holds a network's final parameters) to the run's networks, stages
-and device mesh. `SigtermFlag` turns SIGTERM into a flag the training loop checks (it then
-checkpoints and raises `Preempted`): after each call in a one-process run; in a multi-process
-run at each log, checkpoint or evaluation step, where the processes agree (`any_process`)
-so that all of them stop at the same step. `TrainingDivergedError` stops a run whose loss or
-weights became NaN or inf. `load_inputs` reads and checks the datasets before any file of
-the run is written.
+`RunContext` binds the run folder layout of `io.checkpoints` to the run's networks, stages and
+device mesh; `SigtermFlag` turns SIGTERM into a flag the loop checks (then `Preempted`);
+`load_inputs` reads and checks the datasets before any file of the run is written. Details:
+docs/training.md#resume-and-preemption.
 """
 
 from __future__ import annotations
@@ -70,7 +66,9 @@ class SigtermFlag:
 
 @dataclasses.dataclass
 class RunContext:
-    """Everything the stages of one run share."""
+    """Everything the stages of one run share: its config, run folder (`workdir`), networks,
+    stages, inputs, TensorBoard writer, progress report, SIGTERM flag, mesh, and the
+    pretrained networks and held-out crops."""
 
     config: ml_collections.ConfigDict
     workdir: epath.Path  # local (absolute) or a bucket URL (gs://...)
@@ -92,12 +90,19 @@ class RunContext:
         return sum(self.config.stages[s.name].steps for s in self.stages)
 
     def global_step(self, stage_index: int, step: int) -> int:
-        """A step counter increasing across stages (TensorBoard's x axis, the run's ETA)."""
+        """The run-wide step, a counter increasing across stages (TensorBoard's x axis, the
+        run's ETA), of stage step `step` of the stage at `stage_index` in `stages`."""
         return sum(self.config.stages[s.name].steps for s in self.stages[:stage_index]) + step
 
     def should_stop(self, stage: str, step: int, agree: bool) -> bool:
-        """Stop after `step`: stop_after says so, or SIGTERM came (one process: to any process
-        of the run, checked where `agree` is True, the steps where all processes check)."""
+        """Whether to stop after a step: stop_after says so, or SIGTERM came.
+
+        Args:
+          stage: the stage's name.
+          step: the stage step just run.
+          agree: whether all processes check at this step (multi-process runs look at
+            SIGTERM, on any process, only there; one process looks at once).
+        """
         if self.stop_after == (stage, step):
             return True
         if jax.process_count() == 1:
@@ -159,7 +164,8 @@ def _check_crop(images: list[np.ndarray] | tiles.TileSource, config: Any) -> Non
 
 def load_inputs(config: ml_collections.ConfigDict) -> tuple[Any, list[dict[str, Any]]]:
     """(training images or tiles, eval examples) of config.dataset, after checking that the
-    crops fit: all a run reads before it writes anything to its workdir."""
+    crops fit: all a run reads before it writes anything to its workdir. Images are (H, W, 3)
+    uint8; eval examples are limited to config.eval.max_images (0: all)."""
     train_images = sources.load_train_images(config.dataset)
     _check_crop(train_images, config)
     eval_examples = sources.load_eval_examples(config.dataset)

@@ -1,30 +1,8 @@
 """Model selection without ground truth: a held-out self-supervised loss, best step, early stop.
 
-On a few photos the BNN memorises them; a loss on crops never trained on finds the best step.
-
-- Split (`split`, a pure function of the images and the config, so resumed and
-  multi-process runs agree): from each training photo tall enough, the bottom band of
-  max(selection.fraction x height, crop_size) rows is held out when the rows above still hold a
-  crop; the training crops come from the rows above only (no photo is lost: each keeps its
-  upper part). The bands are cut into crop_size x crop_size crops on a grid, and at most
-  selection.max_crops of them, evenly spread over all bands, are the held-out set. SIDD-Medium
-  tiles, or photos too small for a band, run without selection (one log line says why).
-- Every selection.every steps and at the stage's last step (`Tracker`), the stage's own loss
-  (`Stage.loss` of the learners' and frozen teachers' outputs, what the train step minimises;
-  the teachers always run on the crops, also with train.teachers="precomputed"), jitted,
-  without gradient, over all held-out crops (replicated on the mesh: every process computes
-  the same value). It goes on the log line ("held-out L (best B @ step S)"), to TensorBoard
-  (heldout/<stage>) and into results.json ("heldout": {stage: [[step, loss], ...]},
-  "heldout_best": {stage: {"step", "loss", "stopped_at"}}).
-- The parameters with the lowest held-out loss are kept; when it has not fallen by more than
-  selection.min_delta (relative) below the best for selection.patience evaluations in a row
-  (0: never), the stage stops early. Either way the stage's final checkpoint (step =
-  stages.<stage>.steps, which later stages, denoise and eval read) holds the kept parameters,
-  and the log says which step was kept and why.
-- Resume: the curve goes to workdir/selection/<stage>.json and the best state to
-  workdir/selection/<stage>/<step> with every checkpoint of the stage, so a resumed run
-  continues with the curve, best and patience count of its checkpoint (a pure function of
-  the curve up to it) and ends with the same parameters as an uninterrupted run.
+On a few photos the BNN memorises them; the stage's own loss on crops never trained on (the
+bottom band of each photo) picks the step whose parameters the stage's final checkpoint keeps,
+and may stop a stage early. Details: docs/training.md#selection.
 """
 
 from __future__ import annotations
@@ -83,8 +61,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 class HeldOut:
     """The split of the training photos.
 
-    train: per photo, the rows training crops come from ((H_i - band_i, W_i, 3) uint8, or the
-      whole photo when it has no band); crops: (N, crop, crop, 3) uint8 held-out crops;
+    Attributes:
+      train: per photo, the rows training crops come from: (H_i - band_i, W_i, 3) uint8, or
+        the whole photo when it has no band.
+      crops: (N, crop, crop, 3) uint8 held-out crops.
       where: (photo index, top, left) of each crop in its photo.
     """
 
@@ -94,16 +74,30 @@ class HeldOut:
 
 
 def band_rows(height: int, crop: int, fraction: float) -> int:
-    """Rows held out at the bottom of a photo `height` rows tall (0: none, no room)."""
+    """Rows held out at the bottom of a photo: max(crop, ceil(fraction * height)), or 0 when
+    the rows above would not hold a crop.
+
+    Args:
+      height: the photo's height in pixels.
+      crop: the training crop side in pixels.
+      fraction: selection.fraction, in (0, 1).
+    """
     band = max(crop, math.ceil(fraction * height))
     return band if height - band >= crop else 0
 
 
 def split(images: Sequence[np.ndarray], crop: int, fraction: float, max_crops: int) -> HeldOut:
-    """Hold out the bottom band of each photo and cut the bands into crops (module docstring).
+    """Hold out the bottom band of each photo and cut the bands into crops on a grid.
 
-    images: (H_i, W_i, 3) uint8 photos. Deterministic; no crop overlaps another or the rows
-    left for training. Returns crops of shape (0, crop, crop, 3) when no photo has room.
+    Deterministic; no crop overlaps another or the rows left for training.
+
+    Args:
+      images: (H_i, W_i, 3) uint8 photos.
+      crop: crop side in pixels (config.crop_size).
+      fraction: selection.fraction, in (0, 1) (`band_rows`).
+      max_crops: most crops kept, evenly spread over all bands.
+    Returns:
+      The `HeldOut` split; its crops are (0, crop, crop, 3) when no photo has room.
     """
     train, where = [], []
     for i, image in enumerate(images):
@@ -125,8 +119,15 @@ def split(images: Sequence[np.ndarray], crop: int, fraction: float, max_crops: i
 def split_for_run(
     config: ml_collections.ConfigDict, images: list[np.ndarray] | tiles.TileSource
 ) -> tuple[list[np.ndarray] | tiles.TileSource, np.ndarray | None]:
-    """(training images, held-out crops (N, crop, crop, 3) uint8 or None: selection off), with
-    one log line saying what was held out or why selection is off."""
+    """The split of a run's training images, with one log line saying what was held out or
+    why selection is off.
+
+    Args:
+      config: the run's config (selection.*, crop_size).
+      images: (H, W, 3) uint8 training photos, or SIDD-Medium tiles (no selection).
+    Returns:
+      (training images, held-out crops (N, crop, crop, 3) uint8, or None: selection off).
+    """
     sel = config.get("selection")
     if sel is None or not sel.enabled:
         return images, None
@@ -157,8 +158,16 @@ def split_for_run(
 
 
 def make_heldout_loss(networks: dict[str, Any], stage: Stage, mesh: jax.sharding.Mesh):
-    """Jitted (learner params, teacher params, x (N, H, W, 3) in [0, 255]) -> the stage's loss
-    (float32 scalar), no gradient; everything replicated on `mesh`."""
+    """The stage's loss on held-out crops, without gradient.
+
+    Args:
+      networks: modules by name.
+      stage: the stage whose `Stage.loss` is computed.
+      mesh: the device mesh; inputs and output are replicated on it.
+    Returns:
+      Jitted (learner params, teacher params, x) -> float32 scalar loss, x (N, H, W, 3)
+      float32 on [0, 255].
+    """
 
     def loss(params: dict[str, Any], teachers: dict[str, Any], x: jax.Array) -> jax.Array:
         every = {**teachers, **params}
@@ -170,8 +179,15 @@ def make_heldout_loss(networks: dict[str, Any], stage: Stage, mesh: jax.sharding
 
 
 def replay(curve: Curve, min_delta: float) -> tuple[int | None, float, int]:
-    """(best step, best loss, evaluations since the last improvement by more than min_delta)
-    of a held-out curve [(step, loss)]; (None, inf, 0) for an empty one. NaN never improves."""
+    """The best step of a held-out curve and its patience count.
+
+    Args:
+      curve: [(step, loss)] in step order.
+      min_delta: relative fall below the best that counts as an improvement, in [0, 1).
+    Returns:
+      (best step, best loss, evaluations since the last improvement by more than min_delta);
+      (None, inf, 0) for an empty curve. NaN never improves.
+    """
     best_step, best, ref, wait = None, math.inf, math.inf, 0
     for step, loss in curve:
         if loss < best:
@@ -184,13 +200,21 @@ def replay(curve: Curve, min_delta: float) -> tuple[int | None, float, int]:
 
 
 def curve_path(workdir: epath.Path, stage: str) -> epath.Path:
-    """workdir/selection/<stage>.json: the held-out curve of a stage."""
+    """workdir/selection/<stage>.json: the file of stage `stage`'s held-out curve."""
     return workdir / FOLDER / f"{stage}.json"
 
 
 def load_record(workdir: epath.Path, stage: str, upto: int) -> dict[str, Any]:
-    """The record of `persist` with the curve cut at step `upto`: {"step", "curve", "best_step",
-    "stopped_at"}; an empty curve when there is no readable file (a warning if unreadable)."""
+    """The record `Tracker.persist` wrote for a stage, its curve cut at a step.
+
+    Args:
+      workdir: the run folder.
+      stage: the stage's name.
+      upto: last step of the curve kept.
+    Returns:
+      {"step", "curve": [(step, loss)], "best_step", "stopped_at"}, or {"curve": []} when
+      there is no readable file (a warning if unreadable).
+    """
     path, empty = curve_path(workdir, stage), {"curve": []}
     if not path.exists():
         return empty
@@ -209,8 +233,17 @@ def _manager(workdir: epath.Path, stage: str, keep: int) -> ocp.CheckpointManage
 
 
 class Tracker:
-    """One stage's held-out evaluations, best state and early stop (module docstring); a
-    disabled tracker (no held-out crops) never evaluates and saves what it is given."""
+    """One stage's held-out evaluations, best state and early stop.
+
+    A disabled tracker (the run has no held-out crops) never evaluates and keeps what it is
+    given.
+
+    Args:
+      ctx: the run (its held-out crops, networks, mesh, config).
+      stage_index: index of the stage in ctx.stages.
+      teachers: the frozen teachers' parameters by name (empty with precomputed teachers:
+        then they are restored here).
+    """
 
     def __init__(self, ctx: RunContext, stage_index: int, teachers: dict[str, Any]) -> None:
         self.ctx, self.stage = ctx, ctx.stages[stage_index]
@@ -234,8 +267,14 @@ class Tracker:
 
     @classmethod
     def start(cls, ctx: RunContext, index: int, teachers: dict, run: Any, state: State, at: int):
-        """The tracker of stage `index`'s run (`resume.StageRun`, whose checkpoints it joins)
-        from `state` at step `at`; `teachers`: the frozen teachers' parameters."""
+        """The tracker of a stage's run, resumed at a step.
+
+        Args:
+          ctx, index, teachers: as for the class (index: the stage index).
+          run: the stage's `resume.StageRun`; the tracker persists with its checkpoints.
+          state: the stage's state at step `at`.
+          at: the step the stage starts from (0: fresh).
+        """
         tracker = cls(ctx, index, teachers)
         tracker.resume(state, at)
         run.on_save = tracker.persist
@@ -244,7 +283,7 @@ class Tracker:
     def resume(self, state: State, start: int) -> None:
         """Continue from `state` at step `start`: the curve up to it, its best and patience
         count; the best state from workdir/selection (later ones, from a run that went
-        further before a crash, are removed)."""
+        further before a crash, are removed). A collective in multi-process runs."""
         if not self.enabled:
             return
         name, workdir = self.stage.name, self.ctx.workdir
@@ -277,12 +316,18 @@ class Tracker:
         self.saved_best = self.best_step
 
     def due(self, step: int) -> bool:
-        """Whether the held-out loss is computed after `step`."""
+        """Whether the held-out loss is computed after stage step `step`."""
         return self.enabled and (step % self.every == 0 or step == self.steps)
 
     def evaluate(self, state: State, step: int) -> bool:
-        """The held-out loss of `state` at `step` (log note, TensorBoard, curve, best state);
-        True when the stage should stop early."""
+        """Compute the held-out loss of `state` (log note, TensorBoard, curve, best state).
+
+        Args:
+          state: the stage's state after stage step `step`.
+          step: the stage step.
+        Returns:
+          True when the stage should stop early.
+        """
         loss = float(jax.device_get(self.fn(state["params"], self.teachers, self.x)))
         self.curve.append((step, loss))
         _, _, self.wait = replay(self.curve, self.min_delta)
@@ -302,8 +347,15 @@ class Tracker:
         return note
 
     def final_state(self, state: State, step: int) -> State:
-        """What the stage's final checkpoint holds when it ends after `step`: the best state
-        (replicated), or `state` without one; logs which step is kept and why."""
+        """What the stage's final checkpoint holds when it ends after `step`; logs which step
+        is kept and why.
+
+        Args:
+          state: the stage's current state.
+          step: the stage step it ends after.
+        Returns:
+          The best state (replicated on the mesh), or `state` when there is none.
+        """
         if self.best_state is None:
             return state
         why = f"ended at step {step}"
@@ -318,8 +370,9 @@ class Tracker:
         return sharding.replicate(self.best_state, self.ctx.mesh)
 
     def persist(self, step: int) -> None:
-        """With each checkpoint of the stage (StageRun.on_save): write the curve and, unless
-        saved already or the stage is ending (its final checkpoint holds it), the best state."""
+        """With the checkpoint of stage step `step` (StageRun.on_save): write the curve and,
+        unless saved already or the stage is ending (its final checkpoint holds it), the best
+        state."""
         if not self.enabled:
             return
         payload = {"step": step, "curve": self.curve, "best_step": self.best_step}
@@ -336,8 +389,15 @@ class Tracker:
 
 
 def summary(workdir: epath.Path, config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """{"heldout": {stage: [[step, loss], ...]}, "heldout_best": {stage: {"step", "loss",
-    "stopped_at"}}} of the stages with a recorded curve (results.json)."""
+    """The held-out curves of a run for results.json.
+
+    Args:
+      workdir: the run folder.
+      config: the run's config (its stage_order and steps).
+    Returns:
+      {"heldout": {stage: [[step, loss], ...]}, "heldout_best": {stage: {"step", "loss",
+      "stopped_at"}}} of the stages with a recorded curve.
+    """
     curves, best = {}, {}
     for name in config.stage_order:
         record = load_record(workdir, name, config.stages[name].steps)

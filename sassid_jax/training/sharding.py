@@ -1,16 +1,9 @@
 """Device mesh, shardings and multi-process set-up: one SPMD train step from 1 CPU to a pod.
 
-The mesh has one axis, 'data', over every device of every process. Batches are split over it
-(PartitionSpec('data')); parameters, optimizer state and frozen teachers are replicated
-(PartitionSpec()): SASL's networks have ~1.3 M parameters, so replication costs nothing and
-keeps the step a plain data-parallel program (XLA inserts the gradient all-reduce).
-Each process feeds only its own slice of the global batch (`sassid_jax.data.pipeline`), and
-`global_batch` assembles the global jax.Array from the process-local pieces.
-
-Processes: `initialize_distributed` joins the cluster that the three CLI flags or, without
-them, the environment describe (SLURM, Open MPI, Cloud TPU, Kubernetes, read with JAX's own
-detectors), and stays one process on a plain machine or a one-process allocation. Recipes:
-examples/slurm/train.sbatch and examples/cloud_tpu.md.
+The mesh has one axis, 'data', over every device of every process: batches are split over it,
+parameters, optimizer state and teachers replicated. `initialize_distributed` joins the cluster
+that the CLI flags or the environment describe. Details:
+docs/training.md#sharding-and-multi-process.
 """
 
 from __future__ import annotations
@@ -46,8 +39,11 @@ class ClusterJoinError(UserInputError):
 class ClusterSpec:
     """How this process runs: num_processes == 1 means alone (no jax.distributed).
 
-    coordinator_address: "host:port" of process 0's coordinator (None when alone);
-    source: who said so ("flags", a JAX cluster name such as "slurm", or why alone).
+    Attributes:
+      coordinator_address: "host:port" of process 0's coordinator (None when alone).
+      num_processes: processes of the run.
+      process_id: this process's index, in [0, num_processes).
+      source: who said so ("flags", a JAX cluster name such as "slurm", or why alone).
     """
 
     coordinator_address: str | None
@@ -78,7 +74,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def check_global_batch(batch_size: int, mesh: Mesh) -> None:
-    """Raise ValueError unless the global batch splits evenly over the mesh's devices."""
+    """Raise ValueError unless the global batch of `batch_size` crops splits evenly over the
+    devices of `mesh`."""
     if batch_size % mesh.size:
         raise ValueError(
             f"batch_size: the global batch {batch_size} does not divide over {mesh.size} "
@@ -87,12 +84,20 @@ def check_global_batch(batch_size: int, mesh: Mesh) -> None:
 
 
 def global_batch(local: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """The global (N, H, W, C) array from this process's (N / processes, H, W, C) slice."""
+    """The global batch from this process's slice.
+
+    Args:
+      local: (N / processes, H, W, C) (or (K, N / processes, H, W, C)) numpy slice.
+      sharding: where the global array lies (`batch_sharding` or `steps_batch_sharding`).
+    Returns:
+      The global (N, H, W, C) (or (K, N, H, W, C)) jax.Array, local's dtype.
+    """
     return jax.make_array_from_process_local_data(sharding, local)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Place a pytree (identical on every process) replicated over the mesh."""
+    """`tree` (a pytree of arrays, identical on every process) as jax.Arrays replicated over
+    `mesh`."""
     sharding = replicated(mesh)
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
@@ -124,7 +129,17 @@ def initialize_distributed(
     more than one process, and otherwise stays a single process at once (no coordinator,
     no wait). `--num_processes=1` forces a single process anywhere. A process that cannot reach
     the coordinator fails after `timeout_seconds` with a `ClusterJoinError` that names the
-    address (no endless hang). Returns the resolved `ClusterSpec`.
+    address (no endless hang).
+
+    Args:
+      coordinator_address: --coordinator_address, "host:port", or None.
+      num_processes: --num_processes, or None.
+      process_id: --process_id, or None.
+      timeout_seconds: how long to wait for the coordinator.
+    Returns:
+      The resolved `ClusterSpec`.
+    Raises:
+      ClusterJoinError: the cluster cannot be resolved or joined.
     """
     spec = resolve_cluster(coordinator_address, num_processes, process_id, timeout_seconds)
     if spec.num_processes > 1:
@@ -145,6 +160,15 @@ def resolve_cluster(
     either no cluster environment is present or it counts one process: a one-task SLURM
     allocation, `mpirun -np 1`, a single-host TPU VM. (JAX's own auto-initialization would
     start a coordinator there and, under SLURM, hide every GPU but the task's first one.)
+
+    Args:
+      coordinator_address, num_processes, process_id: the flags, None where not given.
+      timeout_seconds: how long a detector may wait for the coordinator's address.
+    Returns:
+      The `ClusterSpec`; nothing is joined yet.
+    Raises:
+      ClusterJoinError: missing flags without an environment, an unreadable environment,
+        or a process id out of range.
     """
     flags = (coordinator_address, num_processes, process_id)
     if num_processes == 1 and process_id in (None, 0):
@@ -256,7 +280,15 @@ def _one_line(e: BaseException) -> str:
 
 
 def wait_for_coordinator(address: str, timeout_seconds: float, where: str | None = None) -> None:
-    """Retry a TCP connection to host:port until it succeeds or raise after the timeout."""
+    """Retry a TCP connection to the coordinator until it answers.
+
+    Args:
+      address: "host:port" of the coordinator.
+      timeout_seconds: how long to retry.
+      where: what is being joined, for the message (default: the address).
+    Raises:
+      ClusterJoinError: no answer within timeout_seconds.
+    """
     where = where or f"the JAX cluster at {address!r}"
     host, _, port = address.rpartition(":")
     deadline = time.monotonic() + timeout_seconds

@@ -2,7 +2,8 @@
 the jitted SPMD step (`make_train_step`).
 
 The state of a stage is {"step": int32 scalar, "params": {learner: params}, "opt_state": Adam
-state}. Inputs are noisy crops (N, H, W, 3) on the [0, 255] scale.
+state}. Inputs are noisy crops (N, H, W, 3) on the [0, 255] scale. Details:
+docs/training.md#stage-loop.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ StepFn = Callable[..., tuple[State, dict[str, jax.Array]]]
 
 
 def build_networks(config: ml_collections.ConfigDict) -> dict[str, nn.Module]:
-    """The three networks with the config's attributes and compute dtype."""
+    """The three networks {"bnn", "lan", "unet": module} with config.networks' attributes and
+    config.compute_dtype (float32: the modules' default)."""
     dtype = jnp.dtype(config.compute_dtype)
     dtype = None if dtype == jnp.float32 else dtype
     return {
@@ -49,19 +51,27 @@ def build_stages(config: ml_collections.ConfigDict) -> list[Stage]:
 
 
 def lr_schedule(config: ml_collections.ConfigDict, stage: str) -> optax.Schedule:
-    """The stage's learning rate: stages.<stage>.lr cosine-annealed to 0 over its steps."""
+    """The learning rate of a stage: stages.<stage>.lr cosine-annealed to 0 over its steps.
+
+    Args:
+      config: the run's config.
+      stage: the stage's name.
+    Returns:
+      An optax schedule of the stage step.
+    """
     sc = config.stages[stage]
     return optax.cosine_decay_schedule(sc.lr, sc.steps)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, stage: str) -> optax.GradientTransformation:
-    """Adam (config.optimizer) with the stage's `lr_schedule`."""
+    """Adam (config.optimizer's b1, b2, eps) with `lr_schedule(config, stage)`; `stage` is
+    the stage's name."""
     oc = config.optimizer
     return optax.adam(lr_schedule(config, stage), b1=oc.b1, b2=oc.b2, eps=oc.eps)
 
 
 def learning_rate(config: ml_collections.ConfigDict, stage: str, step: int) -> float:
-    """The learning rate `lr_schedule` gives at `step`."""
+    """The learning rate `lr_schedule(config, stage)` gives at stage step `step`, a float."""
     return float(lr_schedule(config, stage)(step))
 
 
@@ -72,7 +82,17 @@ def init_state(
     key: jax.Array,
     crop: int,
 ) -> State:
-    """Fresh learner parameters (one key per network) and optimizer state, step 0."""
+    """A fresh stage state at step 0.
+
+    Args:
+      networks: modules by name.
+      stage: the stage; its learners get parameters.
+      tx: the stage's optimizer.
+      key: PRNG key, folded in with each learner's index (one key per network).
+      crop: the crop side of the (1, crop, crop, 3) input the parameters are made for.
+    Returns:
+      {"step": int32 0, "params": {learner: params}, "opt_state": tx's state}.
+    """
     x = jnp.zeros((1, crop, crop, 3), jnp.float32)
     params = {
         name: networks[name].init(jax.random.fold_in(key, i), x)["params"]
@@ -88,7 +108,14 @@ def all_finite(tree: Any) -> jax.Array:
 
 
 def keep_if(ok: jax.Array, new: State, old: State) -> State:
-    """`new` where the bool scalar `ok` is True, else `old` (bit for bit either way)."""
+    """Choose between two states, bit for bit.
+
+    Args:
+      ok: bool scalar.
+      new, old: pytrees of one structure.
+    Returns:
+      `new` where `ok` is True, else `old`.
+    """
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
