@@ -94,8 +94,13 @@ def _check_eval_fields(config: ml_collections.ConfigDict) -> None:
 
 
 def validate_eval_config(config: ml_collections.ConfigDict, mode: str = "eval") -> None:
-    """Check a config for --mode eval (a dataset that can be scored) or --mode submit (a
-    benchmark with submissions); raise ConfigError naming the first bad field."""
+    """Check a config for --mode eval or submit; raise ConfigError naming the first bad field.
+
+    Args:
+      config: the full config.
+      mode: 'eval' (needs a dataset that can be scored) or 'submit' (a benchmark with
+        submissions, SUBMIT_DATASETS).
+    """
     check_finite(config)
     if mode == "submit":
         check_dataset_name(config.dataset.name)
@@ -191,9 +196,17 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Fields (dotted) whose values differ, ignoring RESUMABLE_FIELDS and the NEW_BLOCKS that
-    `saved` lacks (an older run resumes with them); a field of ABSENT_DEFAULTS missing from an
-    older config counts as its default."""
+    """The fields whose values differ between a run's saved config and the current one.
+
+    RESUMABLE_FIELDS are ignored, and so are the NEW_BLOCKS that `saved` lacks (an older run
+    resumes with them); a field of ABSENT_DEFAULTS missing from an older config counts as its
+    default.
+
+    Args:
+      saved, current: configs as nested dicts (config.json, `ConfigDict.to_dict()`).
+    Returns:
+      one "field: saved -> current" line per difference, sorted by dotted field name.
+    """
     new = [block for block in NEW_BLOCKS if block not in saved]
     a = ABSENT_DEFAULTS | _flatten(saved)
     b = ABSENT_DEFAULTS | {k: v for k, v in _flatten(current).items() if k.split(".")[0] not in new}
@@ -210,8 +223,13 @@ def check_resume_compatible(
 ) -> None:
     """Refuse (ConfigError) to resume a run made with a different config, unless allowed.
 
-    `saved` is the run's config.json (read by the caller through etils.epath: the workdir may
-    be a bucket URL), `path` its location for the message."""
+    Args:
+      saved: the run's config.json as a dict (read by the caller through etils.epath: the
+        workdir may be a bucket URL).
+      current: the current config as a dict.
+      path: where `saved` was read, for the message.
+      allow_change: --allow_config_change: resume despite differences.
+    """
     diffs = config_differences(saved, current)
     if diffs and not allow_change:
         shown = "; ".join(diffs[:8])

@@ -3,7 +3,7 @@
 The command line (`sassid_jax/cli.py`, behind `launch.py` and `sassid`) turns a
 `UserInputError` into one line on stderr and exit code 2; any other exception is a bug and
 keeps its traceback. Subclasses live next to the code that raises them (e.g.
-`checkpoint_io.CheckpointInputError`); each message is one line that names the file or
+`io.checkpoints.CheckpointInputError`); each message is one line that names the file or
 config field and says what is wrong.
 """
 

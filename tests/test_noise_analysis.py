@@ -29,7 +29,7 @@ from sassid_jax.noise.blind_size import resolve_blind_size, resolve_config_blind
 from sassid_jax.noise.simulator import noise_autocorrelation, simulate_camera_noise
 
 LAG_TOLERANCE = 0.1  # per lag, horizontal and vertical
-STD_TOLERANCE = 0.25  # relative, per channel (the module docstring states it)
+STD_TOLERANCE = 0.25  # relative, per channel (docs/noise.md#validation states it)
 WINDOW = 2 * MAX_LAG
 
 
@@ -97,7 +97,7 @@ def test_blind_size_of_noise_with_known_correlation(width, expected):
     # The rule on the analytic autocorrelation (rings hidden: 1; 2; 3; 4).
     assert blind_size_from_acf(_gaussian_acf(width)) == expected
     # Width 1.5 (lag-3 correlation 0.37): the plane removal reads its far rings low (limit 2
-    # of the module docstring); the estimate then hides one ring fewer.
+    # in docs/noise.md#limits); the estimate then hides one ring fewer.
     expected_estimate = expected - 2 if width >= 1.5 else expected
     rng = np.random.default_rng(7)
     white = rng.standard_normal((256, 256, 3))

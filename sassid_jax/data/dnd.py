@@ -1,16 +1,8 @@
 """DND (Ploetz & Roth, CVPR 2017) sRGB benchmark: a TFDS builder and the submission bundles.
 
-Point `manual_dir` at the unpacked benchmark download:
-
-    <manual_dir>/info.mat                     MATLAB v7.3 (HDF5): info.boundingboxes, one
-                                              20x4 array per image: [row0 col0 row1 col1],
-                                              1-based, inclusive
-    <manual_dir>/images_srgb/0001.mat .. 0050.mat   v7.3, 'InoisySRGB': H x W x 3 in [0, 1]
-
-Each 512x512 box is denoised with context (docs/method.md, "Evaluation protocol"): on each side
-min(80, distance to the image border) pixels, rounded down to a multiple of 32, so every
-window is a multiple of 32 (the U-Net's) and the box sits inside it. The builder stores one
-example per box: that window (float32, [0, 1], as in the file) and where the box lies in it.
+`manual_dir` holds the unpacked download (info.mat, images_srgb/0001.mat .. 0050.mat). The
+builder stores one example per 512x512 box: the box with its denoising context (float32 in
+[0, 1]) and where the box lies in it. Layout and context rule: docs/data.md#dnd.
 """
 
 from __future__ import annotations
@@ -36,7 +28,9 @@ class DndFilesError(UserInputError, ValueError):
 
 
 def read_boxes(manual_dir: str | os.PathLike[str]) -> np.ndarray:
-    """(50, 20, 4) int64 boxes [row0, col0, row1, col1], 0-based, half-open."""
+    """The boxes of `manual_dir/info.mat`: (50, 20, 4) int64 [row0, col0, row1, col1],
+    0-based, half-open (converted from MATLAB's 1-based inclusive). DndFilesError naming the
+    file."""
     path = epath.Path(manual_dir) / "info.mat"
     if not path.is_file():
         raise DndFilesError(f"{path}: file not found (unpack the DND benchmark there)")
@@ -63,7 +57,14 @@ def read_boxes(manual_dir: str | os.PathLike[str]) -> np.ndarray:
 
 
 def read_image(manual_dir: str | os.PathLike[str], index: int) -> np.ndarray:
-    """Image `index` (0-based) as (H, W, 3) float32 in [0, 1]."""
+    """A DND noisy image.
+
+    Args:
+      manual_dir: the unpacked benchmark.
+      index: 0-based image index (0..49; file images_srgb/<index + 1>.mat).
+    Returns:
+      (H, W, 3) float32 in [0, 1]. DndFilesError naming the file.
+    """
     path = epath.Path(manual_dir) / "images_srgb" / f"{index + 1:04d}.mat"
     try:
         image = read_array(path, "InoisySRGB", shape=(None, None, 3))
@@ -79,8 +80,17 @@ def context_window(
     context: int = CONTEXT,
     multiple: int = CONTEXT_MULTIPLE,
 ) -> tuple[int, int, int, int]:
-    """(row0, col0, row1, col1) of the window around `box` ([row0, col0, row1, col1]):
-    per side min(context, room to the border) rounded down to a multiple of `multiple`."""
+    """The denoising window around a box: per side min(context, room to the border) rounded
+    down to a multiple of `multiple`.
+
+    Args:
+      box: [row0, col0, row1, col1], 0-based, half-open.
+      height, width: the image size; ValueError when the box does not fit.
+      context: the most context per side, in pixels.
+      multiple: each margin is a multiple of it.
+    Returns:
+      (row0, col0, row1, col1) of the window, 0-based, half-open.
+    """
     r0, c0, r1, c1 = (int(v) for v in box)
     if not (0 <= r0 < r1 <= height and 0 <= c0 < c1 <= width):
         raise ValueError(f"box {box.tolist()} does not fit in a {height}x{width} image")
@@ -92,8 +102,9 @@ def context_window(
 
 
 def box_examples(manual_dir: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Per box: noisy window (float32 [0, 1]), inner [top, left, height, width] of the box
-    in the window, window [row0, col0, row1, col1] in the image, image and box index."""
+    """Yields per box (image by image): noisy window ((h, w, 3) float32 in [0, 1]), inner
+    [top, left, height, width] of the box in the window and window [row0, col0, row1, col1]
+    in the image (int32), image_index and box_index (0-based)."""
     boxes = read_boxes(manual_dir)
     for i in range(NUM_IMAGES):
         image = read_image(manual_dir, i)
@@ -149,22 +160,33 @@ class DndSrgb(tfds.core.GeneratorBasedBuilder):
 
 
 def box_path(out_dir: str | os.PathLike[str], image_index: int, box_index: int) -> epath.Path:
-    """Where the denoised box goes: out_dir/boxes/<image>_<box>.mat (1-based names)."""
+    """Where the denoised box goes: out_dir/boxes/<image>_<box>.mat (1-based names).
+
+    Args:
+      out_dir: the submission folder.
+      image_index, box_index: 0-based.
+    """
     return epath.Path(out_dir) / "boxes" / f"{image_index + 1:04d}_{box_index + 1:02d}.mat"
 
 
 def write_box(
     out_dir: str | os.PathLike[str], image_index: int, box_index: int, denoised: np.ndarray
 ) -> None:
-    """Save one denoised box ((512, 512, 3) float, [0, 1]) as 'Idenoised_crop' (float32)."""
+    """Save one denoised box atomically as 'Idenoised_crop' (float32, clipped to [0, 1]).
+
+    Args:
+      out_dir: the submission folder (the file goes to `box_path`).
+      image_index, box_index: 0-based.
+      denoised: (512, 512, 3) float in [0, 1].
+    """
     crop = np.clip(np.asarray(denoised, np.float32), 0.0, 1.0)
     write_atomic_mat(box_path(out_dir, image_index, box_index), {"Idenoised_crop": crop})
 
 
 def bundle(out_dir: str | os.PathLike[str]) -> list[epath.Path]:
     """Gather out_dir/boxes/*.mat into the 50 submission files out_dir/bundled/0001.mat ..
-    ('Idenoised': 1x20 cell, 'israw': False, 'eval_version': '1.0'). Raises DndFilesError
-    naming the first missing box."""
+    ('Idenoised': 1x20 cell, 'israw': False, 'eval_version': '1.0'); returns their paths.
+    Raises DndFilesError naming the first missing box."""
     written = []
     for i in range(NUM_IMAGES):
         cells = np.empty((BOXES_PER_IMAGE,), dtype=object)

@@ -1,44 +1,9 @@
 """The embedded default dataset: scikit-image photographs with simulated camera noise.
 
-A TFDS builder, `sasl_embedded` (version 3.0.0), that needs no download and no licence: it
-reads the colour photographs shipped inside scikit-image and adds realistic sRGB camera
-noise with `sassid_jax.noise.simulator.simulate_camera_noise` (see "Choices"). It exists so
-that training and evaluation run end to end on any machine; it is not a benchmark.
-
-Choices:
-- Photos. Train: astronaut (512x512), rocket (427x640), immunohistochemistry (512x512),
-  hubble_deep_field (872x1000), retina (see below), and the two views of the stereo
-  motorcycle pair (500x741 each; added in v3.0.0, which raised the main job's held-out
-  scores by 0.16 dB (BNN), 0.42 (LAN) and 0.33 (U-Net), measured on this CPU).
-  Test (held out, never in train): chelsea (300x451) and coffee (400x600), two natural
-  photos with fur, wood, ceramics and smooth backgrounds. colorwheel is synthetic and left
-  out.
-- Retina: 1411x1411 with a wide black border around the circular fundus; we keep the centre
-  960x960 square (inside the circle) and 2x2-average it to 480x480, which keeps the cost of
-  preparing and sampling it in line with the other photos.
-- One simulated phone at SIDD-like noise levels. SASL is meant for heavy, spatially
-  correlated sRGB noise (the real SIDD block in ../shared measures 16.15 dB), and a
-  self-supervised denoiser is trained for one camera's noise, so the whole dataset comes
-  from ONE camera: its ISP (white balance, colour matrix, exposure, tone curve) is sampled
-  once from `DATASET_NOISE` with `CAMERA_SEED`, and only the noise level varies per image:
-  shot gain log-uniform in `DATASET_NOISE.shot` = (8e-3, 3e-2), read noise on the Brooks
-  et al. line without jitter. Noisy PSNR is ~14-21 dB, lag-1/lag-2 noise autocorrelation
-  ~0.43/0.05 (as the real SIDD block). The simulator's own default range (milder, several
-  cameras, 20-35 dB) is not used here: with mild noise the 9x9 blind neighbourhood blurs
-  more than it denoises, and short runs cannot beat the noisy input (measured, see
-  README "Main job").
-- Train examples are the whole photos (crops are taken later by the input pipeline),
-  `TRAIN_REALISATIONS` fixed noisy realisations each at different noise levels.
-- Test examples are crops whose sides are multiples of 32 (so every network downsampling
-  path divides them): chelsea gives two side-by-side 256x224 crops, coffee two side-by-side
-  256x288 crops; 262,144 pixels in all, a few seconds for a CPU evaluation. The four crops
-  get fixed shot-noise levels log-spaced over `DATASET_NOISE.shot`, interleaved between
-  the photos.
-- Determinism: every example's generator is seeded from a SHA-256 of its name (not Python's
-  salted hash()), so the dataset is bit-identical on every machine and every rebuild.
-- Features: noisy, clean (uint8 PNG, lossless, HxWx3), name (example id, e.g.
-  "coffee_crop1"), photo (source photo, e.g. "coffee"), shot and read (float32, the raw
-  noise levels used).
+`sasl_embedded` (TFDS, version 3.0.0) needs no download: seven training photos and four
+held-out test crops, all with the noise of ONE simulated phone at SIDD-like levels, every
+example seeded from its name so that it is bit-identical on every machine. It makes training
+and evaluation run end to end anywhere; it is not a benchmark. Choices: docs/data.md#sasl_embedded.
 """
 
 from __future__ import annotations
@@ -99,7 +64,8 @@ def _seed(name: str) -> int:
 
 
 def load_photo(photo: str) -> np.ndarray:
-    """Returns a clean scikit-image photo as (H, W, 3) uint8 in [0, 255] (retina reduced)."""
+    """A clean scikit-image photo by name (TRAIN_PHOTOS, TEST_PHOTOS) as (H, W, 3) uint8 in
+    [0, 255]; retina reduced to its 480 x 480 centre."""
     if photo.startswith("motorcycle_"):  # one stereo pair: (left, right, disparity)
         image = np.asarray(skdata.stereo_motorcycle()[photo == "motorcycle_right"])
     else:
@@ -122,7 +88,8 @@ def _test_shot_levels(noise_range: NoiseRange) -> np.ndarray:
 
 
 def camera_params() -> NoiseParams:
-    """The dataset's one simulated phone: ISP parameters drawn once with CAMERA_SEED."""
+    """The dataset's one simulated phone: ISP parameters drawn once from DATASET_NOISE with
+    CAMERA_SEED (its shot and read are replaced per example)."""
     return sample_noise_params(np.random.default_rng(CAMERA_SEED), DATASET_NOISE)
 
 
@@ -146,7 +113,8 @@ def _example(name: str, photo: str, clean: np.ndarray, shot: float | None) -> di
 
 
 def generate_split(split: str) -> Iterator[dict[str, Any]]:
-    """Yields the examples of `split` ('train' or 'test') as numpy dicts, in a fixed order."""
+    """Yields the examples of `split` ('train' or 'test') in a fixed order: dicts with noisy,
+    clean ((H, W, 3) uint8), name, photo (str), shot and read (float32)."""
     if split == "train":
         for photo in TRAIN_PHOTOS:
             clean = load_photo(photo)
@@ -171,10 +139,7 @@ class SaslEmbedded(tfds.core.GeneratorBasedBuilder):
         "2.0.0": "One simulated phone at SIDD-like noise levels, 3 realisations per photo.",
         "3.0.0": "Train split adds motorcycle_left and motorcycle_right.",
     }
-    # Nothing is downloaded, so there is no checksums file to locate. Looking for it next to
-    # the code makes TFDS 4.9.10 import `importlib_resources`, which it does not declare as a
-    # dependency on Python >= 3.9; a None code path skips that lookup.
-    code_path = None
+    code_path = None  # no checksums file to look up (docs/data.md#dataset-names)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -203,8 +168,14 @@ class SaslEmbedded(tfds.core.GeneratorBasedBuilder):
 
 
 def prepare_embedded(data_dir: str | None = None, wait_s: float = DEFAULT_WAIT_S) -> Prepared:
-    """Prepares `sasl_embedded` in `data_dir` once (process 0 of a run; the others wait up
-    to `wait_s` seconds for it, see data/prepare.py). No network."""
+    """Prepares `sasl_embedded` once (process 0 of a run; `prepare.prepare_once`). No network.
+
+    Args:
+      data_dir: TFDS data directory; None for the TFDS default (~/tensorflow_datasets).
+      wait_s: how long processes other than 0 wait for process 0.
+    Returns:
+      what happened, with the builder ready to read.
+    """
     hide_gpus_from_tf()
     return prepare_once("sasl_embedded", lambda: SaslEmbedded(data_dir=data_dir), wait_s=wait_s)
 

@@ -1,15 +1,9 @@
 """Your own noisy photos as a TFDS dataset: `noisy_image_folder`.
 
-Self-supervised denoising needs no ground truth, so this is how to train on your camera's
-own noise: a folder of noisy photos (read by `photo_io`: PNG, JPEG, TIFF; 8 or 16 bit, stored
-as 8-bit RGB; any sizes; grey and palette images become RGB, alpha is dropped, EXIF
-orientation applied; larger than `max_pixels` refused before decoding), optionally a
-parallel folder of clean references matched by file name, used only for evaluation.
-
-Each distinct folder content gets its own builder config, named by a hash of the paths and
-of every file's name, size and modification time, so adding or changing a photo prepares
-the dataset again instead of reading a stale copy. The folders may be bucket URLs (gs://...,
-listed and read through etils.epath; there the modification time is in whole seconds).
+A folder of noisy photos (any format `io.photos` reads, stored as 8-bit RGB), optionally a
+parallel folder of clean references matched by file name, used only for evaluation. Each
+folder content gets its own builder config, named by a hash of the files, so a changed photo
+prepares the dataset again. Details: docs/data.md#your-own-photos.
 """
 
 from __future__ import annotations
@@ -31,8 +25,13 @@ from sassid_jax.io.photos import IMAGE_SUFFIXES, is_image_file, read_rgb8
 
 
 def folder_images(folder: str, field: str) -> dict[str, epath.Path]:
-    """{file name: path} of the images in `folder`; ConfigError (a ValueError) naming `field`
-    if none."""
+    """{file name: path} of the images in a folder, sorted by name.
+
+    Args:
+      folder: the folder, local or a bucket URL.
+      field: the config field named in the ConfigError (a ValueError) when it is no folder
+        or holds no image.
+    """
     root = epath.Path(folder)
     if not folder or not root.is_dir():
         raise ConfigError(f"{field}: {folder!r} is not a directory")
@@ -50,11 +49,17 @@ def folder_examples(
     clean_field: str = "clean_dir",
     max_pixels: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Per noisy photo: noisy, clean ((H, W, 3) uint8, or None without references), name.
+    """Yields per noisy photo, by file name: noisy, clean ((H, W, 3) uint8 in [0, 255], or
+    None without references) and name (the file name without its suffix).
 
-    max_pixels: the largest width x height read (None: photo_io.DEFAULT_MAX_PIXELS).
-    Raises ValueError naming the file for unreadable images (photo_io.PhotoError), a noisy
-    photo without its reference (when clean_dir is given) or a reference of another size.
+    Args:
+      noisy_dir: the folder of noisy photos.
+      clean_dir: the folder of clean references of the same file names ("": none).
+      noisy_field, clean_field: the config fields named in messages.
+      max_pixels: the largest width x height read (None: photos.DEFAULT_MAX_PIXELS).
+    Raises:
+      ValueError: naming the file, for an unreadable image (photos.PhotoError), a noisy
+        photo without its reference (when clean_dir is given) or a reference of another size.
     """
     noisy = folder_images(noisy_dir, f"dataset.{noisy_field}")
     clean = folder_images(clean_dir, f"dataset.{clean_field}") if clean_dir else {}
@@ -100,13 +105,19 @@ class FolderConfig(tfds.core.BuilderConfig):
 
     noisy_dir: str = ""
     clean_dir: str = ""
-    max_pixels: int | None = None  # photo_io's pixel limit (None: its default)
+    max_pixels: int | None = None  # the photo reader's pixel limit (None: its default)
 
 
 def folder_config(
     noisy_dir: str, clean_dir: str = "", max_pixels: int | None = None
 ) -> FolderConfig:
-    """A config for these folders, named by their content (see the module docstring)."""
+    """The builder config of these folders, named by a hash of their content.
+
+    Args:
+      noisy_dir, clean_dir: the folders ("" clean_dir: no references); ConfigError when
+        one is no folder or holds no image.
+      max_pixels: the photo reader's pixel limit (None: its default).
+    """
     folder_images(noisy_dir, "dataset.noisy_dir")  # fail early, naming the field
     if clean_dir:
         folder_images(clean_dir, "dataset.clean_dir")
@@ -166,8 +177,17 @@ def prepare_folder(
     max_pixels: int | None = None,
     wait_s: float = DEFAULT_WAIT_S,
 ) -> Prepared:
-    """Prepare `noisy_image_folder` for these folders once (process 0 of a run; the others
-    wait up to `wait_s` seconds for it, see data/prepare.py)."""
+    """Prepare `noisy_image_folder` for these folders once (process 0 of a run;
+    `prepare.prepare_once`).
+
+    Args:
+      noisy_dir, clean_dir: the folders ("" clean_dir: no references).
+      data_dir: TFDS data directory; None for the TFDS default.
+      max_pixels: the photo reader's pixel limit (None: its default).
+      wait_s: how long processes other than 0 wait for process 0.
+    Returns:
+      what happened, with the builder ready to read.
+    """
     config = folder_config(noisy_dir, clean_dir, max_pixels)
     return prepare_once(
         "noisy_image_folder",
@@ -183,9 +203,17 @@ def load_folder(
     max_pixels: int | None = None,
     wait_s: float = DEFAULT_WAIT_S,
 ) -> list[dict[str, Any]]:
-    """Prepare (once per folder content) and read `noisy_image_folder`: dicts with noisy,
-    clean (None without a reference) and name, sorted by name. max_pixels: photo_io's
-    pixel limit for preparing (None: its default); wait_s: see `prepare_folder`."""
+    """Prepare (once per folder content) and read `noisy_image_folder`.
+
+    Args:
+      noisy_dir, clean_dir: the folders ("" clean_dir: no references).
+      data_dir: TFDS data directory; None for the TFDS default.
+      max_pixels: the photo reader's pixel limit for preparing (None: its default).
+      wait_s: how long processes other than 0 wait for process 0.
+    Returns:
+      dicts with noisy, clean ((H, W, 3) uint8; clean None without a reference) and name,
+      sorted by name.
+    """
     builder = prepare_folder(noisy_dir, clean_dir, data_dir, max_pixels, wait_s).builder
     examples = [
         {

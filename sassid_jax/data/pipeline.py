@@ -1,23 +1,9 @@
 """Deterministic, resumable tf.data training pipeline: random crops and flips of photos.
 
-Every training sample has a global index g = step * batch_size + j (j < batch_size) and is
-a pure function of (seed, g): the stateless TF random ops that choose it are seeded with
-(seed, g) only. Hence
-- the batch of step s is the same whether a run starts at step 0 or resumes at step s;
-- process p of P takes the contiguous slice j in [p * local, (p + 1) * local) of each global
-  batch (local = batch_size // P), so processes read disjoint samples and their slices
-  concatenated in process order equal the batch of a single-process run.
-
-Per sample: an image is chosen with probability proportional to its area (pixels), so every
-pixel of the training set is about equally likely to be seen whatever the image sizes; a
-crop offset is uniform over all positions inside the image's true size; with augmentation,
-vertical flip, horizontal flip and transpose are applied independently with p = 0.5 each
-(the 8 symmetries of the square).
-
-Images (uint8, any sizes) are stored once, flattened and concatenated into one constant
-(no padding); a crop is a single gather. The constant lives in the tf.data graph, so the
-training set must stay below ~2 GB (the embedded and cropped SIDD-style sets do).
-tf.data keeps its default threading; TF is kept away from GPUs (JAX owns them).
+Every sample is a pure function of (seed, global index), so a resumed run sees the same
+batches and each process reads its own slice of every global batch. Images are drawn in
+proportion to their area, crops uniformly inside them, with the 8 flips/transposes of the
+square. Details: docs/data.md#the-training-pipeline.
 """
 
 from __future__ import annotations
@@ -34,8 +20,8 @@ __all__ = ["hide_gpus_from_tf", "numpy_batches", "train_dataset"]
 def hide_gpus_from_tf() -> None:
     """Makes TensorFlow see no GPU, so that it never takes accelerator memory from JAX.
 
-    Must run before TF initializes its devices; later calls are a no-op (the RuntimeError TF
-    raises then is swallowed; TF in this project is CPU-only, so nothing was lost).
+    Must run before TF initializes its devices; later calls are a no-op (TF's RuntimeError
+    is swallowed: TF is CPU-only in this project).
     """
     with contextlib.suppress(RuntimeError, ValueError):
         tf.config.set_visible_devices([], "GPU")
@@ -196,5 +182,6 @@ def _aux_cropper(images: Sequence[np.ndarray], aux: Sequence[np.ndarray], crop_s
 
 
 def numpy_batches(ds: tf.data.Dataset) -> Iterator[np.ndarray]:
-    """Iterates a dataset from `train_dataset` as numpy float32 (B, crop, crop, 3) arrays."""
+    """Iterates a dataset from `train_dataset` as numpy float32 (B, crop, crop, 3 + K)
+    arrays in [0, 255] (K aux channels, 0 without aux)."""
     yield from ds.as_numpy_iterator()

@@ -1,17 +1,9 @@
 """Prepare each TFDS dataset once per run: process 0 builds it, the other processes wait.
 
-In a multi-process run every process reads the same `dataset.data_dir` (a folder or bucket
-that every host sees). Process 0 prepares a dataset that is not there yet; the others poll
-until it is complete, then read it. A single process simply prepares what is missing.
-
-"Complete" is our own marker file, `MARKER`, that process 0 writes into the dataset's version
-folder after TFDS's `download_and_prepare` has returned. TFDS 4.9.10 builds into a temporary
-`incomplete.XXXXXX_<version>` folder and renames it at the end (`utils.incomplete_dir`), which
-is atomic on a local or NFS file system, but on a bucket a folder "rename" copies object by
-object (dataset_info.json and features.json first, in name order), so `builder.is_prepared()`
-could be true before the shards are all there. The marker is written last and is one object.
-A dataset prepared before this marker existed (or by TFDS itself) gets it from process 0 the
-next time a run reads it.
+Process 0 prepares what is missing in the shared `dataset.data_dir` and then writes our own
+completion marker, `MARKER` (TFDS's own "prepared" test can pass on a bucket before every
+shard is there); the other processes poll for the marker, up to `dataset.prepare_timeout`.
+Details: docs/data.md#prepare-once.
 """
 
 from __future__ import annotations
@@ -69,10 +61,8 @@ class Prepared:
 
 
 def wait_seconds(cfg: Any) -> float:
-    """dataset.prepare_timeout of `cfg` (the dataset block), default DEFAULT_WAIT_S.
-
-    Raises ConfigError unless it is a positive finite number of seconds.
-    """
+    """dataset.prepare_timeout of `cfg` (the dataset block, or None), default
+    DEFAULT_WAIT_S, in seconds. Raises ConfigError unless it is positive and finite."""
     value = cfg.get("prepare_timeout", DEFAULT_WAIT_S) if cfg is not None else DEFAULT_WAIT_S
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value <= 0:
@@ -98,10 +88,13 @@ def is_prepared(builder: Builder) -> bool:
 
 
 def mark_complete(builder: Builder, name: str, seconds: float) -> None:
-    """Write MARKER into the builder's version folder (after TFDS has finished there).
+    """Write MARKER into the builder's version folder (after TFDS has finished there), unless
+    it is there already. A failed write (read-only data_dir) is logged, not raised.
 
-    Local folders get an atomic write; on a bucket one object write is atomic already. A
-    read-only data_dir only costs the other processes their wait: logged, not raised.
+    Args:
+      builder: the prepared builder.
+      name: the dataset's name, recorded in the marker and named in the log.
+      seconds: how long preparing took, recorded in the marker.
     """
     path = builder.data_path / MARKER
     if path.exists():

@@ -1,31 +1,11 @@
 """SIDD (Abdelhamed et al., CVPR 2018) as TFDS builders, from files the user downloaded.
 
-Point `manual_dir` at one folder holding whichever of these you downloaded:
-
-    <manual_dir>/SIDD_Medium_Srgb/Data/<scene folder>/<id>_NOISY_SRGB_<k>.PNG   (sidd_medium_srgb)
-                                                    /<id>_GT_SRGB_<k>.PNG
-    <manual_dir>/ValidationNoisyBlocksSrgb.mat   (sidd_validation_srgb)
-    <manual_dir>/ValidationGtBlocksSrgb.mat
-    <manual_dir>/BenchmarkNoisyBlocksSrgb.mat    (sidd_benchmark_srgb)
-    <manual_dir>/SIDD_Benchmark_Data/<scene folder>/   optional: only the 40 folder names are
-                                                    read, for the per-phone / per-ISO breakdown
-
-SIDD-Medium has 160 scene folders x 2 pairs = 320 noisy/GT pairs of about 5328x3000. Scene
-folders are named `<instance>_<scene>_<phone>_<ISO>_<shutter>_<illuminant K>_<brightness>`,
-e.g. `0052_002_S6_01600_01000_5500_N`; that metadata is recorded with every example.
-The block files hold uint8 arrays (40 images, 32 blocks, 256, 256, 3) under the key named
-like the file. The 40 images of the blocks are taken to be the SIDD_Benchmark_Data scene
-folders in sorted order (the only place their metadata is published).
-
-Storage of SIDD-Medium: decoding a 12-megapixel PNG costs ~0.5 s, so training cannot decode
-whole images per crop. The builder cuts every pair into overlapping `tile x tile` tiles at
-`stride` (default 512 at 256: every 256x256 window of an image lies inside some tile) and
-stores them as PNGs in ArrayRecord files, which TFDS reads by index: a training crop is one
-random-access read and one 512x512 decode (reader threads: one per core this process may run
-on). `bench/sidd_crops.py` measured, on this project's 2-core CPU (quiet), 138 crops/s from
-the tiles pinned to one core and 209 on two (batch 8 of 256x256), against 2.7 crops/s
-decoding whole 16 MP PNGs. The price is disk: the tiles took 3.5x the bytes of
-the download (2x2 overlap), i.e. ~45 GB for SIDD-Medium's ~13 GB.
+Files in `manual_dir` (any of): SIDD_Medium_Srgb/Data/<scene folder>/<id>_NOISY_SRGB_<k>.PNG
+and <id>_GT_SRGB_<k>.PNG (sidd_medium_srgb), ValidationNoisyBlocksSrgb.mat and
+ValidationGtBlocksSrgb.mat (sidd_validation_srgb), BenchmarkNoisyBlocksSrgb.mat
+(sidd_benchmark_srgb), optionally SIDD_Benchmark_Data/<scene folder>/ (names only, for phone
+and ISO). SIDD-Medium is stored as overlapping 512x512 PNG tiles in ArrayRecord files, read by
+index. Layout, metadata and storage costs: docs/data.md#sidd.
 """
 
 from __future__ import annotations
@@ -69,7 +49,7 @@ class SiddFilesError(UserInputError, ValueError):
 
 
 def parse_scene_folder(name: str) -> dict[str, Any]:
-    """Metadata of a SIDD scene folder name (see the module docstring).
+    """Metadata of a SIDD scene folder name, e.g. 0052_002_S6_01600_01000_5500_N.
 
     Returns a dict with scene_instance, scene, iso, shutter, illuminant (int) and phone,
     brightness (str codes). Raises SiddFilesError for a name that does not follow SIDD's.
@@ -125,7 +105,14 @@ def medium_pairs(data_dir: Path) -> list[tuple[Path, Path, dict[str, Any]]]:
 
 
 def tile_origins(size: int, tile: int, stride: int) -> list[int]:
-    """Start offsets of tiles along one axis: every `stride`, plus one flush with the end."""
+    """Start offsets of tiles along one axis: every `stride`, plus one flush with the end.
+
+    Args:
+      size: the image's length along the axis, in pixels.
+      tile, stride: the tile side and the step between tiles.
+    Returns:
+      the offsets, ascending; empty when size < tile.
+    """
     if size < tile:
         return []
     starts = list(range(0, size - tile + 1, stride))
@@ -161,7 +148,12 @@ DEFAULT_MEDIUM_CONFIG = SiddMediumConfig(name="tile512_stride256", tile=512, str
 
 
 def medium_config(tile: int = 512, stride: int = 256) -> SiddMediumConfig:
-    """The builder config for this tile geometry (each geometry is prepared separately)."""
+    """The builder config for a tile geometry (each geometry is prepared separately).
+
+    Args:
+      tile: the tile side (dataset.tile).
+      stride: the step between tiles (dataset.tile_stride), in [1, tile]; ValueError else.
+    """
     if not 0 < stride <= tile:
         raise ValueError(f"dataset.tile_stride {stride} must be in [1, dataset.tile={tile}]")
     if (tile, stride) == (DEFAULT_MEDIUM_CONFIG.tile, DEFAULT_MEDIUM_CONFIG.stride):
@@ -170,7 +162,7 @@ def medium_config(tile: int = 512, stride: int = 256) -> SiddMediumConfig:
 
 
 class SiddMediumSrgb(tfds.core.GeneratorBasedBuilder):
-    """SIDD-Medium sRGB, noisy/GT pairs cut into overlapping tiles (see module docstring)."""
+    """SIDD-Medium sRGB, noisy/GT pairs cut into overlapping (tile, tile, 3) uint8 tiles."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release: overlapping PNG tiles in ArrayRecord files."}
@@ -231,7 +223,15 @@ class SiddMediumSrgb(tfds.core.GeneratorBasedBuilder):
 
 
 def read_blocks(manual_dir: Path, which: str) -> np.ndarray:
-    """The (images, blocks, H, W, 3) uint8 array of one SIDD block file in manual_dir."""
+    """One SIDD block file of manual_dir.
+
+    Args:
+      manual_dir: the folder holding the .mat files.
+      which: a key of BLOCK_FILES ('validation_noisy', 'validation_gt', 'benchmark_noisy').
+    Returns:
+      (images, blocks, H, W, 3) uint8 (SIDD: (40, 32, 256, 256, 3)). SiddFilesError naming
+      the file.
+    """
     key = BLOCK_FILES[which]
     path = manual_dir / f"{key}.mat"
     try:
@@ -244,8 +244,15 @@ def read_blocks(manual_dir: Path, which: str) -> np.ndarray:
 
 
 def block_metadata(manual_dir: Path, num_images: int) -> list[dict[str, Any]] | None:
-    """Scene metadata of the block files' images from SIDD_Benchmark_Data's folder names,
-    or None when that folder is absent."""
+    """Scene metadata of the block files' images from SIDD_Benchmark_Data's folder names.
+
+    Args:
+      manual_dir: the folder holding SIDD_Benchmark_Data/.
+      num_images: images in the block files; SiddFilesError unless that many folders.
+    Returns:
+      one `parse_scene_folder` dict per image (sorted folder names), or None when the
+      folder is absent.
+    """
     folder = manual_dir / "SIDD_Benchmark_Data"
     if not folder.is_dir():
         return None

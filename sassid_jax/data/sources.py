@@ -1,27 +1,9 @@
 """Dataset names a config may use: a registry of sources, name -> `Source`.
 
-- `sasl_embedded`: scikit-image photos with simulated camera noise (no download).
-- `image_folder`: a user's own noisy photos read directly (`dataset.noisy_dir`), optionally
-  with clean references of the same file names (`dataset.clean_dir`, evaluation only).
-  Evaluation reads the same folders unless `dataset.eval_noisy_dir` / `eval_clean_dir` name
-  others (e.g. train on many noisy photos, score on the few that have references).
-- `noisy_image_folder`: the same folders through a TFDS builder (prepared once per folder
-  content in `dataset.data_dir`; see data/folder.py).
-- `sidd_medium_srgb`: SIDD-Medium sRGB as overlapping tiles (training; see data/sidd.py).
-- `sidd_validation_srgb`, `sidd_benchmark_srgb`: the SIDD 40 x 32 blocks (the paper's
-  validation, and its test set without ground truth; both can also be trained on).
-- `dnd_srgb`: the DND benchmark boxes (submission only; see data/dnd.py).
-The SIDD and DND builders read what the user downloaded from `dataset.manual_dir` once.
-
-Training images are (H, W, 3) uint8 in [0, 255] (a list), or a `tiles.TileSource` for
-SIDD-Medium; eval examples are dicts with `noisy`, `clean` (uint8, or None without
-references) and `name` (SIDD blocks add image_index, block_index, phone and iso).
-The evaluation dataset is `dataset.eval_name` (default: `dataset.name`). Every function takes
-`cfg`, the config's `dataset` block.
-
-TFDS datasets are prepared once into `dataset.data_dir`: by `prepare_datasets` (`--mode
-prepare`), or on first use; in a multi-process run only process 0 prepares and the others
-wait up to `dataset.prepare_timeout` seconds for it (data/prepare.py).
+A `Source` says what a dataset yields for training (a list of (H, W, 3) uint8 photos, or a
+`tiles.TileSource`) and evaluation (dicts with noisy, clean or None, and name), and which TFDS
+builder prepares it. Every function takes `cfg`, the config's `dataset` block. The names and
+what each can do: docs/data.md#dataset-names.
 """
 
 from __future__ import annotations
@@ -70,15 +52,24 @@ class Source:
         )
 
     def train_images(self, cfg: Any) -> list[np.ndarray] | TileSource:
-        """Noisy training images, (H, W, 3) uint8 each, or a TileSource."""
+        """Noisy training images, (H, W, 3) uint8 in [0, 255] each, or a TileSource."""
         raise self.training_refused()
 
     def eval_examples(self, cfg: Any) -> list[dict[str, Any]]:
-        """Eval examples: dicts with noisy, clean (or None) and name."""
+        """Eval examples: dicts with noisy, clean ((H, W, 3) uint8, clean None without a
+        reference) and name."""
         raise self.evaluation_refused()
 
     def prepare(self, cfg: Any, evaluation: bool = False) -> list[Prepared]:
-        """Prepare what training (or, with `evaluation`, evaluation) on `cfg` reads."""
+        """Prepare what training on `cfg` reads.
+
+        Args:
+          cfg: the config's dataset block.
+          evaluation: prepare what evaluation reads instead (folder sources: the
+            eval_noisy_dir / eval_clean_dir folders when set).
+        Returns:
+          what happened to each dataset.
+        """
         if not self.builder:
             return [Prepared(self.name, "no TFDS dataset", "nothing to prepare")]
         return [prepare_builder(self.name, cfg)]
@@ -151,7 +142,7 @@ class FolderSource(Source):
 
         noisy_field, clean_field = self._fields(cfg, evaluation)
         noisy_dir, clean_dir = cfg.get(noisy_field, ""), cfg.get(clean_field, "")
-        limit = cfg.get("max_pixels") or None  # 0 / absent: photo_io's default limit
+        limit = cfg.get("max_pixels") or None  # 0 / absent: the photo reader's default limit
         if self.through_tfds:
             data_dir = cfg.get("data_dir") or None
             return load_folder(noisy_dir, clean_dir, data_dir, limit, wait_seconds(cfg))
@@ -227,13 +218,23 @@ SUBMIT_DATASETS = tuple(name for name, s in SOURCES.items() if s.submittable)
 
 
 def check_dataset_name(name: str, field: str = "dataset.name") -> None:
-    """Raise ConfigError naming the field and value for an unknown dataset name."""
+    """Raise ConfigError for an unknown dataset name.
+
+    Args:
+      name: the dataset name.
+      field: the config field named in the message.
+    """
     if name not in SOURCES:
         raise ConfigError(f"{field}: unknown dataset {name!r}; known: {KNOWN_DATASETS}")
 
 
 def get_source(name: str, field: str = "dataset.name") -> Source:
-    """The registered source of `name` (ConfigError naming `field` if unknown)."""
+    """The registered source of a dataset name.
+
+    Args:
+      name: the dataset name.
+      field: the config field named in the ConfigError when it is unknown.
+    """
     check_dataset_name(name, field)
     return SOURCES[name]
 
@@ -253,11 +254,19 @@ def check_evaluable(cfg: Any) -> None:
 
 
 def prepare_builder(name: str, cfg: Any, **kwargs: Any) -> Prepared:
-    """Prepare the SIDD / DND builder `name` (kwargs: its config) from cfg.manual_dir once.
+    """Prepare the SIDD / DND builder `name` from cfg.manual_dir once.
 
-    Only process 0 of a run prepares (and needs manual_dir); the others wait for it (see
-    data/prepare.py). Raises DatasetUnavailableError (prepare it first, naming the files)
-    when it is not prepared and no manual_dir is set.
+    Only process 0 of a run prepares (and needs manual_dir); the others wait for it
+    (`prepare.prepare_once`).
+
+    Args:
+      name: the dataset name.
+      cfg: the config's dataset block (manual_dir, data_dir, prepare_timeout).
+      **kwargs: the builder's own arguments (SIDD-Medium: `medium_builder_kwargs`).
+    Returns:
+      what happened, with the builder ready to read.
+    Raises:
+      DatasetUnavailableError: not prepared and no manual_dir set (names the files to get).
     """
     cls = get_source(name).builder_class()
     manual_dir = cfg.get("manual_dir", "")
@@ -281,12 +290,21 @@ def prepare_builder(name: str, cfg: Any, **kwargs: Any) -> Prepared:
 
 
 def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBuilder:
-    """The SIDD / DND builder `name`, ready to read (see `prepare_builder`)."""
+    """The SIDD / DND builder `name`, ready to read (arguments as `prepare_builder`)."""
     return prepare_builder(name, cfg, **kwargs).builder
 
 
 def sidd_blocks(name: str, cfg: Any) -> list[dict[str, Any]]:
-    """The SIDD validation or benchmark blocks as eval examples, in (image, block) order."""
+    """The SIDD validation or benchmark blocks as eval examples, in (image, block) order.
+
+    Args:
+      name: 'sidd_validation_srgb' or 'sidd_benchmark_srgb' (ConfigError otherwise).
+      cfg: the config's dataset block.
+    Returns:
+      dicts with noisy, clean ((256, 256, 3) uint8; clean None for the benchmark), name
+      ("<image>_<block>"), image_index, block_index, phone and iso (None without the
+      SIDD_Benchmark_Data folder names).
+    """
     source = get_source(name)
     if not isinstance(source, SiddBlocksSource):
         raise ConfigError(f"dataset {name!r} is not one of the SIDD block sets")
@@ -343,7 +361,7 @@ def load_eval_examples(cfg: Any) -> list[dict[str, Any]]:
 
 def prepare_datasets(cfg: Any) -> list[Prepared]:
     """Prepare the training dataset of `cfg` and its evaluation dataset (dataset.eval_name),
-    each once; returns what happened to each (see data/prepare.py)."""
+    each once (`--mode prepare`); returns what happened to each."""
     done: dict[tuple[str, str], Prepared] = {}
     for (name, field), evaluation in (
         ((cfg.name, "dataset.name"), False),

@@ -1,13 +1,8 @@
 """Training crops from a tiled, random-access dataset (SIDD-Medium as stored by its builder).
 
-Like `pipeline.train_dataset`, every sample is a pure function of (seed, global index g),
-g = step * batch_size + j, so a resumed run sees the same batches and processes read
-disjoint slices of each global batch (process p takes j in [p * local, (p + 1) * local)).
-Per sample: a tile chosen uniformly (tiles have one size, so this is uniform over the
-stored pixels up to the overlap at borders), a crop offset uniform inside it, and with
-augmentation the vertical flip, horizontal flip and transpose with p = 0.5 each.
-Reads and PNG decodes run on a thread pool, a few batches ahead: by default one thread per
-core this process may run on (`default_threads`), since PIL decodes PNGs without the GIL.
+Like `pipeline.train_dataset`, every sample is a pure function of (seed, global index): a tile
+chosen uniformly, a crop offset uniform inside it, the same flips and transpose. Reads and PNG
+decodes run on a thread pool, a few batches ahead. Details: docs/data.md#tiles.
 """
 
 from __future__ import annotations
@@ -82,10 +77,22 @@ def tile_batches(
 ) -> Iterator[np.ndarray]:
     """Local batches of steps start_step .. start_step + num_steps - 1.
 
-    Yields float32 (batch_size // process_count, crop_size, crop_size, 3) in [0, 255].
-    threads: reader/decoder threads; None = `default_threads()` (one per available core).
-    Raises ValueError for a crop larger than tiles.max_crop, non-positive sizes, a batch
-    that does not divide over the processes or threads < 1.
+    Args:
+      tiles: the random-access tiles.
+      crop_size: side of the square crops, at most tiles.max_crop.
+      batch_size: GLOBAL batch size (all processes together).
+      seed: the run's data seed.
+      start_step: first training step to produce (to resume a run).
+      num_steps: number of steps to produce.
+      process_index, process_count: this process and the number of processes.
+      augment: apply the random flips and transpose.
+      threads: reader/decoder threads; None = `default_threads()` (one per available core).
+      prefetch: batches read ahead.
+    Yields:
+      float32 (batch_size // process_count, crop_size, crop_size, 3) in [0, 255].
+    Raises:
+      ValueError: a crop larger than tiles.max_crop, non-positive sizes, a batch that does
+        not divide over the processes, no tiles or threads < 1.
     """
     if not 0 < crop_size <= tiles.max_crop:
         raise ValueError(

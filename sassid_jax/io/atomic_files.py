@@ -1,13 +1,8 @@
 """The one atomic writer: a whole file at the target path, or nothing.
 
-Local paths: a hidden temp file beside the target, fsync, then rename. A crash, a full disk
-or Ctrl-C never leaves a half-written file at the target path, and the target's mode follows
-the umask like any newly created file (tempfile.mkstemp alone would make it 0600).
-Bucket URLs (gs://...; `paths.is_local` False): the bytes are built in memory, then written
-as one object. An object write is atomic by itself (the object appears only once its upload
-is complete; a failed write leaves the old object), and an object store has no cheap rename
-(gcsfs copies, and the local GCS emulator answers its move API with 501 and a long retry).
-JSON, panels, .mat files and photos all go through `atomic_write`.
+Local paths: a temp file beside the target, fsync, rename (mode from the umask). Bucket URLs:
+the bytes built in memory, then one object write. JSON, panels, .mat files and photos all go
+through `atomic_write`. Details: docs/io.md#atomic-writes.
 """
 
 from __future__ import annotations
@@ -33,10 +28,16 @@ def _umask() -> int:
 
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> epath.Path:
     """Call write(f) on a temp file beside `path`, fsync it, then rename it onto `path`
-    (a bucket URL: write(f) on a memory buffer, then one object write; module docstring).
+    (a bucket URL: write(f) on a memory buffer, then one object write).
 
     Parent folders are created. On any exception (KeyboardInterrupt included) the temp file
-    is removed, `path` is left as it was and the exception propagates. Returns `path`.
+    is removed, `path` is left as it was and the exception propagates.
+
+    Args:
+      path: the target file, local or a bucket URL.
+      write: writes the whole content to the binary file object it is given.
+    Returns:
+      `path` as an epath.Path.
     """
     if not is_local(path):
         buffer = io.BytesIO()
@@ -62,10 +63,24 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> epath.Pa
 
 
 def write_bytes(path: PathLike, data: bytes) -> epath.Path:
-    """Write `data` to `path` atomically."""
+    """Write `data` to `path` atomically (`atomic_write`).
+
+    Args:
+      path: the target file, local or a bucket URL.
+      data: the file's whole content.
+    Returns:
+      `path` as an epath.Path.
+    """
     return atomic_write(path, lambda f: f.write(data))
 
 
 def write_json(path: PathLike, payload: Mapping[str, Any]) -> epath.Path:
-    """Write `payload` as indented JSON to `path` atomically."""
+    """Write `payload` as indented JSON to `path` atomically (`atomic_write`).
+
+    Args:
+      path: the target file, local or a bucket URL.
+      payload: a JSON-serialisable mapping.
+    Returns:
+      `path` as an epath.Path.
+    """
     return write_bytes(path, json.dumps(payload, indent=2).encode())

@@ -1,20 +1,9 @@
 """Run folders (their one layout) and loading trained networks from them or from `.pth` files.
 
-A run folder (workdir) holds config.json (the run's config) and the orbax checkpoints
-`checkpoints/<stage>/<step>/default` of every stage; the final parameters of a network are
-those of the last stage of the run that trains it, at that stage's last step
-(`final_checkpoint`, `final_params`). Training writes and restores through `stage_manager`
-and `restore_stage`.
-
-`load_network(checkpoint, network)` accepts
-- a run folder: the last stage training `network`, its latest step;
-- any folder inside its checkpoints/ (a stage, a step, or the step's item folder);
-- an authors' PyTorch state_dict (`.pth`, read without PyTorch, no pickled code runs): the
-  width (and for the LAN the blind size and block count) is read from the tensor shapes, and
-  inputs are raw [0, 255] (normalize=False) as in their code.
-Any of these may be a bucket URL (gs://...): every access goes through etils.epath (orbax
-and the .pth reader take epath paths and file objects).
-Every failure is a CheckpointInputError whose message is one line naming the path.
+A run folder holds config.json and the orbax checkpoints `checkpoints/<stage>/<step>/default`
+of every stage. `load_network` takes a run folder, a folder inside its checkpoints/ or an
+authors' `.pth`, local or a bucket URL; every failure is a one-line `CheckpointInputError`
+naming the path. Details: docs/io.md#run-folders-and-checkpoints.
 """
 
 from __future__ import annotations
@@ -51,20 +40,37 @@ class CheckpointInputError(UserInputError):
 
 
 def stage_dir(workdir: PathLike, stage: str) -> epath.Path:
-    """workdir/checkpoints/<stage>: the step folders of one stage (local: absolute)."""
+    """workdir/checkpoints/<stage>: the step folders of one stage (local: absolute).
+
+    Args:
+      workdir: the run folder, local or a bucket URL.
+      stage: the stage's name.
+    """
     return absolute(workdir) / CHECKPOINTS / stage
 
 
 def stage_manager(workdir: PathLike, stage: str, keep: int | None = None) -> ocp.CheckpointManager:
-    """The orbax manager of one stage's checkpoints (created if missing; `keep` = how many
-    steps to keep, None = all). Use it as a context manager so that it is closed."""
+    """The orbax manager of one stage's checkpoints (the folder created if missing). Use it
+    as a context manager so that it is closed.
+
+    Args:
+      workdir: the run folder, local or a bucket URL.
+      stage: the stage's name.
+      keep: how many steps to keep; None keeps all.
+    """
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     return ocp.CheckpointManager(stage_dir(workdir, stage), options=options)
 
 
 def abstract_state(init: Callable[[], Any], sharding: jax.sharding.Sharding) -> Any:
-    """Shapes and dtypes of the pytree `init()` would build (without building it), each with
-    `sharding`: the restore target of a stage's state."""
+    """The restore target of a stage's state: what `init()` would build, without building it.
+
+    Args:
+      init: builds the state pytree (traced with jax.eval_shape, not run).
+      sharding: the sharding every leaf is restored with.
+    Returns:
+      the pytree of jax.ShapeDtypeStruct (shape, dtype, `sharding`).
+    """
     shapes = jax.eval_shape(init)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
@@ -76,8 +82,17 @@ def restore_stage(
     target: Any,
     mgr: ocp.CheckpointManager | None = None,
 ) -> Any:
-    """The state of `stage` at `step`, laid out as `target` (see `abstract_state`); through
-    `mgr` if given, else through a manager of its own."""
+    """The state of `stage` at `step`, laid out as `target`.
+
+    Args:
+      workdir: the run folder.
+      stage: the stage's name.
+      step: a saved step of it.
+      target: the restore target (`abstract_state`).
+      mgr: the stage's open manager (`stage_manager`); None opens one for this call.
+    Returns:
+      the restored pytree, with target's shapes, dtypes and shardings.
+    """
     args = ocp.args.StandardRestore(target)
     if mgr is not None:
         return mgr.restore(step, args=args)
@@ -88,8 +103,15 @@ def restore_stage(
 def training_stage(
     config: Mapping[str, Any], network: str, before: int | None = None
 ) -> str | None:
-    """The last stage among config["stage_order"][:before] whose learners include `network`
-    (None if none). config: a run's ConfigDict or its config.json as a dict."""
+    """The last stage among config["stage_order"][:before] whose learners include `network`.
+
+    Args:
+      config: a run's ConfigDict or its config.json as a dict.
+      network: 'bnn', 'lan' or 'unet'.
+      before: look only at the stages before this index of stage_order (None: all).
+    Returns:
+      the stage's name, or None when no such stage trains `network`.
+    """
     order = list(config["stage_order"])[:before]
     names = [s for s in order if network in config["stages"][s]["learners"]]
     return names[-1] if names else None
@@ -98,8 +120,16 @@ def training_stage(
 def final_checkpoint(
     config: Mapping[str, Any], network: str, before: int | None = None
 ) -> tuple[str, int]:
-    """(stage, step) of the checkpoint holding the final parameters of `network`: the last
-    stage (before index `before`, if given) that trains it, at its last step."""
+    """The checkpoint holding the final parameters of `network`: the last stage that trains
+    it (`training_stage`), at its last step.
+
+    Args:
+      config: a run's ConfigDict or its config.json as a dict.
+      network: 'bnn', 'lan' or 'unet'.
+      before: look only at the stages before this index of stage_order (None: all).
+    Returns:
+      (stage, step). CheckpointInputError when no stage trains `network`.
+    """
     stage = training_stage(config, network, before)
     if stage is None:
         raise CheckpointInputError(f"stage_order: no stage trains the {LABELS[network]}")
@@ -116,8 +146,15 @@ def read_run_config(workdir: PathLike) -> dict[str, Any]:
 
 
 def final_params(workdir: PathLike, network: str) -> Any:
-    """The final parameters of `network` ('bnn', 'lan' or 'unet') trained in run folder
-    `workdir`, as a pytree of numpy arrays (see `final_checkpoint`)."""
+    """The final parameters of `network` trained in a run folder (`final_checkpoint`).
+
+    Args:
+      workdir: the run folder, local or a bucket URL.
+      network: 'bnn', 'lan' or 'unet'.
+    Returns:
+      the network's params pytree of numpy arrays. CheckpointInputError when the run does
+      not train it or that stage has not finished.
+    """
     config = read_run_config(workdir)
     try:
         stage, step = final_checkpoint(config, network)
@@ -238,8 +275,14 @@ def _locate(path: epath.Path, network: str) -> tuple[epath.Path, dict[str, Any],
 
 
 def checkpoint_item(checkpoint: PathLike, network: str) -> epath.Path:
-    """The orbax item folder (`<run>/checkpoints/<stage>/<step>/default`) that `load_network`
-    reads `network` from, for a run folder or a folder inside its checkpoints/."""
+    """The orbax item folder that `load_network` reads `network` from.
+
+    Args:
+      checkpoint: a run folder or a folder inside its checkpoints/.
+      network: 'bnn', 'lan' or 'unet'.
+    Returns:
+      `<run>/checkpoints/<stage>/<step>/default` (the folder holding _METADATA).
+    """
     return _locate(absolute(checkpoint), network)[0]
 
 
@@ -269,8 +312,19 @@ def _load_orbax(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
 
 
 def load_network(checkpoint: PathLike, network: str = "unet") -> tuple[nn.Module, Any]:
-    """(module, params) of `network` ('bnn', 'lan' or 'unet') from a run folder, a folder
-    inside its checkpoints/, or an authors' `.pth` (see the module docstring)."""
+    """A trained network from a run folder, a folder inside its checkpoints/, or an authors'
+    `.pth`.
+
+    Args:
+      checkpoint: that path, local or a bucket URL.
+      network: 'bnn', 'lan' or 'unet'.
+    Returns:
+      (module, params): the Linen module built as it was trained (a `.pth`: sizes from the
+      tensor shapes, normalize=False) and its params, nested float32 numpy arrays, for
+      `module.apply({'params': params}, x)` with x (N, H, W, 3) on [0, 255].
+    Raises:
+      CheckpointInputError: one line naming the path.
+    """
     if network not in NETWORK_NAMES:
         raise CheckpointInputError(f"network {network!r}: expected one of {NETWORK_NAMES}")
     path = epath.Path(checkpoint)

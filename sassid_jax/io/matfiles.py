@@ -1,11 +1,8 @@
 """Reading and writing the MATLAB files of the SIDD and DND benchmarks.
 
-MATLAB v5 files (the SIDD blocks) are read with scipy.io; v7.3 files are HDF5 (DND's
-info.mat and images) and are read with h5py, where MATLAB's column-major arrays appear with
-their axes reversed: `read_array` transposes them back, so callers always see MATLAB's own
-axis order. Files may be local or bucket URLs (gs://...): local files are opened by name,
-others through an etils.epath file object (both readers take one). Every error is one line
-naming the file and what is wrong; writes are atomic (`atomic_files`).
+MATLAB v5 files are read with scipy.io, v7.3 (HDF5) files with h5py, transposed back to
+MATLAB's axis order; local files and bucket URLs alike. Errors are one line naming the file;
+writes are atomic. Details: docs/io.md#matlab-files.
 """
 
 from __future__ import annotations
@@ -45,8 +42,8 @@ def _opened(path: epath.Path) -> Iterator[str | IO[bytes]]:
 
 
 def is_hdf5(path: str | os.PathLike[str]) -> bool:
-    """True for a MATLAB v7.3 (HDF5) file. Local: h5py's check; a bucket URL: the HDF5
-    signature at offset 0 or 512 (MATLAB writes a 512-byte header before it)."""
+    """True for a MATLAB v7.3 (HDF5) file (local or a bucket URL), False for v5 or anything
+    else."""
     path = epath.Path(path)
     if is_local(path):
         return h5py.is_hdf5(os.fspath(path))
@@ -98,6 +95,8 @@ def read_array(
       key: the variable name.
       shape: expected shape; None entries match any size.
       dtype: expected numpy dtype (checked, not converted).
+    Returns:
+      the array as stored (not converted).
     Raises:
       MatFileError: file missing or unreadable, key absent, or wrong shape or dtype.
     """
@@ -120,6 +119,11 @@ def read_array(
 
 
 def write_atomic_mat(path: str | os.PathLike[str], variables: dict[str, Any]) -> None:
-    """scipy.io.savemat (MATLAB v5, uncompressed) through `atomic_files.atomic_write`: a crash
-    never leaves a half-written file at `path`; the mode follows the umask."""
+    """scipy.io.savemat (MATLAB v5, uncompressed) through `atomic_files.atomic_write`.
+
+    Args:
+      path: the .mat file, local or a bucket URL (parent folders created).
+      variables: {MATLAB name: value}, values as scipy.io.savemat takes them (arrays, str,
+        bool, object arrays for cells).
+    """
     atomic_write(path, lambda f: scipy.io.savemat(f, variables, do_compression=False))

@@ -1,12 +1,7 @@
 """Paths that may be local or bucket URLs (gs://...): every file access goes through etils.epath.
 
-`epath.Path` reads, writes and lists local paths with `os` and bucket URLs with gcsfs (or
-tf.io.gfile when TensorFlow is installed and EPATH_USE_TF is not false), so a workdir, data
-folder, checkpoint or photo may be either. Two things differ on a bucket and are handled here:
-`absolute` (pathlib's absolute()/resolve() would turn gs://b/x into <cwd>/gs:/b/x) and
-`is_local` (object stores have no O_EXCL, rename or fsync; see atomic_files, workdir_lock).
-On a bucket, folders exist only through the objects under them: mkdir is a no-op and
-`is_dir()` is False until something is written inside.
+`is_local` tells the two apart (object stores have no O_EXCL, rename or fsync) and `absolute`
+makes a local path absolute without mangling a URL. Details: docs/io.md#buckets.
 """
 
 from __future__ import annotations
@@ -29,7 +24,11 @@ def absolute(path: PathLike) -> epath.Path:
 
 
 def same_path(a: PathLike, b: PathLike) -> bool:
-    """True when `a` and `b` name the same file or folder (local: also through links)."""
+    """True when `a` and `b` name the same file or folder (local: also through links).
+
+    Args:
+      a, b: local paths or URLs; paths that do not exist are compared by name.
+    """
     if is_local(a) and is_local(b) and os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
     return absolute(a) == absolute(b)

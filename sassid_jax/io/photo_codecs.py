@@ -1,20 +1,8 @@
-"""Decoders and encoders of the photo formats, on library codecs (`photo_io` is the API).
+"""Decoders and encoders of the photo formats, on library codecs (`photos` is the API).
 
-- PNG: libpng through imagecodecs (8 and 16 bit; grey, grey+alpha, RGB, RGBA, palette;
-  interlaced; every chunk's CRC is checked). Pillow's lazy PNG parser reads the header, the
-  ICC profile (iCCP) and EXIF (eXIf) without decoding pixels; on writing, imagecodecs encodes
-  the pixels and the ICC profile and EXIF go in as iCCP / eXIf chunks after IHDR.
-- TIFF: tifffile, with imagecodecs for the compressions (LZW, deflate, JPEG, ...); the ICC
-  profile is the InterColorProfile tag. tifffile cannot write EXIF's own sub-IFDs (exposure,
-  GPS), so TIFF outputs keep only EXIF's descriptive main-IFD tags (make, model, date, ...).
-  Outputs are deflate-compressed with the horizontal predictor (lossless).
-- JPEG: Pillow (8 bit; grey, RGB; CMYK and YCCK become RGB); ICC and EXIF in APP segments.
-
-Every decoder checks width x height from the header against the pixel limit before any
-pixel is decoded (a few-hundred-byte file can claim 60000 x 60000 pixels). Decoders read an
-open binary file (seekable; a local file or an etils.epath one from a bucket). They raise
-`FormatError` (message without the path) for files they understand and refuse; `photo_io`
-adds the path. EXIF is handled as Pillow's bytes (b"Exif\\0\\0" + a TIFF structure).
+PNG on imagecodecs' libpng, TIFF on tifffile and imagecodecs, JPEG on Pillow. Decoders take an
+open seekable binary file, check width x height against the pixel limit before decoding, and
+raise `FormatError` (no path; `photos` adds it). Details: docs/io.md#photo-codecs.
 """
 
 from __future__ import annotations
@@ -54,7 +42,8 @@ class Decoded:
 
 
 def sniff(head: bytes) -> str | None:
-    """'png', 'jpeg', 'tiff' from a file's first bytes, None for anything else."""
+    """'png', 'jpeg', 'tiff' from a file's first bytes (8 are enough), None for anything
+    else."""
     if head.startswith(PNG_SIGNATURE):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
@@ -65,7 +54,12 @@ def sniff(head: bytes) -> str | None:
 
 
 def check_pixels(width: int, height: int, max_pixels: int) -> None:
-    """FormatError when width x height exceeds max_pixels (checked before decoding)."""
+    """FormatError when width x height exceeds max_pixels (checked before decoding).
+
+    Args:
+      width, height: the image size from the file header, in pixels.
+      max_pixels: the largest width x height accepted.
+    """
     if width * height > max_pixels:
         raise FormatError(
             f"{width}x{height} image has {width * height} pixels, over the limit of "
@@ -111,6 +105,15 @@ def _channels_last(array: np.ndarray) -> np.ndarray:
 
 
 def decode_png(f: IO[bytes], max_pixels: int) -> Decoded:
+    """Decode a PNG (8/16 bit; grey, grey+alpha, RGB, RGBA, palette expanded; CRCs checked).
+
+    Args:
+      f: the open, seekable file (read from its start).
+      max_pixels: the pixel limit, checked from the header first.
+    Returns:
+      the Decoded image: (H, W, C) uint8 or uint16, its EXIF orientation, iCCP profile and
+      eXIf bytes.
+    """
     f.seek(0)
     with PngImagePlugin.PngImageFile(f) as im:  # lazy: chunks up to the first IDAT only
         check_pixels(*im.size, max_pixels)
@@ -126,7 +129,15 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def encode_png(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> bytes:
-    """(H, W, C) uint8/uint16 -> PNG bytes (with iCCP / eXIf chunks when given)."""
+    """Encode a PNG, with iCCP / eXIf chunks after IHDR when given.
+
+    Args:
+      pixels: (H, W, C) uint8 or uint16, C in 1..4.
+      icc_profile: ICC profile bytes, or None.
+      exif: EXIF bytes (Pillow's, b"Exif\\0\\0" + TIFF structure), or None.
+    Returns:
+      the file's bytes.
+    """
     data = imagecodecs.png_encode(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     extra = b""
     if icc_profile:
@@ -141,6 +152,15 @@ def encode_png(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None
 
 
 def decode_jpeg(f: IO[bytes], max_pixels: int) -> Decoded:
+    """Decode a JPEG (8 bit; grey or RGB, CMYK and YCCK converted to RGB).
+
+    Args:
+      f: the open, seekable file (read from its start).
+      max_pixels: the pixel limit, checked from the header first.
+    Returns:
+      the Decoded image: (H, W, 1 or 3) uint8, its EXIF orientation, ICC profile and EXIF
+      bytes.
+    """
     f.seek(0)
     with JpegImagePlugin.JpegImageFile(f) as im:  # lazy: markers only until load()
         check_pixels(*im.size, max_pixels)
@@ -153,7 +173,15 @@ def decode_jpeg(f: IO[bytes], max_pixels: int) -> Decoded:
 
 
 def encode_jpeg(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> bytes:
-    """(H, W, 1 or 3) uint8 -> JPEG bytes (quality 95, no chroma subsampling)."""
+    """Encode a JPEG (quality 95, no chroma subsampling), ICC and EXIF in APP segments.
+
+    Args:
+      pixels: (H, W, 1 or 3) uint8.
+      icc_profile: ICC profile bytes, or None.
+      exif: EXIF bytes, or None.
+    Returns:
+      the file's bytes.
+    """
     image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=95, subsampling=0, icc_profile=icc_profile, exif=exif or b"")
@@ -180,6 +208,15 @@ def _tiff_exif(f: IO[bytes]) -> bytes | None:
 
 
 def decode_tiff(f: IO[bytes], max_pixels: int) -> Decoded:
+    """Decode a TIFF's first page (8/16-bit unsigned; grey or RGB, with or without alpha).
+
+    Args:
+      f: the open, seekable file (read from its start).
+      max_pixels: the pixel limit, checked from the header first.
+    Returns:
+      the Decoded image: (H, W, C) uint8 or uint16 (min-is-white inverted, planes
+      interleaved), its orientation tag, ICC profile and EXIF bytes.
+    """
     f.seek(0)
     with tifffile.TiffFile(f) as tif:
         page = tif.pages.first
@@ -205,7 +242,15 @@ def decode_tiff(f: IO[bytes], max_pixels: int) -> Decoded:
 
 
 def encode_tiff(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None) -> bytes:
-    """(H, W, C) uint8/uint16 -> TIFF bytes (deflate + predictor; ICC; EXIF main-IFD tags)."""
+    """Encode a TIFF (deflate with the horizontal predictor, lossless).
+
+    Args:
+      pixels: (H, W, C) uint8 or uint16, C in 1..4 (2 and 4: with alpha).
+      icc_profile: ICC profile bytes, or None.
+      exif: EXIF bytes, or None; only its descriptive main-IFD tags are kept.
+    Returns:
+      the file's bytes.
+    """
     channels = pixels.shape[2]
     parsed = _exif_object(exif)
     tags = [

@@ -1,21 +1,9 @@
-"""THE photo reader and writer: training folders, SIDD preparation, evaluation and denoising.
+"""The one photo reader and writer: training folders, SIDD preparation, evaluation, denoising.
 
-Formats (one rule everywhere, by content on reading and by suffix for folders and outputs):
-PNG, JPEG and TIFF (`IMAGE_SUFFIXES`), the formats that hold what a camera photo carries
-(16 bit, EXIF orientation, ICC profile). BMP is not accepted: it holds none of that and no
-writer here needs it. Codecs are libraries (`photo_codecs`: imagecodecs' libpng, tifffile,
-Pillow).
-
-- Reading: 8 or 16 bit per channel; grey, grey+alpha, RGB, RGBA (palette PNGs expand to RGB
-  or RGBA); the EXIF orientation is applied, so pixels are upright. Every read checks width x
-  height from the file header against ONE pixel limit before decoding (`DEFAULT_MAX_PIXELS`,
-  Pillow's decompression-bomb guard, overridable with `max_pixels`).
-- Writing: format from the suffix; 16 bit stays 16 bit in PNG and TIFF (JPEG: 8 bit, rounded);
-  the input's ICC profile and EXIF are kept (orientation tag reset to 1, pixels being stored
-  upright; TIFF keeps EXIF's descriptive tags only, see `photo_codecs`). Writes are atomic and
-  follow the umask (`atomic_files`).
-Paths may be local or bucket URLs (gs://...): files are opened through etils.epath.
-Every problem is a `PhotoError`: one line naming the file.
+PNG, JPEG and TIFF (`IMAGE_SUFFIXES`; 8/16 bit, EXIF orientation applied on reading, ICC and
+EXIF kept on writing), found by content on reading and by suffix for folders and outputs. One
+pixel limit is checked before decoding; writes are atomic; paths may be bucket URLs. Every
+problem is a `PhotoError`, one line naming the file. Details: docs/io.md#photos.
 """
 
 from __future__ import annotations
@@ -63,15 +51,17 @@ class Photo:
 
     @property
     def bits(self) -> int:
+        """Bits per channel: 8 (uint8) or 16 (uint16)."""
         return 16 if self.pixels.dtype == np.uint16 else 8
 
     @property
     def color_channels(self) -> int:
+        """1 for grey (with or without alpha), 3 for RGB."""
         return 1 if self.pixels.shape[2] in (1, 2) else 3
 
     @property
     def alpha(self) -> np.ndarray | None:
-        """(H, W, 1) alpha channel or None."""
+        """(H, W, 1) alpha channel in the pixels' dtype, or None."""
         c = self.pixels.shape[2]
         return self.pixels[:, :, c - 1 :] if c in (2, 4) else None
 
@@ -83,8 +73,14 @@ class Photo:
         return np.repeat(color, 3, axis=2) if self.color_channels == 1 else color
 
     def with_rgb(self, rgb: np.ndarray) -> Photo:
-        """A photo like this one (bit depth, alpha, ICC, EXIF) with colour from (H, W, 3)
-        float on [0, 255] (rounded, clipped; grey: the channel mean)."""
+        """A photo like this one (bit depth, alpha, ICC, EXIF) with new colour.
+
+        Args:
+          rgb: (H, W, 3) float on [0, 255], this photo's H and W; rounded half up and
+            clipped (x 257 for 16 bit); a grey photo takes the channel mean.
+        Returns:
+          the new Photo.
+        """
         color = rgb.mean(axis=2, keepdims=True) if self.color_channels == 1 else rgb
         scale, top, dtype = (257.0, 65535, np.uint16) if self.bits == 16 else (1.0, 255, np.uint8)
         color = np.clip(np.floor(color * scale + 0.5), 0, top).astype(dtype)
@@ -94,7 +90,15 @@ class Photo:
 
 
 def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """(H, W, C) as stored -> upright, for EXIF orientation 1..8 (like ImageOps.exif_transpose)."""
+    """Pixels as stored -> upright, like Pillow's ImageOps.exif_transpose.
+
+    Args:
+      pixels: (H, W, C), any dtype.
+      orientation: the EXIF orientation 1..8 (other values: unchanged).
+    Returns:
+      the upright (H', W', C) array (H and W swapped for 5..8; a contiguous copy when
+      turned).
+    """
     ops: dict[int, Callable[[np.ndarray], np.ndarray]] = {
         2: lambda a: a[:, ::-1],
         3: lambda a: a[::-1, ::-1],
@@ -128,6 +132,8 @@ def read_photo(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
       path: the image file (the format is found from its content, not its suffix).
       max_pixels: largest width x height accepted, checked from the header before decoding;
         None: DEFAULT_MAX_PIXELS.
+    Returns:
+      the Photo: (H, W, C) uint8 or uint16 pixels, upright, with its ICC profile and EXIF.
     Raises:
       PhotoError: one line naming the file (unreadable, not an image, corrupt, too large,
         unsupported layout).
@@ -168,8 +174,15 @@ def read_photo(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
 
 
 def read_rgb8(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file (read_photo; 16 bit rounded / 257, grey
-    replicated, alpha dropped). PhotoError naming the file."""
+    """(H, W, 3) uint8 RGB in [0, 255] of an image file (`read_photo`; 16 bit / 257
+    rounded, grey replicated, alpha dropped).
+
+    Args:
+      path: the image file, local or a bucket URL.
+      max_pixels: the pixel limit (None: DEFAULT_MAX_PIXELS).
+    Raises:
+      PhotoError: one line naming the file.
+    """
     photo = read_photo(path, max_pixels)
     if photo.bits == 8 and photo.color_channels == 3:
         return np.ascontiguousarray(photo.pixels[:, :, :3])
@@ -187,8 +200,12 @@ def check_output_suffix(path: str | os.PathLike[str]) -> None:
 
 
 def check_writable(photo: Photo, path: str | os.PathLike[str]) -> None:
-    """PhotoError when `path`'s suffix is no image format or cannot hold the photo (alpha
-    in JPEG)."""
+    """PhotoError when `path`'s suffix is no image format or cannot hold the photo.
+
+    Args:
+      photo: the photo to write (a JPEG cannot hold its alpha).
+      path: the output file; only its suffix is read.
+    """
     path = epath.Path(path)
     check_output_suffix(path)
     if path.suffix.lower() in (".jpg", ".jpeg") and photo.alpha is not None:
@@ -198,7 +215,14 @@ def check_writable(photo: Photo, path: str | os.PathLike[str]) -> None:
 
 
 def encode_photo(photo: Photo, suffix: str) -> bytes:
-    """The photo encoded in the format of `suffix` (.png, .jpg/.jpeg, .tif/.tiff)."""
+    """The photo encoded in a format (16 bit becomes 8 bit, rounded, in JPEG).
+
+    Args:
+      photo: the photo.
+      suffix: .png, .jpg / .jpeg or .tif / .tiff (any case).
+    Returns:
+      the file's bytes.
+    """
     pixels, suffix = photo.pixels, suffix.lower()
     if suffix in (".tif", ".tiff"):
         return photo_codecs.encode_tiff(pixels, photo.icc_profile, photo.exif)
@@ -211,6 +235,15 @@ def encode_photo(photo: Photo, suffix: str) -> bytes:
 
 def write_photo(path: str | os.PathLike[str], photo: Photo) -> epath.Path:
     """Encode the photo (format from the suffix) and write it atomically (mode from the
-    umask; parent folders created). PhotoError for a format that cannot hold it."""
+    umask; parent folders created).
+
+    Args:
+      path: the output file, local or a bucket URL.
+      photo: the photo.
+    Returns:
+      `path` as an epath.Path.
+    Raises:
+      PhotoError: a suffix that is no image format, or cannot hold the photo.
+    """
     check_writable(photo, path)
     return write_bytes(path, encode_photo(photo, epath.Path(path).suffix))

@@ -1,13 +1,10 @@
 """Read PyTorch `.pth` state_dicts (zip format) into numpy without PyTorch and without pickle code.
 
-A `torch.save` zip archive holds `<prefix>/data.pkl` (a pickle describing the tensors) and
-`<prefix>/data/<key>` (the raw little-endian bytes of each storage). The file is untrusted: the
-pickle is read with only the opcodes and the few names a state_dict of tensors needs (no code
-runs; dict keys must be str or int, as hashing a deeply nested tuple crashes CPython); every
-storage must be a zip entry of exactly numel * itemsize bytes with a good CRC; every tensor's
-offset, sizes and strides are checked to stay inside its storage BEFORE any element is read, and
-elements are then gathered with bounds-checked numpy indexing (never `as_strided`). A malformed
-file raises `TorchFormatError`, one line naming the file and the tensor or zip entry at fault.
+The file is untrusted: the pickle is read with only the opcodes and names a state_dict of
+tensors needs, every zip entry and storage size is checked, and every tensor view is checked
+to lie inside its storage before any element is read. A malformed file raises
+`TorchFormatError`, one line naming the file and the tensor or zip entry at fault. Details:
+docs/io.md#the-weights-only-pth-reader.
 """
 
 from __future__ import annotations
@@ -41,8 +38,7 @@ STORAGE_LAYOUTS = {
     "BoolStorage": "u1",  # decoded to bool (any nonzero byte is True)
 }
 MAX_DIMS = 32
-# A view may hold more elements than its storage only by overlapping (stride 0, an expanded
-# tensor); such views are allowed up to this many elements, so a tiny file cannot ask for TBs.
+# Overlapping views (stride 0) may hold more elements than their storage, up to this many.
 MAX_OVERLAPPING_ELEMENTS = 1 << 24
 # Largest plausible ratio of an entry's declared size to its compressed size (deflate: ~1032).
 MAX_COMPRESSION_RATIO = 1100
@@ -109,11 +105,8 @@ class _OpcodeTable(dict):
 
 
 def _guarded_dispatch() -> dict:
-    """The pure-Python Unpickler's opcode table, cut to ALLOWED_OPCODES, keys checked first.
-
-    The pure-Python `pickle._Unpickler` is used (not the C one) because its opcode table can be
-    restricted: after MARK, `self.stack` holds exactly the items a DICT/SETITEMS consumes.
-    """
+    """The pure-Python Unpickler's opcode table, cut to ALLOWED_OPCODES, keys checked first
+    (after MARK, `self.stack` holds exactly the items a DICT/SETITEMS consumes)."""
     base = pickle._Unpickler.dispatch
     table = _OpcodeTable(
         {getattr(pickle, op)[0]: base[getattr(pickle, op)[0]] for op in ALLOWED_OPCODES}
@@ -179,6 +172,13 @@ def view_problem(offset: Any, size: Any, stride: Any, numel: int) -> str | None:
     """Why (offset, size, stride) does not address a view inside `numel` elements, or None.
 
     Elements are at offset + sum(i_k * stride_k) for 0 <= i_k < size_k; all must be < numel.
+
+    Args:
+      offset, size, stride: a pickled tensor's raw storage offset, sizes and strides (any
+        type: checked here).
+      numel: the number of elements of its storage.
+    Returns:
+      a one-line reason, or None when the view is valid.
     """
     if not isinstance(size, (tuple, list)) or not isinstance(stride, (tuple, list)):
         return f"size {_short(size)} and stride {_short(stride)} are not tuples"
@@ -208,6 +208,12 @@ def gather(flat: np.ndarray, offset: int, size: tuple, stride: tuple) -> np.ndar
     """The view (offset, size, stride) of 1-D `flat` as a new C-ordered array.
 
     Call only when `view_problem(...)` is None; indexing is bounds-checked by numpy anyway.
+
+    Args:
+      flat: (numel,) storage elements, any dtype.
+      offset, size, stride: the view, in elements.
+    Returns:
+      a new array of shape `size`, flat's dtype.
     """
     size, count = tuple(size), math.prod(size)
     dense = [math.prod(size[k + 1 :]) for k in range(len(size))]
@@ -324,11 +330,17 @@ class _Reader:
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Return {key: numpy array} from a zip-format `.pth` state_dict, no code executed.
 
-    Arrays keep the tensor's shape and dtype (native byte order; bfloat16 becomes float32).
-    Raises TorchFormatError (a UserInputError and ValueError) naming the file and the tensor or
-    zip entry for a missing, legacy, corrupt (CRC, truncated, missing or duplicate entries) or
-    big-endian file, a pickle holding anything but tensors, a storage entry whose size is not
-    numel * itemsize, or a tensor whose offset, sizes or strides reach outside its storage.
+    Args:
+      path: the file, local or a bucket URL.
+    Returns:
+      {state_dict key: array}, each with the tensor's shape and dtype (native byte order;
+      bfloat16 becomes float32, bool stays bool).
+    Raises:
+      TorchFormatError: (a UserInputError and ValueError) naming the file and the tensor or
+        zip entry, for a missing, legacy, corrupt (CRC, truncated, missing or duplicate
+        entries) or big-endian file, a pickle holding anything but tensors, a storage entry
+        whose size is not numel * itemsize, or a tensor whose offset, sizes or strides reach
+        outside its storage.
     """
     path = epath.Path(path)  # local or a bucket URL (gs://): read through a file object
     if not path.is_file():

@@ -1,16 +1,9 @@
 """Map the authors' PyTorch state_dicts onto our Flax parameter trees.
 
-`load_torch_params(path, network, module)` reads a `.pth` without PyTorch (see
-`torch_format.read_state_dict`), renames every key to our parameter path, transposes conv
-kernels OIHW -> HWIO, and checks names and shapes against the module's own parameter shapes,
-so a file of the wrong network, width or LAN blind size fails with the key and both shapes.
-
-BNN checkpoints from the authors' code carry `output_conv.*`, an alias of `output_block.4.*`
-(the same tensors); it is checked to be identical and dropped. The BNN's blind size changes no
-weight shape, so it cannot be read from a file: pass the module you mean to run.
-
-`check_finite(tree, source)` refuses weights holding NaN or Inf (a diverged or corrupt file);
-`convert_state_dict` applies it to every `.pth`, and it works on any pytree (orbax restores too).
+`load_torch_params(path, network, module)` reads a `.pth` without PyTorch, renames every key to
+our parameter path, transposes conv kernels OIHW -> HWIO and checks names and shapes against
+the module's own, so a wrong network, width or LAN blind size fails with the key and both
+shapes. `check_finite` refuses NaN or Inf weights in any pytree. Details: docs/io.md#key-mapping.
 """
 
 from __future__ import annotations
@@ -118,7 +111,16 @@ def _lan_path(torch_module: str, blind_size: int) -> PathTuple | None:
 
 
 def torch_module_to_path(network: str, torch_module: str, module: nn.Module) -> PathTuple | None:
-    """Our parameter path (without the leaf name) for an authors' module name, or None."""
+    """Our parameter path for an authors' module name.
+
+    Args:
+      network: 'bnn', 'lan' or 'unet' (ValueError otherwise).
+      torch_module: a state_dict key without its leaf, e.g. 'encode_block_1.0'.
+      module: our module (the LAN's blind size decides its layer indices).
+    Returns:
+      the path without the leaf name, e.g. ('trunk', 'enc1_0'), or None for a name that has
+      no counterpart.
+    """
     if network == "bnn":
         return _bnn_path(torch_module)
     if network == "unet":
@@ -129,7 +131,15 @@ def torch_module_to_path(network: str, torch_module: str, module: nn.Module) -> 
 
 
 def expected_shapes(module: nn.Module, size: int = 64) -> dict[PathTuple, tuple[int, ...]]:
-    """Flattened {path: shape} of the module's parameters (no FLOPs spent: eval_shape)."""
+    """Flattened {path: shape} of the module's parameters (no FLOPs spent: eval_shape).
+
+    Args:
+      module: a network of `sassid_jax.nn`.
+      size: side of the (1, size, size, 3) input traced (a multiple of 32); shapes do not
+        depend on it.
+    Returns:
+      {(name, ..., 'kernel' | 'bias'): shape}.
+    """
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     variables = jax.eval_shape(module.init, jax.random.key(0), x)
     flat = flax.traverse_util.flatten_dict(variables["params"])
@@ -159,11 +169,19 @@ def _drop_aliases(state: dict[str, np.ndarray], network: str, path: str) -> dict
 def convert_state_dict(
     state: Mapping[str, np.ndarray], network: str, module: nn.Module, source: str = "<dict>"
 ) -> dict:
-    """Authors' state_dict (numpy arrays) -> our nested params dict for `module`.
+    """Authors' state_dict -> our nested params dict for `module`.
 
-    Raises NonFiniteWeightsError naming the key if a weight holds NaN or Inf, and
-    CheckpointMismatchError naming the key and shapes on any unexpected key, missing parameter
-    or shape mismatch (both are UserInputErrors).
+    Args:
+      state: {torch key: array}, OIHW kernels (a `module.` prefix is stripped).
+      network: 'bnn', 'lan' or 'unet'.
+      module: the module the parameters are for.
+      source: the file named in messages.
+    Returns:
+      nested dict of float32 numpy arrays (HWIO kernels), as `module.init` would build.
+    Raises:
+      NonFiniteWeightsError: a weight holds NaN or Inf (names the key).
+      CheckpointMismatchError: an unexpected key, a missing parameter or a shape mismatch
+        (names the key and shapes). Both are UserInputErrors.
     """
     check_finite(dict(state), source)
     state = _drop_aliases(dict(state), network, source)

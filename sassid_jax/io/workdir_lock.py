@@ -1,16 +1,9 @@
 """One run per workdir: a lock file holding the owner's host, pid and start time.
 
-`workdir_lock(workdir)` creates `workdir/.lock` with O_CREAT | O_EXCL (atomic on local and
-network file systems), so a second run on the same workdir refuses at once with
-`WorkdirLockedError` (exit code 2) instead of corrupting the first run's checkpoints.
-On a bucket (gs://...) there is no O_EXCL: the lock is best effort, written when absent and
-then read back to check that this process's holder (with its random token) is the one
-stored. Two runs starting within the same fraction of a second can both pass; a run that
-starts while another holds the lock is refused as locally. A lock
-left by a process that died (same host, pid no longer running, or the same pid started at
-another time) is stale: it is replaced, with a warning. A lock held from another host cannot
-be checked from here; the message says how to remove it if that run is gone. In a
-multi-process run only process 0 takes the lock.
+`workdir_lock(workdir)` creates `workdir/.lock` with O_CREAT | O_EXCL, so a second run on the
+same workdir refuses at once with `WorkdirLockedError` (exit code 2). Stale locks of dead
+processes are replaced; on a bucket the lock is best effort. Details:
+docs/io.md#the-workdir-lock.
 """
 
 from __future__ import annotations
@@ -95,7 +88,8 @@ def _read_holder(path: epath.Path) -> dict[str, Any] | None:
 def _create(path: epath.Path, holder: dict[str, Any]) -> bool:
     """Create the lock file holding `holder`; False when a lock is already there.
 
-    Local: O_CREAT | O_EXCL (atomic). Bucket: best effort (module docstring)."""
+    Local: O_CREAT | O_EXCL (atomic). Bucket: best effort, written when absent, then read
+    back to check that `holder` (with its random token) is the one stored."""
     if is_local(path):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -111,9 +105,14 @@ def _create(path: epath.Path, holder: dict[str, Any]) -> bool:
 
 
 def acquire(workdir: PathLike) -> epath.Path:
-    """Create the lock of `workdir` (created if missing); return its path.
+    """Create the lock of `workdir` (the folder is created if missing), replacing a stale one.
 
-    Raises WorkdirLockedError when a live run holds it (or a run on another host).
+    Args:
+      workdir: the run folder, local or a bucket URL.
+    Returns:
+      the lock file's path (give it to `release`).
+    Raises:
+      WorkdirLockedError: a live run holds it (or a run on another host).
     """
     path = epath.Path(workdir) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +135,7 @@ def acquire(workdir: PathLike) -> epath.Path:
 
 
 def release(path: epath.Path) -> None:
-    """Remove the lock at `path` if this process holds it."""
+    """Remove the lock at `path` (from `acquire`) if this process holds it."""
     holder = _read_holder(path)
     if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
         with contextlib.suppress(FileNotFoundError):
@@ -145,7 +144,14 @@ def release(path: epath.Path) -> None:
 
 @contextlib.contextmanager
 def workdir_lock(workdir: PathLike, enabled: bool = True) -> Iterator[None]:
-    """Hold the workdir's lock for the body (no-op when not enabled, e.g. process > 0)."""
+    """Hold the workdir's lock for the body of a `with` block.
+
+    Args:
+      workdir: the run folder, local or a bucket URL.
+      enabled: False makes it a no-op (processes other than 0).
+    Raises:
+      WorkdirLockedError: on entry, when another live run holds the workdir.
+    """
     if not enabled:
         yield
         return

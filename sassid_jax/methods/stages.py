@@ -1,14 +1,9 @@
 """Training stages as data: which networks learn, which losses they minimise.
 
 A stage names its learners and its losses; every network a loss reads that is not a learner is
-a frozen teacher (loaded from the stage that trained it, or from config.pretrained). SASL's
-recipe is three stages, bnn -> lan -> unet; the paper's joint-training ablation is one stage
-learning all three with the sum of the three losses; a blind-spot baseline is the same recipe
-with BNN blind size 1.
-
-Losses read the outputs dict {network name: (N, H, W, 3) on the [0, 255] scale}, the noisy
-batch x (N, H, W, 3) and the stage (the U-Net loss reads its alpha thresholds); teacher outputs
-are stop-gradient'ed inside `supervision`.
+a frozen teacher. Losses read {network name: (N, H, W, 3) output on [0, 255]}, the noisy batch
+x and the stage (the U-Net loss reads its alpha thresholds). SASL's three stages, the joint
+ablation and the blind-spot baseline: docs/method.md#losses-and-stages.
 """
 
 from __future__ import annotations
@@ -77,7 +72,15 @@ class Stage:
         return tuple(n for n in self.uses if n not in self.learners)
 
     def loss(self, outputs: Outputs, x: jax.Array) -> jax.Array:
-        """Sum of this stage's losses (float32 scalar)."""
+        """Sum of this stage's losses.
+
+        Args:
+          outputs: {network name: (N, H, W, 3) output on the [0, 255] scale} for every
+            network in `uses`.
+          x: the noisy batch, (N, H, W, 3) on the [0, 255] scale.
+        Returns:
+          float32 scalar.
+        """
         return sum(LOSSES[name][0](outputs, x, self) for name in self.losses)
 
 
@@ -91,7 +94,13 @@ def make_stage(
 ) -> Stage:
     """Build a Stage, raising ValueError naming the bad field and value.
 
-    alpha_lower / alpha_upper: config.alpha.lower / upper (default: the paper's 1 and 5).
+    Args:
+      name: the stage's name (config.stages key).
+      learners: networks it trains, from NETWORK_NAMES; each must be read by a loss.
+      losses: names in LOSSES, at least one.
+      alpha_lower, alpha_upper: config.alpha.lower / upper (default: the paper's 1 and 5).
+    Returns:
+      the Stage.
     """
     for loss in losses:
         if loss not in LOSSES:
@@ -111,8 +120,13 @@ def make_stage(
 
 
 def check_order(stages: Sequence[Stage], pretrained: Collection[str] = ()) -> None:
-    """Every teacher must be learnt by an earlier stage or be `pretrained` (networks given
-    trained weights, config.pretrained); raises ValueError naming it and both remedies."""
+    """Every teacher must be learnt by an earlier stage or be `pretrained`; raises ValueError
+    naming it and both remedies.
+
+    Args:
+      stages: the stages in training order.
+      pretrained: networks given trained weights (config.pretrained).
+    """
     learnt: set[str] = set(pretrained)
     for stage in stages:
         missing = [t for t in stage.teachers if t not in learnt]

@@ -20,7 +20,9 @@ NETWORK_NAMES = tuple(NETWORKS)
 
 
 def make_network(name: str, **kwargs):
-    """Build a network by name ('bnn', 'lan', 'unet'); kwargs are the module's attributes."""
+    """Build a network by name ('bnn', 'lan', 'unet'); kwargs are the module's attributes
+    (e.g. width=32, normalize=True). Returns the unbound Linen module; ValueError for an
+    unknown name."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; expected one of {sorted(NETWORKS)}")
     return NETWORKS[name](**kwargs)

@@ -1,14 +1,9 @@
 """Blind-neighborhood network (BNN): output pixel p never sees the b x b window around p.
 
-Four rotated copies of the input (0, 90, 180, 270 degrees, numpy's rot90 convention) run
-through ONE shared upward trunk (`EncoderDecoder(upward=True)`), each is shifted down by
-k = (b + 1) // 2 rows and rotated back, so the four branches see the four half-planes beyond
-distance k; their union misses exactly the (2k - 1) x (2k - 1) = b x b window. A 1x1 head fuses
-the 8C channels (branch order [0, 90, 180, 270]) to RGB.
-
-Unlike the authors' version (branches stacked on the batch axis, square inputs only), any
-H x W that are multiples of 32 work: branches of equal shape (0 and 180; 90 and 270) are
-stacked on the batch axis, and a square input runs all four in one trunk call.
+Four rotations of the input share one upward trunk; each branch is shifted down by
+k = (b + 1) // 2 rows and rotated back, and a 1x1 head fuses them to RGB. Rotations of equal
+shape share one trunk call, so any H x W that are multiples of 32 work. Details:
+docs/method.md#bnn.
 """
 
 from __future__ import annotations
@@ -25,7 +20,8 @@ ROTATIONS = (0, 1, 2, 3)  # multiples of 90 degrees, in the channel order of the
 
 
 def _run_branches(trunk: nn.Module, x: jax.Array) -> list[jax.Array]:
-    """trunk(rot90(x, r)) for every r in ROTATIONS, equal shapes batched into one call."""
+    """trunk(rot90(x, r)) for every r in ROTATIONS, equal shapes batched into one call
+    (0 with 180, 90 with 270; a square x runs all four at once)."""
     rotated = [rot90(x, r) for r in ROTATIONS]
     groups: dict[tuple[int, ...], list[int]] = {}
     for r, xr in zip(ROTATIONS, rotated, strict=True):

@@ -11,13 +11,24 @@ import jax
 
 
 def check_blind_size(blind_size: int, network: str) -> None:
-    """Raise ValueError unless blind_size is an odd integer >= 1."""
+    """Raise ValueError unless blind_size is an odd integer >= 1.
+
+    Args:
+      blind_size: the value to check.
+      network: the network's name, for the message ('BNN', 'LAN').
+    """
     if not isinstance(blind_size, int) or blind_size < 1 or blind_size % 2 == 0:
         raise ValueError(f"{network}: blind_size must be an odd integer >= 1, got {blind_size!r}")
 
 
 def check_rgb_batch(x: jax.Array, *, network: str, size_multiple: int = 1) -> None:
-    """Raise ValueError (naming the bad value) unless x is (N, H, W, 3) with H, W multiples."""
+    """Raise ValueError (naming the bad value) unless x is an (N, H, W, 3) batch.
+
+    Args:
+      x: the network's input (any dtype; values are not checked).
+      network: the network's name, for the message.
+      size_multiple: H and W must be multiples of it (32 for BNN and U-Net, 1 for LAN).
+    """
     if x.ndim != 4:
         raise ValueError(f"{network}: expected an NHWC batch (N, H, W, 3), got shape {x.shape}")
     n, h, w, c = x.shape

@@ -1,10 +1,8 @@
 """Locally aware network (LAN): a tiny receptive field (b_L x b_L) plus channel attention.
 
-conv1x1(3 -> W), ReLU, (b_L // 2) x [conv3x3 'same', ReLU], NRB, conv1x1(W -> 3).
-NRB: x + conv1x1(body(x)), body = `num_blocks` residual blocks; a residual block is
-y = CA(conv1x1(ReLU(conv1x1(x)))), out = y + x; CA multiplies y by
-sigmoid(conv1x1(ReLU(conv1x1(mean_HW(y))))) (W -> W // 16 -> W). The global mean of CA is
-the one path that reaches beyond the b_L x b_L window.
+conv1x1, b_L // 2 3x3 convs, a stack of residual blocks with channel attention (NRB), conv1x1.
+The attention's global mean is the one path that reaches beyond the b_L x b_L window.
+Details: docs/method.md#lan.
 """
 
 from __future__ import annotations
@@ -25,7 +23,8 @@ def _conv1x1(features: int, name: str, dtype) -> Conv2D:
 
 
 class ChannelAttention(nn.Module):
-    """(N, H, W, C) -> same shape, scaled per channel by a squeeze-excitation gate."""
+    """(N, H, W, C) -> same shape, y * sigmoid(conv1x1(ReLU(conv1x1(mean_HW(y))))) per
+    channel (C -> max(C // 16, 1) -> C)."""
 
     dtype: jnp.dtype | None = None
 
@@ -55,7 +54,8 @@ class ResidualBlock(nn.Module):
 
 
 class NRB(nn.Module):
-    """x + conv1x1(body(x)) with `num_blocks` residual blocks; (N, H, W, C) -> same shape."""
+    """x + conv1x1(body(x)), body `num_blocks` residual blocks in turn; (N, H, W, C) -> same
+    shape."""
 
     num_blocks: int = 6
     dtype: jnp.dtype | None = None

@@ -1,17 +1,9 @@
-"""Building blocks of the SASL networks as pure `lax` ops and one small Linen conv.
+"""Building blocks of the networks as pure `lax` ops, and one small Linen conv (`Conv2D`).
 
-All arrays are NHWC. Values are whatever the surrounding network carries (the networks take
-and return sRGB in [0, 255] float32); nothing here rescales.
-
-- `conv2d`: a 2-D convolution whose padding is either ordinary 'same' or "upward" (the shift
-  convolution of the blind-neighborhood network: output row i sees input rows <= i only). The
-  upward form is ONE `lax.conv_general_dilated` with asymmetric padding
-  ((2 * (k // 2), 0), (k // 2, k // 2)): identical to the authors' pad-top, same-conv, crop-bottom.
-- `shift_down`: move an image down by s rows (zeros enter at the top, the last s rows drop);
-  one `lax.pad` with negative high padding.
-- `max_pool_2x2`, `upsample_nearest_2x`, `rot90`: the remaining reshaping ops.
-- `Conv2D`: a Linen conv owning `kernel` (kh, kw, C_in, C_out) HWIO and `bias` (C_out,), with the
-  initializer families of docs/method.md (He normal for BNN/U-Net, PyTorch default for LAN).
+All arrays are NHWC; values are whatever the network carries (sRGB in [0, 255] float32 at its
+input), nothing here rescales. `conv2d` is 'same' or "upward" (the BNN's shift convolution),
+`shift_down` moves a map down by whole rows. Details:
+docs/method.md#shift-convolutions-and-the-blind-region.
 """
 
 from __future__ import annotations
@@ -37,6 +29,12 @@ def conv_padding(kernel_size: int, upward: bool) -> tuple[tuple[int, int], tuple
 
     'same' pads k // 2 on every side; 'upward' pads 2 * (k // 2) rows on top and none at the
     bottom, so output row i only sees input rows i - 2 * (k // 2) .. i.
+
+    Args:
+      kernel_size: odd k.
+      upward: the shift convolution's padding instead of 'same'.
+    Returns:
+      ((top, bottom), (left, right)) in pixels, for `lax.conv_general_dilated`.
     """
     half = kernel_size // 2
     rows = (2 * half, 0) if upward else (half, half)
@@ -81,8 +79,15 @@ def tap_kernel_grad(
     """Gradient of sum(dy * conv(x, k)) w.r.t. k as kh * kw matrix products.
 
     Tap (i, j) of the kernel gradient is dy^T @ x_pad[:, i:i+H, j:j+W] over all N*H*W
-    pixels: one transpose of dy shared by every tap, then plain (O x M) @ (M x C) products
-    (float32 accumulation), stacked into (kh, kw, C, O).
+    pixels: one transpose of dy shared by every tap, then plain (O x M) @ (M x C) products.
+
+    Args:
+      x: (N, H, W, C) input of the convolution.
+      dy: (N, H, W, O) cotangent of its output.
+      kernel_shape: (kh, kw, C, O).
+      padding: ((top, bottom), (left, right)) of the convolution (see `conv_padding`).
+    Returns:
+      (kh, kw, C, O) float32 (float32 accumulation).
     """
     kh, kw, c, o = kernel_shape
     n, h, w, _ = dy.shape
@@ -131,7 +136,13 @@ _conv_tapgrad.defvjp(_conv_fwd, _conv_vjp)
 def shift_down(x: jax.Array, rows: int) -> jax.Array:
     """Shift an NHWC image down by `rows`: zeros enter at the top, the last rows drop.
 
-    One `lax.pad` (high padding negative). rows = 0 returns x unchanged.
+    One `lax.pad` (high padding negative).
+
+    Args:
+      x: (N, H, W, C), any dtype.
+      rows: 0 <= rows <= H; 0 returns x unchanged.
+    Returns:
+      (N, H, W, C) in x's dtype.
     """
     if rows == 0:
         return x
@@ -152,7 +163,15 @@ def upsample_nearest_2x(x: jax.Array) -> jax.Array:
 
 
 def rot90(x: jax.Array, k: int) -> jax.Array:
-    """numpy's rot90 over (H, W) of an NHWC array: k=1 gives out[i, j] = x[j, W - 1 - i]."""
+    """numpy's rot90 over (H, W) of an NHWC array.
+
+    Args:
+      x: (N, H, W, C).
+      k: quarter turns counter-clockwise (any int, taken mod 4); k = 1 gives
+        out[i, j] = x[j, W - 1 - i].
+    Returns:
+      (N, W, H, C) for odd k, else (N, H, W, C).
+    """
     return jnp.rot90(x, k=k % 4, axes=(1, 2))
 
 
@@ -178,7 +197,15 @@ def kernel_initializer(style: InitStyle) -> Callable:
 
 
 def bias_initializer(style: InitStyle, fan_in: int) -> Callable:
-    """Zero biases for the He styles; PyTorch's U(+-1 / sqrt(fan_in)) for torch_default."""
+    """Bias initializer: zeros for the He styles; PyTorch's U(+-1 / sqrt(fan_in)) for
+    torch_default.
+
+    Args:
+      style: the init style (see `kernel_initializer`).
+      fan_in: k * k * C_in of the convolution.
+    Returns:
+      init(key, shape, dtype) -> array, as Linen's `param` takes it.
+    """
     if style != "torch_default":
         return nn.initializers.zeros
     bound = 1.0 / math.sqrt(fan_in)

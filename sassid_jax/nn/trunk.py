@@ -18,12 +18,26 @@ SIZE_MULTIPLE = 32  # five 2x2 poolings
 
 
 def normalize_in(x: jax.Array, enabled: bool) -> jax.Array:
-    """[0, 255] -> [-0.5, 0.5] when enabled (the well-conditioned switch), else unchanged."""
+    """[0, 255] -> [-0.5, 0.5] when enabled (the `normalize` switch), else unchanged.
+
+    Args:
+      x: network input, any shape, on the [0, 255] scale.
+      enabled: the network's `normalize` attribute.
+    Returns:
+      x / 255 - 0.5 when enabled, else x.
+    """
     return x / 255.0 - 0.5 if enabled else x
 
 
 def normalize_out(y: jax.Array, enabled: bool) -> jax.Array:
-    """Inverse of `normalize_in`: network output back to the [0, 255] scale when enabled."""
+    """Inverse of `normalize_in`: network output back to the [0, 255] scale when enabled.
+
+    Args:
+      y: network output, any shape.
+      enabled: the network's `normalize` attribute.
+    Returns:
+      (y + 0.5) * 255 when enabled, else y.
+    """
     return (y + 0.5) * 255.0 if enabled else y
 
 

@@ -1,42 +1,9 @@
 """Noise statistics of noisy photos alone (no clean reference) and the BNN blind size they imply.
 
-Method (flat-block statistics). Each photo is cut into 32x32 blocks (stride 16); a
-least-squares plane (per block and channel) is removed, so each block leaves a residual
-holding its noise and whatever texture a plane cannot follow. Blocks with more than half
-their values clipped (0 or 255) in some channel carry no usable noise and are dropped. The
-rest are split into 4 brightness bins (equal-count quantiles of the block mean, pooled over
-all photos: noise in sRGB depends on brightness), and in each bin the 25% of blocks with the
-lowest residual variance are kept: the flattest regions at every brightness. From them:
-
-- noise level: per channel, the residual variance (corrected for the 3 plane parameters)
-  averaged per bin, then over bins (equal weight: the bins hold equally many blocks, so this
-  follows the photos' brightness distribution); std in 8-bit levels;
-- the 2-D noise autocorrelation rho(dy, dx) for offsets up to 12 px (all kept blocks and
-  channels pooled, energy weighted, like `data.noise.noise_autocorrelation`), from which the
-  horizontal and vertical correlations at lags 0..6 are read;
-- the 3x3 cross-channel correlation of the residuals at the same pixel.
-
-Single-image estimators made for white noise do not fit camera sRGB noise: the smallest
-eigenvalue of patch covariances (Liu et al., "Single-image noise level estimation for blind
-denoising", TIP 2013) or Donoho's median absolute deviation of the finest wavelet band
-measure the noise's high-frequency power only, which demosaicing-correlated noise lacks, so
-they under-estimate its std; flat-block statistics need no such assumption.
-
-Limits. (1) The photos need flat or smooth regions (sky, walls, paper, out-of-focus areas) of
-at least 32x32 px at most brightness levels. Where every block is textured and the noise is
-weak, texture leaks into the residuals: std and correlations come out too HIGH (never
-lower), so "auto" picks a larger, safer blind size. `long_range` (the mean correlation at
-Chebyshev distance 5-6 px, ~0 for camera noise) shows that leak; above 0.05 a warning is
-logged. (2) The plane also takes the noise's lowest frequencies: correlations read low by about
-3 S / 1024 (S = the sum of the noise correlations over all offsets): ~0.01 for camera noise
-(lag-1 ~0.45), but up to ~0.08 for noise correlated over 3+ px, where "auto" may pick the
-next smaller blind size (correcting it from the measured S over-corrects on real photos,
-whose flattest blocks still hold faint texture, so it is left as is). (3) Pooled photos are
-assumed to share one camera and ISO. (4) Clipped shadows and highlights reduce the measured
-noise. Validated (tests/test_noise_analysis.py) against the simulator's truth, noise of known
-correlation and a real SIDD pair: correlations within 0.1 per lag, std within 25%.
-
-Arrays are HWC uint8 RGB (8-bit levels, [0, 255]).
+Flat 32x32 blocks minus a plane per channel, the flattest quarter kept per brightness bin,
+give the noise std, its 2-D and cross-channel correlation and the ring correlations of the
+blind-size rule. Photos are HWC uint8 RGB, 8-bit levels. Method, limits and validation:
+docs/noise.md#noise-analysis.
 """
 
 from __future__ import annotations
@@ -198,7 +165,7 @@ def _select(mean: np.ndarray, var: np.ndarray, valid: np.ndarray) -> list[np.nda
 
 
 def autocorrelation_2d(residuals: np.ndarray, window: int = WINDOW) -> np.ndarray:
-    """Pooled normalized autocorrelation of block residuals.
+    """Pooled normalized autocorrelation of block residuals (float64).
 
     Args:
       residuals: (n, size, size) zero-mean blocks (any channels flattened into n).
@@ -223,9 +190,15 @@ def autocorrelation_2d(residuals: np.ndarray, window: int = WINDOW) -> np.ndarra
 def ring_correlations(acf: np.ndarray, max_ring: int = MAX_LAG) -> np.ndarray:
     """Correlation of the centre noise with the mean noise of each ring R = 1..max_ring.
 
-    Ring R: the 8R pixels at Chebyshev distance R. With rho the 2-D autocorrelation
-    (`autocorrelation_2d`, needs offsets up to 2 * max_ring), this is
+    Ring R: the 8R pixels at Chebyshev distance R; its value is
     mean_{p in ring} rho(p) / sqrt(mean_{p, q in ring} rho(p - q)).
+
+    Args:
+      acf: (2w + 1, 2w + 1) autocorrelation rho[w + dy, w + dx] (`autocorrelation_2d`),
+        w >= 2 * max_ring.
+      max_ring: the largest ring.
+    Returns:
+      (max_ring,) float64, ring 1 first (0 for a ring of zero variance).
     """
     w = acf.shape[0] // 2
     out = []
@@ -242,21 +215,15 @@ def ring_correlations(acf: np.ndarray, max_ring: int = MAX_LAG) -> np.ndarray:
 def blind_size_from_acf(acf: np.ndarray, threshold: float = LEAK_THRESHOLD) -> int:
     """The smallest odd blind size that hides every ring whose noise still 'matters'.
 
-    Rule: b = max(MIN_BLIND_SIZE, 2 L + 1), L the largest ring R (1..MAX_LAG) whose ring
-    correlation (`ring_correlations`) is >= threshold (0.1).
+    b = max(MIN_BLIND_SIZE, 2 L + 1), L the largest ring R (1..MAX_LAG) whose ring
+    correlation (`ring_correlations`) is >= threshold. Why rings, 0.1 and at least 3: the
+    "Blind size" section of the page the module docstring links.
 
-    Why rings: a blind-spot network predicts a pixel from the pixels outside its b x b blind
-    square; in a flat region its prediction is close to an average of the nearest visible
-    ring (R = (b + 1) / 2). The part of the centre noise that such an average can reproduce,
-    and so "denoise" into the output, has std ring_correlation * sigma. Single neighbours are
-    not enough: on SIDD the lag-2 correlation along rows is only 0.05, but the (1, 2) offsets
-    have 0.08 and the 16 pixels of ring 2 average their noise down while keeping their common
-    correlation, giving a ring correlation of ~0.17: ring 2 leaks, ring 3 (~0.03) does not, so
-    b = 5. Why 0.1: at 0.1 a tenth of the noise std (1% of its variance) leaks; a lower
-    threshold falls into this estimator's own error at rings >= 3 (~0.03-0.05), where the
-    rule would follow estimation noise. Why at least 3: camera sRGB noise is always
-    demosaiced (lag-1 correlation ~0.4); 3 costs a white-noise photo almost nothing, while 1
-    leaks all of a lag-1 correlation the analysed photos might have missed.
+    Args:
+      acf: (2w + 1, 2w + 1) autocorrelation (`autocorrelation_2d`), w >= 2 * MAX_LAG.
+      threshold: ring correlation from which a ring leaks (0.1).
+    Returns:
+      odd int in [MIN_BLIND_SIZE, 2 * MAX_LAG + 1].
     """
     rings = ring_correlations(acf)
     above = np.flatnonzero(rings >= threshold)
@@ -278,10 +245,13 @@ def _kept_residuals(images: Sequence[np.ndarray], size: int, kept: np.ndarray) -
 
 
 def analyze_noise(images: Sequence[np.ndarray]) -> NoiseAnalysis:
-    """Noise statistics of one camera's noisy photos, pooled (see the module docstring).
+    """Noise statistics of one camera's noisy photos, pooled.
 
     Args:
       images: (H, W, 3) uint8 RGB photos, each at least MIN_BLOCK px on its short side.
+    Returns:
+      the NoiseAnalysis (std in 8-bit levels, correlations in [-1, 1]); logs a warning when
+      texture inflates it (long_range above TEXTURE_WARNING).
     Raises:
       NoiseAnalysisError: no photos, too small, or every block over half clipped.
     """

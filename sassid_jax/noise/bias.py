@@ -1,29 +1,9 @@
 """The mean bias of camera sRGB noise, estimated from the noisy photo, and its removal.
 
-Why. Camera noise is zero-mean in the sensor's linear space, but a photo's sRGB values are
-the linear values clipped at 0 and 1 and passed through the concave sRGB gamma, so the noisy
-values' local mean is not the clean value's: Jensen's inequality pulls it down where the
-gamma bends (mid-tones and highlights) and clipping at black pushes it up in the shadows.
-Under strong noise this bias is large: on the real SIDD validation block, noisy minus ground
-truth averages -10.1 R / -6.4 G / -9.5 B levels, and a denoiser that keeps the input's local
-mean colour (colour_anchor.py) keeps that bias too (it was 43% of the U-Net's squared error
-there).
-
-Model. y = g(clip(x + sigma_lin * n, 0, 1)): clean linear value x, Gaussian noise n of the
-unknown linear std sigma_lin, g the sRGB transfer function. For a noisy local mean m and
-local noise std s (both in sRGB levels, both measured on the photo), the pair (x, sigma_lin)
-with E[y] = m and std[y] = s is solved for (a table over m = 0..255, s = 0..80, computed once
-by Gauss-Hermite quadrature), and the bias is m - 255 g(x). The model has no free parameter;
-it does not know a camera's own tone curve (on top of the sRGB gamma), which changes the bias
-somewhat.
-
-Where the numbers come from. m is the noisy photo's local mean and s the local std of noisy
-minus the denoised output (the noise the network removed), both over the colour anchor's
-Gaussian window (`colour_anchor.estimate_bias`). On the U-Net trained on five SIDD blocks
-(scored on the SIDD pair) it lifted 25.52 dB to 27.90; on the main job's held-out photos
-23.63 to 24.01 (bench/OWN_PHOTOS.md).
-
-Images are (..., H, W, 3) on the [0, 255] scale, float32.
+Clipping and the sRGB gamma move a noisy photo's local mean away from the clean value. A
+camera model without free parameters (linear Gaussian noise, clip, sRGB gamma) gives the bias
+from the local mean and noise std, as one precomputed table. Images are on the [0, 255]
+scale, float32. Why, model and figures: docs/noise.md#bias.
 """
 
 from __future__ import annotations
@@ -46,7 +26,7 @@ _SIGMA_LIN = np.linspace(0.0, 1.0, 201)  # linear noise stds tried
 
 def _moments() -> tuple[np.ndarray, np.ndarray]:
     """E[y] and std[y] in levels for every clean linear x and linear noise std:
-    (len(_X), len(_SIGMA_LIN)) each."""
+    (len(_X), len(_SIGMA_LIN)) each, by Gauss-Hermite quadrature."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(_NODES)
     weights = weights / weights.sum()
     y = 255.0 * linear_to_srgb(_X[:, None, None] + _SIGMA_LIN[None, :, None] * nodes)
@@ -57,8 +37,12 @@ def _moments() -> tuple[np.ndarray, np.ndarray]:
 
 @functools.cache
 def bias_table() -> np.ndarray:
-    """(256, STD_MAX / STD_STEP + 1) float32: the model's bias E[y] - clean in levels, indexed
-    by noisy local mean (levels) and noise std / STD_STEP. Deterministic; computed once."""
+    """The model's bias E[y] - clean in levels, deterministic, computed once.
+
+    Returns:
+      (256, STD_MAX / STD_STEP + 1) float32, indexed by noisy local mean / MEAN_STEP and
+      noise std / STD_STEP (both in 8-bit levels).
+    """
     mean, std = _moments()
     clean = 255.0 * linear_to_srgb(_X)
     means = np.arange(0.0, 256.0, MEAN_STEP)
@@ -81,8 +65,15 @@ def bias_table() -> np.ndarray:
 
 
 def bias(mean: jax.Array, std: jax.Array) -> jax.Array:
-    """The model's bias in levels at noisy local means and local noise stds (levels, any
-    equal shapes): bilinear in `bias_table()`, clamped to its range. jnp, jit-friendly."""
+    """The model's bias at noisy local means and local noise stds: bilinear in
+    `bias_table()`, clamped to its range (jnp, jit-friendly).
+
+    Args:
+      mean: noisy local mean, any shape, in 8-bit levels ([0, 255]).
+      std: local noise std, mean's shape, in levels ([0, STD_MAX]).
+    Returns:
+      the bias E[noisy] - clean in levels, float32, mean's shape (subtract it to remove it).
+    """
     table = jnp.asarray(bias_table())
     i = jnp.clip(mean / MEAN_STEP, 0.0, table.shape[0] - 1.0)
     j = jnp.clip(std / STD_STEP, 0.0, table.shape[1] - 1.0)

@@ -1,11 +1,8 @@
 """`networks.bnn.blind_size = "auto"`: the BNN blind size read from the training photos' noise.
 
-The rule and its reasons are in `noise_analysis.blind_size_from_acf`: the smallest odd size
-(at least 3) that hides every ring of neighbours whose noise still correlates >= 0.1 with the
-centre's. Training calls `resolve_config_blind_size` before building the networks.
-
-On the command line `--config.networks.bnn.blind_size=7` overrides a config whose value is
-"auto" (a str field) with the string "7"; both resolve to the int.
+The smallest odd size (at least 3) that hides every ring of neighbours whose noise still
+correlates >= 0.1 with the centre's (`analysis.blind_size_from_acf`). Training calls
+`resolve_config_blind_size` before building the networks. Details: docs/noise.md#blind-size.
 """
 
 from __future__ import annotations
@@ -26,8 +23,14 @@ FIELD = "networks.bnn.blind_size"
 
 
 def blind_size_value(value: Any, field: str = FIELD) -> int | str:
-    """An odd int >= 1, its decimal string, or "auto" -> the int or "auto"; else ConfigError
-    naming `field`."""
+    """A blind-size config value, checked: an odd int >= 1, its decimal string, or "auto".
+
+    Args:
+      value: the config value (an int, or a str from the command line).
+      field: the dotted config field named in the ConfigError.
+    Returns:
+      the int, or "auto".
+    """
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if value == AUTO:
@@ -38,7 +41,8 @@ def blind_size_value(value: Any, field: str = FIELD) -> int | str:
 
 
 def analyse_sample(images: Sequence[np.ndarray]) -> NoiseAnalysis:
-    """`analyze_noise` of at most MAX_IMAGES evenly spaced photos ((H, W, 3) uint8)."""
+    """`analyze_noise` of at most MAX_IMAGES evenly spaced photos ((H, W, 3) uint8 RGB);
+    returns its NoiseAnalysis."""
     images = list(images)
     if len(images) > MAX_IMAGES:
         picks = np.linspace(0, len(images) - 1, MAX_IMAGES).round().astype(int)
@@ -47,8 +51,9 @@ def analyse_sample(images: Sequence[np.ndarray]) -> NoiseAnalysis:
 
 
 def photos_of(train_images: Any) -> Sequence[np.ndarray]:
-    """The noisy photos to analyse: the list itself, or MAX_IMAGES evenly spaced tiles of a
-    `tiles.TileSource` (SIDD-Medium), whose `source[i]['noisy']` is one (tile, tile, 3) tile."""
+    """The noisy photos to analyse: the list itself ((H, W, 3) uint8 each), or MAX_IMAGES
+    evenly spaced tiles of a `data.tiles.TileSource` (SIDD-Medium), each (tile, tile, 3)
+    uint8."""
     if isinstance(train_images, Sequence):
         return train_images
     picks = np.linspace(0, len(train_images) - 1, min(MAX_IMAGES, len(train_images)))
@@ -56,9 +61,17 @@ def photos_of(train_images: Any) -> Sequence[np.ndarray]:
 
 
 def resolve_blind_size(value: Any, images: Sequence[np.ndarray]) -> int:
-    """A `networks.bnn.blind_size` value -> int: "auto" analyses `images` ((H, W, 3) uint8
-    noisy photos; see `analyse_sample`); an odd int or its decimal string is returned as is.
-    ConfigError for any other value; noise_analysis.NoiseAnalysisError for unusable photos."""
+    """A `networks.bnn.blind_size` value as an int.
+
+    Args:
+      value: an odd int, its decimal string (returned as the int), or "auto".
+      images: for "auto", the noisy photos analysed ((H, W, 3) uint8; `analyse_sample`).
+    Returns:
+      odd int >= 1.
+    Raises:
+      ConfigError: any other value.
+      analysis.NoiseAnalysisError: photos that cannot be analysed.
+    """
     resolved = blind_size_value(value)
     if resolved != AUTO:
         return int(resolved)
@@ -68,10 +81,15 @@ def resolve_blind_size(value: Any, images: Sequence[np.ndarray]) -> int:
 def resolve_config_blind_size(config: Any, train_images: Any) -> Any:
     """`config` with `networks.bnn.blind_size` an int; a copy when that changes anything.
 
-    "auto": analyse `train_images` ((H, W, 3) uint8 noisy photos, or a TileSource), log the
-    analysis line ("noise analysis (...): std R/G/B ..., lag-1 0.43, lag-2 0.05, ... -> blind
-    size 5") and set the size it gives. Call it before building the networks, and before
-    comparing the config with a resumed run's config.json (the same photos give the same size).
+    Call it before building the networks, and before comparing the config with a resumed
+    run's config.json (the same photos give the same size).
+
+    Args:
+      config: the run's ConfigDict.
+      train_images: the noisy training photos ((H, W, 3) uint8 each) or a TileSource;
+        analysed (and the analysis line logged) only for "auto".
+    Returns:
+      config itself when the size is an int already, else a deep copy with the int set.
     """
     value = config.networks.bnn.blind_size
     resolved = blind_size_value(value)

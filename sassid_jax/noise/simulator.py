@@ -1,31 +1,10 @@
 """Camera-pipeline noise simulator: clean sRGB uint8 -> realistically noisy sRGB uint8.
 
-Real sRGB noise (SIDD, DND, phone photos) is raw sensor noise that went through an image
-signal processor (ISP). Demosaicing interpolates each colour from its neighbours, which makes
-the noise spatially correlated (SIDD: normalized autocorrelation ~0.43 at lag 1, ~0.05 at
-lag 2); white balance and the colour matrix mix and amplify it per channel, and gamma makes
-it depend on brightness. This module runs a clean image backwards through a simple ISP,
-adds raw noise and runs it forwards again ("unprocessing", Brooks et al., CVPR 2019):
-
-    sRGB uint8 -> [0, 1] -> (optional) inverse smoothstep tone curve -> inverse sRGB gamma
-    -> linear RGB * exposure -> inverse colour matrix (rgb2cam) -> inverse white balance
-    -> Bayer RGGB mosaic -> + shot/read noise -> white balance -> demosaic
-    (Malvar-He-Cutler gradient-corrected bilinear)
-    -> colour matrix (cam2rgb) -> clip [0, 1] -> sRGB gamma -> (optional) tone curve
-    -> round to uint8.
-
-Noise model (raw space, signal x in [0, 1]): x_noisy = x + sqrt(shot * x + read) * N(0, 1).
-`shot` is log-uniform in NoiseRange.shot; log(read) = read_slope * log(shot) + read_intercept
-+ N(0, read_log_std^2) (the linear log-log relation fitted by Brooks et al. on real cameras).
-
-All randomness comes from the caller's `np.random.Generator`; there is no global state.
-With the defaults, the residual noisy - clean has a lag-1 / lag-2 autocorrelation
-(`noise_autocorrelation`) of ~0.43 / ~0.06 on average (per image 0.30-0.50 / -0.03-0.13),
-against 0.43 / 0.05 on a real SIDD pair. Only the noise goes through the linear part of the
-ISP (white balance, demosaic, colour matrix): the clean image itself is never demosaiced, so
-noisy - clean holds noise and no demosaicing artefacts, and `clean` is the exact target.
-
-Arrays are HWC; intermediate float images are float64 in [0, 1] (linear or gamma encoded).
+A clean image runs backwards through a simple ISP to raw, gets shot and read noise on a Bayer
+mosaic, and only that noise runs forwards again (white balance, demosaic, colour matrix,
+gamma), so `clean` stays the exact target. All randomness comes from the caller's
+`np.random.Generator`. Arrays are HWC. Pipeline, defaults and validation:
+docs/noise.md#simulator.
 """
 
 from __future__ import annotations
@@ -73,23 +52,19 @@ class NoiseParams:
 
 @dataclasses.dataclass(frozen=True)
 class NoiseRange:
-    """Ranges the per-image NoiseParams are drawn from. The defaults are THE default settings.
+    """Ranges the per-image NoiseParams are drawn from; the defaults are the project's
+    default settings (their sources: the simulator's doc page, linked above).
 
     Attributes:
-      shot: (min, max) of the log-uniform shot-noise gain. Default (4e-4, 7e-3): with the
-        other defaults, noisy sRGB PSNR spreads over ~19-36 dB (10th-90th percentile ~22-33)
-        on the scikit-image photos (Brooks et al. use (1e-4, 1.2e-2), which reaches ~40 dB).
+      shot: (min, max) of the log-uniform raw shot-noise gain, 0 < min <= max.
       read_slope, read_intercept, read_log_std: log(read) = slope * log(shot) + intercept
-        + N(0, std^2); defaults 2.18, 1.2, 0.26 are Brooks et al.'s fit.
-      red_gain: uniform range of the red white-balance gain, default (1.9, 2.4) (Brooks).
-      blue_gain: uniform range of the blue white-balance gain, default (1.5, 1.9) (Brooks).
-      exposure: uniform range of the linear brightness factor, default (0.7, 1.0)
-        (Brooks divide by 1 / N(0.8, 0.1); a bounded range is easier to document).
+        + N(0, std^2) (Brooks et al.'s fit).
+      red_gain: (min, max) of the uniform red white-balance gain.
+      blue_gain: (min, max) of the uniform blue white-balance gain.
+      exposure: (min, max) of the uniform linear brightness factor.
       ccm_mix: each off-diagonal entry of rgb2cam, before its rows are normalized to sum 1, is
-        uniform in [0, ccm_mix]; default 0.35 (camera filters overlap, so the colour matrix
-        cam2rgb = inv(rgb2cam) has diagonal ~1.2-1.6 and negative off-diagonals, like phones).
-      tone_curve_prob: probability that the image's ISP includes the smoothstep tone curve,
-        default 0.5.
+        uniform in [0, ccm_mix].
+      tone_curve_prob: probability that the image's ISP includes the smoothstep tone curve.
     """
 
     shot: tuple[float, float] = (4e-4, 7e-3)
@@ -106,7 +81,14 @@ class NoiseRange:
 def sample_noise_params(
     rng: np.random.Generator, noise_range: NoiseRange = NoiseRange()
 ) -> NoiseParams:
-    """Draws one image's NoiseParams from `noise_range` using `rng`."""
+    """Draws one image's NoiseParams.
+
+    Args:
+      rng: the source of randomness (advanced by the draws).
+      noise_range: the ranges drawn from; ValueError unless 0 < shot min <= max.
+    Returns:
+      the NoiseParams (shot, read in raw [0, 1] units; rgb2cam rows summing to 1).
+    """
     lo, hi = noise_range.shot
     if not 0 < lo <= hi:
         raise ValueError(f"NoiseRange.shot must satisfy 0 < min <= max, got {noise_range.shot}")
@@ -197,10 +179,8 @@ _K_DIAG = (
 
 
 def _demosaic(raw: np.ndarray, sites: dict[str, np.ndarray]) -> np.ndarray:
-    """Malvar-He-Cutler demosaic of an RGGB raw (linear; bilinear plus a Laplacian correction).
-
-    Bilinear demosaicing alone gives noise correlations of ~0.6 / 0.15 at lags 1 / 2, well
-    above real sRGB noise (SIDD ~0.43 / 0.05); the gradient correction brings them close.
+    """Malvar-He-Cutler demosaic of an RGGB raw (linear; bilinear plus a Laplacian correction,
+    which keeps the noise correlations close to real sRGB noise).
 
     Args:
       raw: (H, W) float mosaic.
@@ -290,8 +270,7 @@ def noise_autocorrelation(noisy: np.ndarray, clean: np.ndarray, lag: int) -> flo
                    / (2 sum_c sum r_c^2),
 
     i.e. the horizontal and vertical lag correlations averaged, with channels pooled (a
-    channel average weighted by each channel's noise energy). On the real SIDD pair in
-    shared/data/sidd_pair this gives 0.433 at lag 1 and 0.051 at lag 2.
+    channel average weighted by each channel's noise energy).
 
     Args:
       noisy, clean: (H, W, C) or (H, W) arrays of the same shape, any numeric dtype.
