@@ -57,7 +57,7 @@ def test_two_processes_prepare_once_and_both_train(tmp_path):
     photos, data_dir, sync = _photos(tmp_path / "photos"), tmp_path / "tfds", tmp_path / "sync"
     sync.mkdir()
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=1"
     port = _free_port()
     procs = [
         subprocess.Popen(

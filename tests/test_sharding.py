@@ -40,7 +40,9 @@ def plain_environ() -> dict[str, str]:
 
 def _env(devices: int = 1) -> dict[str, str]:
     env = plain_environ()
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = (
+        f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    )
     env["JAX_PLATFORMS"] = "cpu"
     return env
 
