@@ -34,7 +34,7 @@ from tqdm import tqdm
 from sassid_jax.errors import ConfigError, UserInputError
 from sassid_jax.inference import predict
 from sassid_jax.inference.colour_anchor import anchor_image, config_sigma
-from sassid_jax.inference.predict import DEFAULT_MARGIN, MIN_SIZE, jit_apply
+from sassid_jax.inference.predict import DEFAULT_MARGIN, MIN_SIZE
 from sassid_jax.inference.safeguard import config_mode, photo_check
 from sassid_jax.io.checkpoints import CheckpointInputError, load_network, run_config_of
 from sassid_jax.io.paths import is_local, same_path
@@ -273,7 +273,7 @@ def run_denoise(
     except OSError as e:  # e.g. the output folder cannot be created
         print(f"error: {e.filename or output_path}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    apply_fn = jit_apply(module, params)
+    apply_fn = predict.jit_apply(module, params)  # looked up here: tests replace it
     bars, failed = _Progress(len(todo)), 0
     check = None
     if safeguard != "none":
