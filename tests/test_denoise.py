@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import re
 import sys
 import types
 import zipfile
@@ -20,7 +21,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from sassid_jax.inference import predict
+from sassid_jax.inference import colour_anchor, predict
 from sassid_jax.io import photos
 from sassid_jax.io.torch_params import convert_state_dict
 from sassid_jax.modes import denoise as dn
@@ -191,6 +192,45 @@ def test_orbax_run_without_unet_checkpoint(tmp_path):
     workdir = _workdir(tmp_path, {"bnn": ["bnn"], "unet": ["unet"]}, {})
     with pytest.raises(dn.DenoiseInputError, match="no U-Net checkpoint yet"):
         dn.load_denoiser(workdir)
+
+
+def _gain_lines(out: str, name: str) -> list[str]:
+    return re.findall(rf"^(?:warning: )?{re.escape(name)}: estimated PSNR .*$", out, re.M)
+
+
+class _Blur:
+    """A stand-in denoiser: a Gaussian blur (it helps on heavy noise, it ruins fine detail)."""
+
+    @staticmethod
+    def apply(variables, x):
+        return colour_anchor.blur(x, 2.0)
+
+
+def _striped(std: float, size: int = 64) -> np.ndarray:
+    """A smooth photo with fine stripes on its right quarter, plus white noise of `std`."""
+    yy, xx = np.mgrid[:size, :size] / size
+    clean = np.stack([90 + 80 * xx, 70 + 60 * yy, 160 - 50 * xx * yy], -1)
+    q = 3 * size // 4
+    clean[:, q:] += 30 * np.sin(2 * np.pi * np.arange(size) / 4)[None, q:, None]
+    noisy = clean + np.random.default_rng(0).normal(0, std, clean.shape)
+    return np.clip(np.floor(noisy + 0.5), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("safeguard", ["off", "blend", "none"])
+def test_estimated_gain_is_printed_for_every_photo(tmp_path, monkeypatch, capsys, safeguard):
+    monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint, network="unet": (_Blur(), None))
+    (tmp_path / "in").mkdir()
+    Image.fromarray(_striped(25.0)).save(tmp_path / "in" / "noisy.png")  # the blur helps
+    Image.fromarray(_striped(3.0)).save(tmp_path / "in" / "fine.png")  # it blurs the stripes
+    code, out, _ = _run(tmp_path, tmp_path / "in", tmp_path / "out", capsys, safeguard=safeguard)
+    lines = {name: _gain_lines(out, name) for name in ("noisy.png", "fine.png")}
+    assert code == 0
+    if safeguard == "none":
+        assert lines == {"noisy.png": [], "fine.png": []}, out
+        return
+    (better,), (worse,) = lines["noisy.png"], lines["fine.png"]
+    assert better.startswith("noisy.png: estimated PSNR") and "(gain +" in better, out
+    assert worse.startswith("warning: fine.png: estimated PSNR"), out
 
 
 @pytest.mark.parametrize("kind", ["missing", "text", "folder"])

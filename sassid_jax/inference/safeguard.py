@@ -145,8 +145,9 @@ def verdict(name: str, checked: Checked) -> str:
 
 def photo_check(module: nn.Module, params: Any, sigma: float, mode: str, say: Callable) -> Callable:
     """check(name, rgb, output) -> output for --mode denoise: `check_output` on one photo (rgb
-    and output (H, W, 3) float on [0, 255]); say(line) gets a warning when the output is
-    estimated no better than the input, or why there is no estimate."""
+    and output (H, W, 3) float on [0, 255]); say(line) gets one line per photo: its estimate
+    (`verdict`), as a warning when the output is estimated no better than the input, or why
+    there is no estimate."""
     fn = denoiser_fn(module, params, sigma)
 
     def check(name: str, rgb: np.ndarray, output: np.ndarray) -> np.ndarray:
@@ -154,8 +155,8 @@ def photo_check(module: nn.Module, params: Any, sigma: float, mode: str, say: Ca
         checked = try_check(fn, noisy, output, mode, name, say, sigma)
         if checked is None:
             return output
-        if checked.estimate.gain_db <= 0:
-            say(f"warning: {verdict(name, checked)}")
+        line = verdict(name, checked)
+        say(line if checked.estimate.gain_db > 0 else f"warning: {line}")
         return checked.output
 
     return check

@@ -205,7 +205,7 @@ def _process(
         tile=tile,
         progress=bars.tiles,
         colour_sigma=sigma,
-        check=None if check is None else functools.partial(check, str(job.source)),
+        check=None if check is None else functools.partial(check, job.source.name),
     )
     write_photo(job.target, result)
     note = (
@@ -240,7 +240,8 @@ def run_denoise(
     blur in pixels (colour_anchor.py); None = the run's postprocess.colour_sigma (0 for an
     authors' .pth: their raw outputs). safeguard: "blend", "off" (safeguard.py) or "none"
     (no quality estimate at all); None = the run's postprocess.safeguard ("off" for a .pth).
-    Either way, each photo's gain is estimated and a warning printed when it is <= 0 dB.
+    Either way, one line per photo gives its gain estimated from the noisy photo alone (a
+    warning when it is <= 0 dB).
     """
     try:
         smallest = 2 * DEFAULT_MARGIN + 32
