@@ -39,6 +39,7 @@ from ml_collections.config_flags import config_path
 from sassid_jax import configuration
 from sassid_jax.errors import UserInputError
 from sassid_jax.logs import quiet_libraries
+from sassid_jax.nn import NETWORK_NAMES
 
 FLAGS = flags.FLAGS
 MODES = ("train", "denoise", "eval", "submit", "prepare", "analyze")
@@ -63,6 +64,7 @@ OUR_FLAGS = (
     "checkpoint",
     "input",
     "output",
+    "network",
     "ensemble",
     "overwrite",
     "tile",
@@ -139,6 +141,13 @@ def define_flags(argv: list[str]) -> None:
         "output",
         None,
         "denoise: output file or folder; eval/submit: folder; analyze: folder (default: .).",
+    )
+    flags.DEFINE_enum(
+        "network",
+        "unet",
+        list(NETWORK_NAMES),
+        "denoise: which network of --checkpoint runs (a run folder: the last stage training "
+        "it; a .pth must hold it; a .pth BNN runs with blind size 9, the authors').",
     )
     flags.DEFINE_bool("ensemble", False, "denoise: average the 8 flips/rotations (x8 slower).")
     flags.DEFINE_float(
@@ -242,6 +251,7 @@ def dispatch(mode: str) -> int:
             max_pixels=FLAGS.max_pixels,
             colour_sigma=FLAGS.colour_sigma,
             safeguard=FLAGS.safeguard,
+            network=FLAGS.network,
         )
     if mode == "analyze":
         # late import: only the mode that runs loads its stack (TensorFlow, ...)

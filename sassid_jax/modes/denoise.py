@@ -36,7 +36,13 @@ from sassid_jax.inference import predict
 from sassid_jax.inference.colour_anchor import anchor_image, config_sigma
 from sassid_jax.inference.predict import DEFAULT_MARGIN, MIN_SIZE
 from sassid_jax.inference.safeguard import config_mode, photo_check
-from sassid_jax.io.checkpoints import CheckpointInputError, load_network, run_config_of
+from sassid_jax.io.checkpoints import (
+    LABELS,
+    CheckpointInputError,
+    load_network,
+    networks_in,
+    run_config_of,
+)
 from sassid_jax.io.paths import is_local, same_path
 from sassid_jax.io.photos import (
     Photo,
@@ -57,13 +63,26 @@ class DenoiseInputError(UserInputError):
 # ============================================================================ checkpoints
 
 
-def load_denoiser(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
-    """(UNet module, params) from a run folder, a folder inside its checkpoints/, or an
-    authors' `.pth`. Raises DenoiseInputError (one line naming the path) for anything else."""
+def load_denoiser(checkpoint: str | os.PathLike, network: str = "unet") -> tuple[Any, Any]:
+    """(module, params) of `network` ('unet', 'lan' or 'bnn') from a run folder (the last stage
+    training it), a folder inside its checkpoints/, or an authors' `.pth`.
+
+    Raises DenoiseInputError, one line naming the path and, when the checkpoint holds other
+    networks but not this one, the `--network` that runs them.
+    """
     try:
-        return load_network(checkpoint, "unet")
+        return load_network(checkpoint, network)
     except CheckpointInputError as e:
-        raise DenoiseInputError(str(e)) from e
+        held = networks_in(checkpoint)[::-1]  # the last trained (the better denoiser) first
+        if not held or network in held:
+            raise DenoiseInputError(str(e)) from e
+        names = " and ".join(f"a {LABELS[n]}" for n in held)
+        use = " or ".join(f"--network {n}" for n in held)
+        if epath.Path(checkpoint).is_dir():  # the reason (e.g. no U-Net stage yet), then the fix
+            raise DenoiseInputError(f"{e}; this checkpoint holds {names}: add {use}") from e
+        raise DenoiseInputError(
+            f"{checkpoint}: this .pth holds {names}, not a {LABELS[network]}; add {use}"
+        ) from e
 
 
 def denoiser_settings(checkpoint: str | os.PathLike) -> tuple[float, str]:
@@ -230,6 +249,7 @@ def run_denoise(
     max_pixels: int | None = None,
     colour_sigma: float | None = None,
     safeguard: str | None = None,
+    network: str = "unet",
 ) -> int:
     """Denoise a file or every image of a folder; returns the exit code.
 
@@ -241,7 +261,7 @@ def run_denoise(
     authors' .pth: their raw outputs). safeguard: "blend", "off" (safeguard.py) or "none"
     (no quality estimate at all); None = the run's postprocess.safeguard ("off" for a .pth).
     Either way, one line per photo gives its gain estimated from the noisy photo alone (a
-    warning when it is <= 0 dB).
+    warning when it is <= 0 dB). network: 'unet', 'lan' or 'bnn' (see `load_denoiser`).
     """
     try:
         smallest = 2 * DEFAULT_MARGIN + 32
@@ -259,7 +279,7 @@ def run_denoise(
                 print(f"skip {job.target}: already exists (use --overwrite to redo it)")
         if not todo:
             return EXIT_OK
-        module, params = load_denoiser(checkpoint)
+        module, params = load_denoiser(checkpoint, network)
         run_sigma, run_safeguard = denoiser_settings(checkpoint)
         colour_sigma = run_sigma if colour_sigma is None else colour_sigma
         safeguard = run_safeguard if safeguard is None else safeguard
