@@ -8,12 +8,15 @@ prints `usage()`.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 from ml_collections.config_flags import config_path
@@ -245,8 +248,20 @@ def _define_help_flags() -> None:
     flags.DEFINE_flag(_HelpFlag("helpfull", full=True))
 
 
+def _field_names(
+    config: Mapping[str, Any] | ml_collections.ConfigDict, prefix: str = ""
+) -> Iterator[str]:
+    """The dotted names of every leaf field of a ConfigDict (or nested dict), in order."""
+    for key, value in config.items():
+        if isinstance(value, (Mapping, ml_collections.ConfigDict)) and value:
+            yield from _field_names(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
 def _unknown_override(argv: list[str]) -> str | None:
-    """The first `--config.FIELD` override of argv naming no field of the config, or None."""
+    """The first `--config.FIELD` override of argv naming no field of the config, as one line
+    with the closest field name, or None."""
     value = None
     for i, item in enumerate(argv):
         name, eq, rest = item.partition("=")
@@ -260,11 +275,13 @@ def _unknown_override(argv: list[str]) -> str | None:
     for item in argv:
         name = item.split("=", 1)[0].lstrip("-")
         if name.startswith(("config.", "noconfig.")):
-            field = name.split(".", 1)[1]
+            flag, field = name.split(".", 1)
             try:
                 config_path.get_value(field, config)
             except (KeyError, AttributeError, IndexError, ValueError):
-                return f"--{name}: {path} has no field {field!r}"
+                close = difflib.get_close_matches(field, list(_field_names(config)), n=1)
+                hint = f"; did you mean --{flag}.{close[0]}?" if close else ""
+                return f"--{name}: {path} has no field {field!r}{hint}"
     return None
 
 

@@ -50,6 +50,16 @@ def _sassid(*args: str) -> subprocess.CompletedProcess:
             "error: --config.stages.bnn.lr: configs/joint.py has no field 'stages.bnn.lr'",
         ),
         (
+            ["--config.stages.bnn.stpes=5", "--workdir=W"],
+            "error: --config.stages.bnn.stpes: configs/default.py has no field "
+            "'stages.bnn.stpes'; did you mean --config.stages.bnn.steps?",
+        ),
+        (
+            ["--noconfig.eval.ensembel", "--workdir=W"],
+            "error: --noconfig.eval.ensembel: configs/default.py has no field "
+            "'eval.ensembel'; did you mean --noconfig.eval.ensemble?",
+        ),
+        (
             ["--config.stages.bnn.lr=inf", "--workdir=W"],
             "error: stages.bnn.lr must be a finite number, got inf",
         ),
