@@ -1,21 +1,9 @@
-"""The `denoise` command: run a trained U-Net on photos (files or folders).
+"""`--mode denoise`: a trained network (U-Net, LAN or BNN) on photos, files or folders.
 
-`run_denoise(checkpoint, input_path, output_path)` is what `launch.py --mode denoise` calls.
-It returns an exit code (0 done, 2 bad input, 130 interrupted) and never lets a traceback reach
-the user for bad input: every problem is one line naming the file.
-
-- Checkpoints: our run folder (workdir with config.json; the last stage training 'unet'),
-  any folder inside its checkpoints/ (a stage or a step), or the authors' `.pth` U-Net (width
-  read from `encode_block_1.0.weight`; no code from the file runs).
-- Images: read and written by `photo_io` (PNG, JPEG, TIFF; 8 or 16 bit, 16 bit staying 16 bit:
-  values / 257 go to the network on [0, 255] and * 257 back; grey replicated to RGB, the mean
-  of the output written back as one channel; alpha copied unchanged; EXIF orientation applied
-  so outputs are upright; ICC profile and EXIF kept; a pixel limit checked before decoding,
-  `max_pixels`).
-- Output format follows the output's extension; in folder mode names and extensions are kept.
-  Writes are atomic (`atomic_files`), and existing outputs are skipped unless overwrite=True.
-- Paths (checkpoint, input, output) may be bucket URLs (gs://...): they go through etils.epath;
-  on a bucket an output folder needs no creating (folders are implicit there).
+`run_denoise` reads each photo (`io.photos`: PNG, JPEG, TIFF, 8 or 16 bit, alpha and EXIF
+kept), denoises it tile by tile (`inference.predict`), anchors its colour, estimates its gain
+from the noisy photo alone (`inference.safeguard`), writes it atomically beside the others and
+returns an exit code; every bad input is one line naming the file. Paths may be bucket URLs.
 """
 
 from __future__ import annotations
@@ -107,8 +95,9 @@ class Job:
 
 
 def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> list[Job]:
-    """Jobs for a file -> file/folder or a folder -> folder run (folders: top level only,
-    names kept). DenoiseInputError for missing or empty inputs and in-place overwrites."""
+    """The jobs of a file -> file, file -> folder or folder -> folder run (a folder's photos at
+    its top level, names kept), in name order. DenoiseInputError for missing or empty inputs
+    and for outputs that would overwrite their inputs."""
     source, target = epath.Path(input_path), epath.Path(output_path)
     if not source.exists():
         raise DenoiseInputError(f"{source}: no such file or directory")
@@ -188,9 +177,18 @@ def denoise_photo(
     colour_sigma: float = 0.0,
     check: Callable[[Any, Any], Any] | None = None,
 ) -> Photo:
-    """The denoised photo (same size, bit depth, channels; alpha unchanged), with the
-    input's local mean colour when colour_sigma > 0 (colour_anchor.py), then passed through
-    check(rgb, output) -> output when given (the safeguard, `quality_check`)."""
+    """The denoised photo: same size, bit depth and channels, alpha unchanged.
+
+    Args:
+      apply_fn: the network, (N, H, W, 3) float32 on [0, 255] -> the same (`jit_apply`).
+      photo: the noisy photo (`io.photos.Photo`).
+      ensemble: average the x8 flips and rotations.
+      tile: tile side in pixels (`inference.predict.denoise`).
+      progress: called as progress(tiles_done, tiles_total), or None.
+      colour_sigma: > 0 keeps the input's local mean colour (`inference.colour_anchor`).
+      check: check(rgb, output) -> output applied last (the safeguard, `photo_check`), or None;
+        rgb and output are (H, W, 3) float on [0, 255].
+    """
     run = predict.denoise_ensemble if ensemble else predict.denoise
     rgb = photo.rgb()
     out = anchor_image(run(apply_fn, rgb, tile=tile, progress=progress), rgb, colour_sigma)
@@ -251,17 +249,28 @@ def run_denoise(
     safeguard: str | None = None,
     network: str = "unet",
 ) -> int:
-    """Denoise a file or every image of a folder; returns the exit code.
+    """Denoise a file or every image of a folder (top level) with one network.
 
-    0: all done (or skipped because the output exists); 2: bad input (one line per problem,
-    naming the file; in folder mode the other files are still processed); 130: Ctrl-C (no
-    partial output file is left). max_pixels: the largest width x height read (None:
-    photo_io.DEFAULT_MAX_PIXELS), checked before decoding. colour_sigma: the colour anchor's
-    blur in pixels (colour_anchor.py); None = the run's postprocess.colour_sigma (0 for an
-    authors' .pth: their raw outputs). safeguard: "blend", "off" (safeguard.py) or "none"
-    (no quality estimate at all); None = the run's postprocess.safeguard ("off" for a .pth).
-    Either way, one line per photo gives its gain estimated from the noisy photo alone (a
-    warning when it is <= 0 dB). network: 'unet', 'lan' or 'bnn' (see `load_denoiser`).
+    Args:
+      checkpoint: a run folder, a folder inside its checkpoints/, or an authors' `.pth`.
+      input_path: a photo, or a folder of photos (PNG, JPEG, TIFF).
+      output_path: the output file (its extension picks the format) or folder (names and
+        extensions kept; created if missing).
+      ensemble: average the x8 flips and rotations.
+      overwrite: redo outputs that exist (else they are skipped).
+      tile: tile side in pixels, a multiple of 32 and at least 288.
+      max_pixels: the largest width x height read, checked before decoding (None: the
+        default of `io.photos`).
+      colour_sigma: the colour anchor's blur in pixels (`inference.colour_anchor`, 0 = off);
+        None: the run's postprocess.colour_sigma (0 for a `.pth`: the authors' raw outputs).
+      safeguard: "blend" or "off" (`inference.safeguard`): one line per photo with its gain
+        estimated from the noisy photo alone, a warning (and with "blend", a blend with the
+        input) when it is <= 0 dB; "none": no estimate. None: the run's
+        postprocess.safeguard ("off" for a `.pth`).
+      network: 'unet', 'lan' or 'bnn' (see `load_denoiser`).
+    Returns:
+      The exit code: 0 done (or skipped); 2 bad input (one line per problem naming the file;
+      in folder mode the other photos are still done); 130 Ctrl-C (no partial file left).
     """
     try:
         smallest = 2 * DEFAULT_MARGIN + 32
