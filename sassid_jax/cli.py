@@ -1,37 +1,22 @@
-"""The command line: `sassid` (console script) and `python launch.py` (same flags and modes).
+"""The command line: `sassid` (console script) and `python launch.py`, the same flags and modes.
 
-  sassid --config configs/default.py --workdir runs/default            # train
-  sassid --mode denoise --checkpoint runs/default --input IN --output OUT
-  sassid --mode eval --config configs/sidd_validation.py --checkpoint CKPT --output DIR
-  sassid --mode submit --config configs/dnd.py --checkpoint CKPT --output DIR
-  sassid --mode prepare --config configs/sasl_paper.py --config.dataset.data_dir=gs://b/tfds
-  sassid --mode analyze --input PHOTO_OR_FOLDER [--output DIR]        # noise of your photos
-
-Every path flag (--workdir, --checkpoint, --input, --output) and the config's data folders
-may be a bucket URL (gs://bucket/run): files go through etils.epath (README, "Scaling out").
-`--config` is a local Python file.
-
-Any config field can be overridden (`--config.stages.bnn.steps=1000`), and JAX's own options
-are flags too (`--jax_platforms=cpu`, `--jax_compilation_cache_dir=DIR`,
-`--jax_default_matmul_precision=highest`; `--helpfull` lists them all).
-
-`--config PATH` is looked up as given (relative to the current directory) first, then
-relative to the folder that holds the installed `sassid_jax` and `configs` packages (the
-repository root for a checkout or an editable install), so `--config configs/dnd.py` works
-from any directory.
-
-Errors: a `UserInputError` (bad config field, file, checkpoint, dataset) and every flag error
-(unknown flag, bad value, missing config file, unknown config field) print one line
-`error: ...` on stderr and exit with code 2; anything else is a bug and keeps its traceback.
+`run()` parses the flags (ours, the config's `--config.FIELD=VALUE` overrides, JAX's), runs the
+chosen `--mode` and exits; bad input (a `UserInputError` or any flag error) is one line
+`error: ...` on stderr and exit code 2, anything else a bug with its traceback. `--help`
+prints `usage()`.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 from ml_collections.config_flags import config_path
@@ -39,38 +24,108 @@ from ml_collections.config_flags import config_path
 from sassid_jax import configuration
 from sassid_jax.errors import UserInputError
 from sassid_jax.logs import quiet_libraries
+from sassid_jax.nn import NETWORK_NAMES
 
 FLAGS = flags.FLAGS
-MODES = ("train", "denoise", "eval", "submit", "prepare", "analyze")
-REQUIRED = {
-    "train": ("workdir",),
-    "denoise": ("checkpoint", "input", "output"),
-    "eval": ("checkpoint", "output"),
-    "submit": ("checkpoint", "output"),
-    "prepare": (),
-    "analyze": ("input",),
+
+
+class Mode(NamedTuple):
+    """One `--mode`: what it does (one line of `--help`) and the flags it needs."""
+
+    summary: str
+    required: tuple[str, ...]
+
+
+MODES = {
+    "train": Mode("train the config's networks (BNN -> LAN -> U-Net), evaluate them", ("workdir",)),
+    "denoise": Mode(
+        "denoise your photos with a trained network", ("checkpoint", "input", "output")
+    ),
+    "eval": Mode("score one network on the config's evaluation data", ("checkpoint", "output")),
+    "submit": Mode("write SIDD or DND benchmark submission files", ("checkpoint", "output")),
+    "prepare": Mode("build the config's datasets into dataset.data_dir, then exit", ()),
+    "analyze": Mode("measure the noise of your photos (no network needed)", ("input",)),
+}
+EXAMPLES = (
+    "sassid --config configs/default.py --workdir runs/default",
+    "sassid --mode denoise --checkpoint runs/default --input photo.png --output out.png",
+    "sassid --mode denoise --network lan --checkpoint official_LAN.pth --input IN --output OUT",
+    "sassid --mode eval --config configs/sidd_validation.py --checkpoint runs/default --output DIR",
+    "sassid --mode analyze --input PHOTO_OR_FOLDER",
+)
+# --help lists our flags under these headings (absl renders each group as a module's key flags).
+FLAG_GROUPS = {
+    "every mode": ("mode", "config"),
+    "train": ("workdir", "allow_config_change"),
+    "paths (denoise, eval, submit, analyze)": ("checkpoint", "input", "output"),
+    "denoise": (
+        "network",
+        "ensemble",
+        "colour_sigma",
+        "safeguard",
+        "overwrite",
+        "tile",
+        "max_pixels",
+    ),
+    "multi-process (train, prepare)": ("coordinator_address", "num_processes", "process_id"),
 }
 DEFAULT_CONFIG = "configs/default.py"
 # The folder holding the sassid_jax and configs packages (a checkout's root, or site-packages).
 INSTALL_ROOT = Path(__file__).resolve().parents[1]
 EXIT_USER_ERROR = 2
 HELP_FLAGS = ("help", "h", "?", "helpshort", "helpfull", "helpxml")
-OUR_FLAGS = (
-    "config",
-    "mode",
-    "workdir",
-    "allow_config_change",
-    "checkpoint",
-    "input",
-    "output",
-    "ensemble",
-    "overwrite",
-    "tile",
-    "max_pixels",
-    "coordinator_address",
-    "num_processes",
-    "process_id",
-)
+
+
+def usage(full: bool = False) -> str:
+    """The text of `--help` (our flags) or, with full, of `--helpfull` (every flag, JAX's too).
+
+    The same for every entry point (`sassid`, `python launch.py`, `cli.run([...])`).
+    """
+    width = max(len(name) for name in MODES)
+    modes = [
+        f"  {name:<{width}}  {mode.summary}"
+        + (f"; needs {' '.join(f'--{f}' for f in mode.required)}" if mode.required else "")
+        for name, mode in MODES.items()
+    ]
+    lines = [
+        "sassid (or python launch.py): self-supervised denoising of real photos (SASL, CVPR 2023).",
+        "",
+        "usage: sassid [--mode MODE] [--config FILE.py] [--config.FIELD=VALUE ...] [flags]",
+        "",
+        "modes (--mode; default train):",
+        *modes,
+        "",
+        "examples:",
+        *(f"  {example}" for example in EXAMPLES),
+        "",
+        "Any config field is a flag (--config.stages.bnn.steps=1000); --config is looked up in",
+        "the current folder, then in the installed package's. Path flags may be bucket URLs",
+        "(gs://...). JAX's options are flags too (--jax_platforms=cpu); --helpfull lists them.",
+        "Bad input: one line 'error: ...' on stderr and exit code 2.",
+        "",
+        "flags:",
+        *map(FLAGS.module_help, FLAG_GROUPS),
+        "",
+    ]
+    if full:
+        lines += ["every flag, by the module that defines it:", FLAGS.get_help(), ""]
+    else:
+        lines += ["Try --helpfull to get a list of all flags.", ""]
+    return "\n".join(lines)
+
+
+class _HelpFlag(flags.BooleanFlag):
+    """A help flag that prints `usage(full)` on stdout and exits 0."""
+
+    def __init__(self, name: str, full: bool, short_name: str | None = None) -> None:
+        text = "show every flag, JAX's too" if full else "show this help"
+        super().__init__(name, False, text, short_name=short_name, allow_hide_cpp=True)
+        self.full = full
+
+    def parse(self, argument: Any) -> None:
+        if self._parse(argument):
+            sys.stdout.write(usage(self.full))
+            sys.exit(0)
 
 
 class FlagInputError(UserInputError):
@@ -115,12 +170,14 @@ def define_flags(argv: list[str]) -> None:
         default = resolve_config_path(DEFAULT_CONFIG)
     except FlagInputError:
         default = DEFAULT_CONFIG  # only an error if used (no --config given)
-    config_flags.DEFINE_config_file("config", default, "Config file (get_config()).", sys_argv=argv)
+    config_flags.DEFINE_config_file(
+        "config", default, "a Python config file (get_config()); see configs/.", sys_argv=argv
+    )
     flags.DEFINE_enum(
         "mode",
         "train",
         list(MODES),
-        "What to do (prepare: build the config's datasets into dataset.data_dir, then exit).",
+        "what to do (the modes are listed above).",
     )
     flags.DEFINE_string("workdir", None, "train: run folder (checkpoints, logs, results).")
     flags.DEFINE_bool(
@@ -132,13 +189,20 @@ def define_flags(argv: list[str]) -> None:
         "checkpoint",
         None,
         "denoise/eval/submit: our run folder (or a checkpoint in it) or an authors' .pth "
-        "(eval/submit: config.eval.network picks which).",
+        "(the network: denoise --network, eval/submit --config.eval.network).",
     )
     flags.DEFINE_string("input", None, "denoise/analyze: an image file or a folder of images.")
     flags.DEFINE_string(
         "output",
         None,
         "denoise: output file or folder; eval/submit: folder; analyze: folder (default: .).",
+    )
+    flags.DEFINE_enum(
+        "network",
+        "unet",
+        list(NETWORK_NAMES),
+        "denoise: which network of --checkpoint runs (a run folder: the last stage training "
+        "it; a .pth must hold it; a .pth BNN runs with blind size 9, the authors').",
     )
     flags.DEFINE_bool("ensemble", False, "denoise: average the 8 flips/rotations (x8 slower).")
     flags.DEFINE_float(
@@ -167,14 +231,37 @@ def define_flags(argv: list[str]) -> None:
     )
     flags.DEFINE_integer("num_processes", None, "multi-process: number of processes.")
     flags.DEFINE_integer("process_id", None, "multi-process: this process's index.")
-    for name in OUR_FLAGS:  # --help lists the main module's key flags: make ours key flags
-        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-    app.define_help_flags()
+    for group, names in FLAG_GROUPS.items():  # usage() renders each group's key flags
+        for name in names:
+            FLAGS.register_key_flag_for_module(group, FLAGS[name])
+    _define_help_flags()
     jax.config.config_with_absl()
 
 
+def _define_help_flags() -> None:
+    """absl's help flags, with --help (-h), --helpshort (-?) and --helpfull printing usage()."""
+    app.define_help_flags()  # also --helpxml and --only_check_args (app.run defines them once)
+    for name in ("help", "?", "helpshort", "helpfull"):
+        delattr(FLAGS, name)
+    flags.DEFINE_flag(_HelpFlag("help", full=False, short_name="h"))
+    flags.DEFINE_flag(_HelpFlag("helpshort", full=False, short_name="?"))
+    flags.DEFINE_flag(_HelpFlag("helpfull", full=True))
+
+
+def _field_names(
+    config: Mapping[str, Any] | ml_collections.ConfigDict, prefix: str = ""
+) -> Iterator[str]:
+    """The dotted names of every leaf field of a ConfigDict (or nested dict), in order."""
+    for key, value in config.items():
+        if isinstance(value, (Mapping, ml_collections.ConfigDict)) and value:
+            yield from _field_names(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
 def _unknown_override(argv: list[str]) -> str | None:
-    """The first `--config.FIELD` override of argv naming no field of the config, or None."""
+    """The first `--config.FIELD` override of argv naming no field of the config, as one line
+    with the closest field name, or None."""
     value = None
     for i, item in enumerate(argv):
         name, eq, rest = item.partition("=")
@@ -188,11 +275,13 @@ def _unknown_override(argv: list[str]) -> str | None:
     for item in argv:
         name = item.split("=", 1)[0].lstrip("-")
         if name.startswith(("config.", "noconfig.")):
-            field = name.split(".", 1)[1]
+            flag, field = name.split(".", 1)
             try:
                 config_path.get_value(field, config)
             except (KeyError, AttributeError, IndexError, ValueError):
-                return f"--{name}: {path} has no field {field!r}"
+                close = difflib.get_close_matches(field, list(_field_names(config)), n=1)
+                hint = f"; did you mean --{flag}.{close[0]}?" if close else ""
+                return f"--{name}: {path} has no field {field!r}{hint}"
     return None
 
 
@@ -242,6 +331,7 @@ def dispatch(mode: str) -> int:
             max_pixels=FLAGS.max_pixels,
             colour_sigma=FLAGS.colour_sigma,
             safeguard=FLAGS.safeguard,
+            network=FLAGS.network,
         )
     if mode == "analyze":
         # late import: only the mode that runs loads its stack (TensorFlow, ...)
@@ -289,7 +379,7 @@ def main(argv: list[str]) -> int:
     try:
         if len(argv) > 1:
             raise FlagInputError(f"unexpected arguments: {argv[1:]}")
-        missing = [f"--{f}" for f in REQUIRED[FLAGS.mode] if not FLAGS[f].value]
+        missing = [f"--{f}" for f in MODES[FLAGS.mode].required if not FLAGS[f].value]
         if missing:
             raise FlagInputError(f"--mode {FLAGS.mode} needs {', '.join(missing)}")
         return dispatch(FLAGS.mode)
@@ -300,14 +390,11 @@ def main(argv: list[str]) -> int:
 def run(argv: list[str] | None = None) -> None:
     """Entry point of `sassid` and launch.py: parse argv (default sys.argv), run, exit."""
     argv = list(sys.argv if argv is None else argv)
-    main_module = sys.modules.get("__main__")
-    if main_module is not None and not main_module.__doc__:
-        main_module.__doc__ = __doc__  # what --help prints above the flags
     try:
         parsed = _define_and_parse(argv)
     except UserInputError as e:
         sys.exit(_fail(e))
-    except SystemExit as e:  # absl's help flags print the usage and exit 1: asked-for help is 0
+    except SystemExit as e:  # absl's --helpxml prints and exits 1: asked-for help is 0
         asked = any(a.lstrip("-").split("=")[0] in HELP_FLAGS for a in argv[1:])
         sys.exit(0 if asked and e.code == 1 else e.code)
     app.run(main, argv=argv, flags_parser=lambda _: parsed)

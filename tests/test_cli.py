@@ -1,5 +1,5 @@
-"""The command line (launch.py = the `sassid` console script): exit codes, one-line errors,
-JAX's flags, and where --config is looked up."""
+"""The command line (launch.py = the `sassid` console script): help, exit codes, one-line
+errors, JAX's flags, and where --config is looked up."""
 
 import re
 import subprocess
@@ -24,6 +24,14 @@ def _launch(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     )
 
 
+def _sassid(*args: str) -> subprocess.CompletedProcess:
+    """The console script's entry point (`sassid ARGS`), run as the installed script runs it."""
+    code = "import sys\nfrom sassid_jax.cli import run\nrun(['sassid', *sys.argv[1:]])\n"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -40,6 +48,16 @@ def _launch(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
         (
             ["--config", "configs/joint.py", "--config.stages.bnn.lr=1", "--workdir=W"],
             "error: --config.stages.bnn.lr: configs/joint.py has no field 'stages.bnn.lr'",
+        ),
+        (
+            ["--config.stages.bnn.stpes=5", "--workdir=W"],
+            "error: --config.stages.bnn.stpes: configs/default.py has no field "
+            "'stages.bnn.stpes'; did you mean --config.stages.bnn.steps?",
+        ),
+        (
+            ["--noconfig.eval.ensembel", "--workdir=W"],
+            "error: --noconfig.eval.ensembel: configs/default.py has no field "
+            "'eval.ensembel'; did you mean --noconfig.eval.ensemble?",
         ),
         (
             ["--config.stages.bnn.lr=inf", "--workdir=W"],
@@ -130,10 +148,33 @@ def test_jax_flags_take_effect():
     assert run.stdout.split() == ["denoise", "cpu", "3", "highest"]
 
 
+def test_help_is_one_text_for_every_entry_point_and_lists_every_flag():
+    runs = [_launch("--help"), _sassid("--help"), _launch("-h")]
+    assert [r.returncode for r in runs] == [0, 0, 0], runs[0].stderr[-3000:]
+    assert runs[0].stdout == runs[1].stdout == runs[2].stdout
+    text = runs[0].stdout
+    for name, mode in cli.MODES.items():  # one line per mode: what it does, what it needs
+        (line,) = [x for x in text.splitlines() if x.startswith(f"  {name} ")]
+        assert mode.summary in line and all(f"--{f}" in line for f in mode.required), line
+    shown = set(re.findall(r"^  --(?:\[no\])?(\w+):", text, re.M))
+    code = (
+        "from sassid_jax import cli\n"
+        "cli.define_flags(['sassid'])\n"
+        "print(*(f.name for f in cli.FLAGS.flags_by_module_dict()['sassid_jax.cli']))\n"
+    )
+    defined = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    ours = set(defined.stdout.split()) - set(cli.HELP_FLAGS)
+    assert {"colour_sigma", "safeguard", "network", "tile"} <= ours
+    assert ours <= shown, ours - shown
+
+
 def test_helpfull_lists_jax_flags_and_help_ours():
     full = _launch("--helpfull")
     assert full.returncode == 0
     assert "--jax_platforms" in full.stdout and "--jax_compilation_cache_dir" in full.stdout
+    assert _sassid("--helpfull").stdout == full.stdout
     run = _launch("--help")
     assert run.returncode == 0
     short = run.stdout

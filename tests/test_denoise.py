@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import re
 import sys
 import types
 import zipfile
@@ -20,11 +21,12 @@ import pytest
 import tifffile
 from PIL import Image
 
-from sassid_jax.inference import predict
+from sassid_jax.evaluation import metrics
+from sassid_jax.inference import colour_anchor, predict
 from sassid_jax.io import photos
-from sassid_jax.io.torch_params import convert_state_dict
+from sassid_jax.io.torch_params import convert_state_dict, load_torch_params
 from sassid_jax.modes import denoise as dn
-from sassid_jax.nn import UNet
+from sassid_jax.nn import BNN, LAN, UNet
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -33,7 +35,7 @@ from sassid_jax.nn import UNet
 def identity(monkeypatch):
     """run_denoise with a denoiser that returns its input (or `scale` x input)."""
     state = {"scale": 1.0}
-    monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint: (None, None))
+    monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint, network="unet": (None, None))
     monkeypatch.setattr(predict, "jit_apply", lambda module, params: lambda x: x * state["scale"])
     return state
 
@@ -159,13 +161,16 @@ def test_pth_unet_width_is_inferred_and_runs(tmp_path, monkeypatch, capsys):
     np.testing.assert_array_equal(out, np.clip(np.floor(whole + 0.5), 0, 255))
 
 
+SMALL_LAN = {"blind_size": 3, "width": 8, "num_blocks": 1, "normalize": True}
+
+
 def _workdir(tmp_path: Path, stages: dict[str, list[str]], saved: dict[str, dict]) -> Path:
     import orbax.checkpoint as ocp
 
     workdir = tmp_path / "run"
     (workdir / "checkpoints").mkdir(parents=True)
     config = {
-        "networks": {"unet": {"width": 4, "normalize": True}},
+        "networks": {"unet": {"width": 4, "normalize": True}, "lan": SMALL_LAN},
         "stage_order": list(stages),
         "stages": {k: {"learners": v, "steps": 3} for k, v in stages.items()},
     }
@@ -191,6 +196,119 @@ def test_orbax_run_without_unet_checkpoint(tmp_path):
     workdir = _workdir(tmp_path, {"bnn": ["bnn"], "unet": ["unet"]}, {})
     with pytest.raises(dn.DenoiseInputError, match="no U-Net checkpoint yet"):
         dn.load_denoiser(workdir)
+
+
+def _gain_lines(out: str, name: str) -> list[str]:
+    return re.findall(rf"^(?:warning: )?{re.escape(name)}: estimated PSNR .*$", out, re.M)
+
+
+def test_run_without_unet_names_its_lan_and_network_lan_runs_it(tmp_path, capsys):
+    module = LAN(**SMALL_LAN)
+    params = module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    stages = {"bnn": ["bnn"], "lan": ["lan"], "unet": ["unet"]}
+    workdir = _workdir(tmp_path, stages, {"lan": {"lan": params}})
+    with pytest.raises(dn.DenoiseInputError) as info:
+        dn.load_denoiser(workdir)
+    assert "no U-Net checkpoint yet" in str(info.value)
+    assert str(info.value).endswith("; this checkpoint holds a LAN: add --network lan")
+    Image.fromarray(_rgb8(40, 50)).save(tmp_path / "in.png")
+    code = dn.run_denoise(str(workdir), str(tmp_path / "in.png"), str(tmp_path / "out.png"))
+    assert code == 2 and "add --network lan" in capsys.readouterr().err
+    code = dn.run_denoise(
+        str(workdir), str(tmp_path / "in.png"), str(tmp_path / "out.png"), network="lan"
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and len(_gain_lines(out, "in.png")) == 1, out  # safeguard "off": a line
+    whole = predict.predict_image(
+        predict.jit_apply(module, params), np.asarray(Image.open(tmp_path / "in.png"))
+    )
+    got = np.asarray(Image.open(tmp_path / "out.png"))
+    np.testing.assert_array_equal(got, np.clip(np.floor(whole + 0.5), 0, 255))
+
+
+class _Blur:
+    """A stand-in denoiser: a Gaussian blur (it helps on heavy noise, it ruins fine detail)."""
+
+    @staticmethod
+    def apply(variables, x):
+        return colour_anchor.blur(x, 2.0)
+
+
+def _striped(std: float, size: int = 64) -> np.ndarray:
+    """A smooth photo with fine stripes on its right quarter, plus white noise of `std`."""
+    yy, xx = np.mgrid[:size, :size] / size
+    clean = np.stack([90 + 80 * xx, 70 + 60 * yy, 160 - 50 * xx * yy], -1)
+    q = 3 * size // 4
+    clean[:, q:] += 30 * np.sin(2 * np.pi * np.arange(size) / 4)[None, q:, None]
+    noisy = clean + np.random.default_rng(0).normal(0, std, clean.shape)
+    return np.clip(np.floor(noisy + 0.5), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("safeguard", ["off", "blend", "none"])
+def test_estimated_gain_is_printed_for_every_photo(tmp_path, monkeypatch, capsys, safeguard):
+    monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint, network="unet": (_Blur(), None))
+    (tmp_path / "in").mkdir()
+    Image.fromarray(_striped(25.0)).save(tmp_path / "in" / "noisy.png")  # the blur helps
+    Image.fromarray(_striped(3.0)).save(tmp_path / "in" / "fine.png")  # it blurs the stripes
+    code, out, _ = _run(tmp_path, tmp_path / "in", tmp_path / "out", capsys, safeguard=safeguard)
+    lines = {name: _gain_lines(out, name) for name in ("noisy.png", "fine.png")}
+    assert code == 0
+    if safeguard == "none":
+        assert lines == {"noisy.png": [], "fine.png": []}, out
+        return
+    (better,), (worse,) = lines["noisy.png"], lines["fine.png"]
+    assert better.startswith("noisy.png: estimated PSNR") and "(gain +" in better, out
+    assert worse.startswith("warning: fine.png: estimated PSNR"), out
+
+
+def _authors_file(shared_data: Path, name: str) -> Path:
+    path = shared_data / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+def test_authors_lan_runs_with_network_lan_and_otherwise_names_the_flag(
+    shared_data, tmp_path, capsys
+):
+    lan = _authors_file(shared_data, "weights/official_LAN.pth")
+    noisy, clean = (_authors_file(shared_data, f"sidd_pair/{n}.png") for n in ("noisy", "gt"))
+    code = dn.run_denoise(str(lan), str(noisy), str(tmp_path / "out.png"))
+    err = capsys.readouterr().err
+    assert (
+        code == 2
+        and err == f"error: {lan}: this .pth holds a LAN, not a U-Net; add --network lan\n"
+    )
+    code = dn.run_denoise(str(lan), str(noisy), str(tmp_path / "out.png"), network="lan")
+    out = capsys.readouterr().out
+    (line,) = _gain_lines(out, "noisy.png")
+    assert code == 0 and float(re.search(r"gain ([-+][0-9.]+) dB", line)[1]) > 0, line
+    gt = np.asarray(Image.open(clean))
+    psnr = lambda x: float(metrics.psnr(gt, x)[0])  # noqa: E731
+    assert (
+        psnr(np.asarray(Image.open(tmp_path / "out.png"))) > psnr(np.asarray(Image.open(noisy))) + 5
+    )
+
+
+def test_authors_bnn_needs_network_bnn_and_runs_with_blind_size_9(shared_data, tmp_path, capsys):
+    bnn = _authors_file(shared_data, "parity/bnn_b9_c48_seed0.pth")
+    noisy = np.asarray(Image.open(_authors_file(shared_data, "sidd_pair/noisy.png")))[:64, :64]
+    Image.fromarray(noisy).save(tmp_path / "in.png")
+    code = dn.run_denoise(str(bnn), str(tmp_path / "in.png"), str(tmp_path / "out.png"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.endswith("this .pth holds a BNN, not a U-Net; add --network bnn\n")
+    code = dn.run_denoise(
+        str(bnn),
+        str(tmp_path / "in.png"),
+        str(tmp_path / "out.png"),
+        network="bnn",
+        safeguard="none",
+    )
+    assert code == 0
+    module = BNN(blind_size=9, width=48, normalize=False)
+    whole = predict.predict_image(predict.jit_apply(module, load_torch_params(bnn, "bnn")), noisy)
+    got = np.asarray(Image.open(tmp_path / "out.png"))
+    np.testing.assert_array_equal(got, np.clip(np.floor(whole + 0.5), 0, 255))
 
 
 @pytest.mark.parametrize("kind", ["missing", "text", "folder"])
@@ -293,7 +411,7 @@ def test_outputs_follow_the_umask(tmp_path, identity, capsys):
 
 
 def test_interrupt_during_run_exits_130_without_partial_file(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint: (None, None))
+    monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint, network="unet": (None, None))
 
     def interrupted(module, params):
         def apply(x):

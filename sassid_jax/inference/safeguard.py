@@ -174,8 +174,8 @@ def photo_check(module: nn.Module, params: Any, sigma: float, mode: str, say: Ca
       module, params: the network and its parameters.
       sigma: the colour anchor's blur in pixels (0: none).
       mode: "blend" or "off".
-      say: takes one log line: a warning when an output is estimated no better than its
-        input, or why a photo has no estimate.
+      say: takes one line per photo: its estimate (`verdict`), as a warning when the
+        output is estimated no better than the input, or why the photo has no estimate.
     Returns:
       check(name, rgb, output) -> output, rgb and output (H, W, 3) float on [0, 255]: the
       checked output (float32, maybe blended), or `output` as given without an estimate.
@@ -187,8 +187,8 @@ def photo_check(module: nn.Module, params: Any, sigma: float, mode: str, say: Ca
         checked = try_check(fn, noisy, output, mode, name, say, sigma)
         if checked is None:
             return output
-        if checked.estimate.gain_db <= 0:
-            say(f"warning: {verdict(name, checked)}")
+        line = verdict(name, checked)
+        say(line if checked.estimate.gain_db > 0 else f"warning: {line}")
         return checked.output
 
     return check

@@ -202,13 +202,17 @@ def _pth_module(state: dict[str, np.ndarray], network: str, path: epath.Path) ->
     )
 
 
-def _load_pth(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
+def _read_pth(path: epath.Path) -> dict[str, np.ndarray]:
     try:
-        state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
+        return {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
     except OSError as e:
         raise CheckpointInputError(f"{path}: cannot read ({e.strerror or e})") from e
     except UserInputError as e:  # the reader's messages name the file and the key
         raise CheckpointInputError(str(e)) from e
+
+
+def _load_pth(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
+    state = _read_pth(path)
     module = _pth_module(state, network, path)
     try:
         params = convert_state_dict(state, network, module, source=str(path))
@@ -309,6 +313,37 @@ def _load_orbax(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
             f"{item}: {LABELS[network]} parameters do not match {config_path}"
         )
     return module, params
+
+
+def _holds(state: dict[str, np.ndarray], network: str, path: epath.Path) -> bool:
+    try:
+        convert_state_dict(state, network, _pth_module(state, network, path), source=str(path))
+    except UserInputError:
+        return False
+    return True
+
+
+def _has_saved(path: epath.Path, network: str) -> bool:
+    try:
+        item = _locate(path, network)[0]
+    except CheckpointInputError:
+        return False
+    tree = ocp.StandardCheckpointer().metadata(item).item_metadata
+    return network in (tree.get("params") or {})
+
+
+def networks_in(checkpoint: PathLike) -> tuple[str, ...]:
+    """The networks ('bnn', 'lan', 'unet') that `load_network` can find in `checkpoint` (a
+    run folder, a folder inside its checkpoints/ or an authors' `.pth`), judged by the saved
+    items or the tensor names without restoring them; () when it holds none or is unreadable."""
+    path = epath.Path(checkpoint)
+    try:
+        if path.is_dir():
+            return tuple(n for n in NETWORK_NAMES if _has_saved(absolute(path), n))
+        state = _read_pth(path)
+    except (UserInputError, OSError, ValueError):
+        return ()
+    return tuple(n for n in NETWORK_NAMES if _holds(state, n, path))
 
 
 def load_network(checkpoint: PathLike, network: str = "unet") -> tuple[nn.Module, Any]:

@@ -1,21 +1,9 @@
-"""The `denoise` command: run a trained U-Net on photos (files or folders).
+"""`--mode denoise`: a trained network (U-Net, LAN or BNN) on photos, files or folders.
 
-`run_denoise(checkpoint, input_path, output_path)` is what `launch.py --mode denoise` calls.
-It returns an exit code (0 done, 2 bad input, 130 interrupted) and never lets a traceback reach
-the user for bad input: every problem is one line naming the file.
-
-- Checkpoints: our run folder (workdir with config.json; the last stage training 'unet'),
-  any folder inside its checkpoints/ (a stage or a step), or the authors' `.pth` U-Net (width
-  read from `encode_block_1.0.weight`; no code from the file runs).
-- Images: read and written by `photo_io` (PNG, JPEG, TIFF; 8 or 16 bit, 16 bit staying 16 bit:
-  values / 257 go to the network on [0, 255] and * 257 back; grey replicated to RGB, the mean
-  of the output written back as one channel; alpha copied unchanged; EXIF orientation applied
-  so outputs are upright; ICC profile and EXIF kept; a pixel limit checked before decoding,
-  `max_pixels`).
-- Output format follows the output's extension; in folder mode names and extensions are kept.
-  Writes are atomic (`atomic_files`), and existing outputs are skipped unless overwrite=True.
-- Paths (checkpoint, input, output) may be bucket URLs (gs://...): they go through etils.epath;
-  on a bucket an output folder needs no creating (folders are implicit there).
+`run_denoise` reads each photo (`io.photos`: PNG, JPEG, TIFF, 8 or 16 bit, alpha and EXIF
+kept), denoises it tile by tile (`inference.predict`), anchors its colour, estimates its gain
+from the noisy photo alone (`inference.safeguard`), writes it atomically beside the others and
+returns an exit code; every bad input is one line naming the file. Paths may be bucket URLs.
 """
 
 from __future__ import annotations
@@ -36,7 +24,13 @@ from sassid_jax.inference import predict
 from sassid_jax.inference.colour_anchor import anchor_image, config_sigma
 from sassid_jax.inference.predict import DEFAULT_MARGIN, MIN_SIZE
 from sassid_jax.inference.safeguard import config_mode, photo_check
-from sassid_jax.io.checkpoints import CheckpointInputError, load_network, run_config_of
+from sassid_jax.io.checkpoints import (
+    LABELS,
+    CheckpointInputError,
+    load_network,
+    networks_in,
+    run_config_of,
+)
 from sassid_jax.io.paths import is_local, same_path
 from sassid_jax.io.photos import (
     Photo,
@@ -57,13 +51,26 @@ class DenoiseInputError(UserInputError):
 # ============================================================================ checkpoints
 
 
-def load_denoiser(checkpoint: str | os.PathLike) -> tuple[Any, Any]:
-    """(UNet module, params) from a run folder, a folder inside its checkpoints/, or an
-    authors' `.pth`. Raises DenoiseInputError (one line naming the path) for anything else."""
+def load_denoiser(checkpoint: str | os.PathLike, network: str = "unet") -> tuple[Any, Any]:
+    """(module, params) of `network` ('unet', 'lan' or 'bnn') from a run folder (the last stage
+    training it), a folder inside its checkpoints/, or an authors' `.pth`.
+
+    Raises DenoiseInputError, one line naming the path and, when the checkpoint holds other
+    networks but not this one, the `--network` that runs them.
+    """
     try:
-        return load_network(checkpoint, "unet")
+        return load_network(checkpoint, network)
     except CheckpointInputError as e:
-        raise DenoiseInputError(str(e)) from e
+        held = networks_in(checkpoint)[::-1]  # the last trained (the better denoiser) first
+        if not held or network in held:
+            raise DenoiseInputError(str(e)) from e
+        names = " and ".join(f"a {LABELS[n]}" for n in held)
+        use = " or ".join(f"--network {n}" for n in held)
+        if epath.Path(checkpoint).is_dir():  # the reason (e.g. no U-Net stage yet), then the fix
+            raise DenoiseInputError(f"{e}; this checkpoint holds {names}: add {use}") from e
+        raise DenoiseInputError(
+            f"{checkpoint}: this .pth holds {names}, not a {LABELS[network]}; add {use}"
+        ) from e
 
 
 def denoiser_settings(checkpoint: str | os.PathLike) -> tuple[float, str]:
@@ -88,8 +95,9 @@ class Job:
 
 
 def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> list[Job]:
-    """Jobs for a file -> file/folder or a folder -> folder run (folders: top level only,
-    names kept). DenoiseInputError for missing or empty inputs and in-place overwrites."""
+    """The jobs of a file -> file, file -> folder or folder -> folder run (a folder's photos at
+    its top level, names kept), in name order. DenoiseInputError for missing or empty inputs
+    and for outputs that would overwrite their inputs."""
     source, target = epath.Path(input_path), epath.Path(output_path)
     if not source.exists():
         raise DenoiseInputError(f"{source}: no such file or directory")
@@ -169,9 +177,18 @@ def denoise_photo(
     colour_sigma: float = 0.0,
     check: Callable[[Any, Any], Any] | None = None,
 ) -> Photo:
-    """The denoised photo (same size, bit depth, channels; alpha unchanged), with the
-    input's local mean colour when colour_sigma > 0 (colour_anchor.py), then passed through
-    check(rgb, output) -> output when given (the safeguard, `quality_check`)."""
+    """The denoised photo: same size, bit depth and channels, alpha unchanged.
+
+    Args:
+      apply_fn: the network, (N, H, W, 3) float32 on [0, 255] -> the same (`jit_apply`).
+      photo: the noisy photo (`io.photos.Photo`).
+      ensemble: average the x8 flips and rotations.
+      tile: tile side in pixels (`inference.predict.denoise`).
+      progress: called as progress(tiles_done, tiles_total), or None.
+      colour_sigma: > 0 keeps the input's local mean colour (`inference.colour_anchor`).
+      check: check(rgb, output) -> output applied last (the safeguard, `photo_check`), or None;
+        rgb and output are (H, W, 3) float on [0, 255].
+    """
     run = predict.denoise_ensemble if ensemble else predict.denoise
     rgb = photo.rgb()
     out = anchor_image(run(apply_fn, rgb, tile=tile, progress=progress), rgb, colour_sigma)
@@ -205,7 +222,7 @@ def _process(
         tile=tile,
         progress=bars.tiles,
         colour_sigma=sigma,
-        check=None if check is None else functools.partial(check, str(job.source)),
+        check=None if check is None else functools.partial(check, job.source.name),
     )
     write_photo(job.target, result)
     note = (
@@ -230,17 +247,30 @@ def run_denoise(
     max_pixels: int | None = None,
     colour_sigma: float | None = None,
     safeguard: str | None = None,
+    network: str = "unet",
 ) -> int:
-    """Denoise a file or every image of a folder; returns the exit code.
+    """Denoise a file or every image of a folder (top level) with one network.
 
-    0: all done (or skipped because the output exists); 2: bad input (one line per problem,
-    naming the file; in folder mode the other files are still processed); 130: Ctrl-C (no
-    partial output file is left). max_pixels: the largest width x height read (None:
-    photo_io.DEFAULT_MAX_PIXELS), checked before decoding. colour_sigma: the colour anchor's
-    blur in pixels (colour_anchor.py); None = the run's postprocess.colour_sigma (0 for an
-    authors' .pth: their raw outputs). safeguard: "blend", "off" (safeguard.py) or "none"
-    (no quality estimate at all); None = the run's postprocess.safeguard ("off" for a .pth).
-    Either way, each photo's gain is estimated and a warning printed when it is <= 0 dB.
+    Args:
+      checkpoint: a run folder, a folder inside its checkpoints/, or an authors' `.pth`.
+      input_path: a photo, or a folder of photos (PNG, JPEG, TIFF).
+      output_path: the output file (its extension picks the format) or folder (names and
+        extensions kept; created if missing).
+      ensemble: average the x8 flips and rotations.
+      overwrite: redo outputs that exist (else they are skipped).
+      tile: tile side in pixels, a multiple of 32 and at least 288.
+      max_pixels: the largest width x height read, checked before decoding (None: the
+        default of `io.photos`).
+      colour_sigma: the colour anchor's blur in pixels (`inference.colour_anchor`, 0 = off);
+        None: the run's postprocess.colour_sigma (0 for a `.pth`: the authors' raw outputs).
+      safeguard: "blend" or "off" (`inference.safeguard`): one line per photo with its gain
+        estimated from the noisy photo alone, a warning (and with "blend", a blend with the
+        input) when it is <= 0 dB; "none": no estimate. None: the run's
+        postprocess.safeguard ("off" for a `.pth`).
+      network: 'unet', 'lan' or 'bnn' (see `load_denoiser`).
+    Returns:
+      The exit code: 0 done (or skipped); 2 bad input (one line per problem naming the file;
+      in folder mode the other photos are still done); 130 Ctrl-C (no partial file left).
     """
     try:
         smallest = 2 * DEFAULT_MARGIN + 32
@@ -258,7 +288,7 @@ def run_denoise(
                 print(f"skip {job.target}: already exists (use --overwrite to redo it)")
         if not todo:
             return EXIT_OK
-        module, params = load_denoiser(checkpoint)
+        module, params = load_denoiser(checkpoint, network)
         run_sigma, run_safeguard = denoiser_settings(checkpoint)
         colour_sigma = run_sigma if colour_sigma is None else colour_sigma
         safeguard = run_safeguard if safeguard is None else safeguard
@@ -273,7 +303,7 @@ def run_denoise(
     except OSError as e:  # e.g. the output folder cannot be created
         print(f"error: {e.filename or output_path}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    apply_fn = predict.jit_apply(module, params)
+    apply_fn = predict.jit_apply(module, params)  # looked up here: tests replace it
     bars, failed = _Progress(len(todo)), 0
     check = None
     if safeguard != "none":

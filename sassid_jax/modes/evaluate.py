@@ -25,10 +25,18 @@ from sassid_jax.io.checkpoints import load_network
 
 
 def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
-    """Evaluate one network of `checkpoint` (config.eval.network) on the config's eval data.
+    """Evaluate one network of `checkpoint` on the config's evaluation data.
 
-    Returns the results written to <output>/eval_<dataset>.json (`checkpoint` and `output`
-    may be bucket URLs, gs://...).
+    Args:
+      config: a run config; config.dataset names the data (every image needs a clean
+        reference), config.eval.network the network, config.eval.ensemble and
+        config.postprocess.colour_sigma how it is run.
+      checkpoint: a run folder, a folder inside its checkpoints/, or an authors' `.pth`.
+      output: the folder that gets eval_<dataset>.json (created if missing).
+    Returns:
+      The results written there: PSNR and SSIM (mean, per image, per phone and ISO when
+      known), the settings and the seconds taken. `checkpoint` and `output` may be bucket
+      URLs (gs://...).
     """
 
     validate_eval_config(config, "eval")  # also when called from Python, not the CLI

@@ -1,13 +1,8 @@
-"""`--mode submit`: the SIDD and DND benchmark submission files.
+"""`--mode submit`: the SIDD and DND benchmark submission files of one trained network.
 
-- SIDD benchmark -> <output>/SubmitSrgb.mat ('DenoisedBlocksSrgb', uint8, the shape of the
-  benchmark blocks, rounded by the protocol (metrics.quantize); 'TimeMPSrgb', measured seconds
-  per megapixel).
-- DND -> one file per box <output>/boxes/<image>_<box>.mat (denoised with the spec's context
-  margins; boxes already written are kept, so an interrupted submission resumes), then the 50
-  bundles <output>/bundled/0001.mat .. 0050.mat to upload.
-The network comes from our run folder or an authors' .pth (checkpoint_io.load_network);
-images go through it on the [0, 255] scale, optionally with the x8 self-ensemble.
+SIDD: <output>/SubmitSrgb.mat (the blocks rounded by the protocol, and the measured seconds per
+megapixel). DND: one file per box in <output>/boxes/ (kept on a rerun, so an interrupted
+submission resumes), then the 50 files to upload in <output>/bundled/.
 """
 
 from __future__ import annotations
@@ -37,8 +32,16 @@ def write_sidd_submission(
     outputs: Sequence[np.ndarray],
     seconds_per_mp: float,
 ) -> np.ndarray:
-    """SubmitSrgb.mat: outputs quantized by the protocol into the (images, blocks, H, W, 3)
-    uint8 array 'DenoisedBlocksSrgb' (positions from the examples' image/block indices)."""
+    """Write SubmitSrgb.mat at `path` and return its 'DenoisedBlocksSrgb' array.
+
+    Args:
+      path: the .mat file written (atomically).
+      examples: the benchmark blocks, dicts with 'image_index' and 'block_index'.
+      outputs: the denoised blocks, (H, W, 3) float on [0, 255], in the order of examples.
+      seconds_per_mp: the measured time, stored as 'TimeMPSrgb'.
+    Returns:
+      (images, blocks, H, W, 3) uint8: the outputs rounded by the protocol (metrics.quantize).
+    """
     n_img = 1 + max(e["image_index"] for e in examples)
     n_blk = 1 + max(e["block_index"] for e in examples)
     if n_img * n_blk != len(examples):
@@ -60,7 +63,16 @@ def submit_sidd(
     colour_sigma: float = 0.0,
 ) -> epath.Path:
     """Denoise the SIDD benchmark blocks of the `dataset` config block into
-    out/SubmitSrgb.mat (colour-anchored with colour_sigma); returns its path."""
+    out/SubmitSrgb.mat and return its path.
+
+    Args:
+      dataset: the config's dataset block (where the prepared benchmark blocks are).
+      apply_fn: (N, H, W, 3) float32 on [0, 255] -> the same, the network.
+      out: the output folder.
+      ensemble: average the x8 flips and rotations.
+      batch: blocks per apply_fn call.
+      colour_sigma: the colour anchor's blur in pixels (0 = off).
+    """
     examples = sources.sidd_blocks("sidd_benchmark_srgb", dataset)
     start = time.perf_counter()
     with progress_bar(len(examples), "block") as bar:
@@ -81,9 +93,10 @@ def submit_sidd(
 def denoise_dnd_box(
     apply_fn: BatchFn, example: dict[str, Any], ensemble: bool, colour_sigma: float = 0.0
 ) -> np.ndarray:
-    """The denoised box of one dnd_srgb example: its context window x255 through the network
-    (colour-anchored on the window), the box cut out, /255 and clipped to [0, 1] (float32
-    (h, w, 3))."""
+    """The denoised box of one dnd_srgb example (a dict with 'noisy', its context window
+    (H, W, 3) float on [0, 1], and 'inner', the box's top, left, height, width in it): the
+    window x255 through apply_fn (colour-anchored on the window), the box cut out, /255 and
+    clipped, as float32 (height, width, 3) on [0, 1]."""
     (window,) = denoise_images(
         apply_fn,
         [np.asarray(example["noisy"], np.float32) * 255.0],
@@ -104,7 +117,8 @@ def submit_dnd(
     colour_sigma: float = 0.0,
 ) -> epath.Path:
     """Denoise every DND box of the `dataset` config block into out/boxes/ (keeping boxes
-    already there) and bundle them into out/bundled/; returns that folder."""
+    already there) and bundle them into out/bundled/; returns that folder. apply_fn,
+    ensemble and colour_sigma: as in `submit_sidd`."""
     builder = sources.prepared_builder("dnd_srgb", dataset)
     split = "benchmark"
     total = builder.info.splits[split].num_examples
@@ -119,8 +133,17 @@ def submit_dnd(
 
 
 def run_submit(config: Any, checkpoint: str, output: str) -> epath.Path:
-    """Write the submission files of config.dataset.name (sidd_benchmark_srgb or dnd_srgb);
-    `checkpoint` and `output` may be bucket URLs (gs://...)."""
+    """Write the submission files of config.dataset.name (sidd_benchmark_srgb or dnd_srgb).
+
+    Args:
+      config: a run config; config.eval.network picks the network of `checkpoint`,
+        config.eval.ensemble and config.postprocess.colour_sigma how it is run.
+      checkpoint: a run folder, a folder inside its checkpoints/, or an authors' `.pth`.
+      output: the folder written (created if missing).
+    Returns:
+      The path of SubmitSrgb.mat (SIDD) or of the bundled/ folder (DND). `checkpoint` and
+      `output` may be bucket URLs (gs://...).
+    """
     validate_eval_config(config, "submit")  # also when called from Python, not the CLI
     name = config.dataset.name
     module, params = load_network(checkpoint, config.eval.network)
