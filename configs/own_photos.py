@@ -3,15 +3,12 @@
   python launch.py --config configs/own_photos.py --workdir runs/mine \
       --config.dataset.noisy_dir=PATH/noisy [--config.dataset.clean_dir=PATH/clean]
 
-noisy_dir: your noisy photos (PNG/JPEG/TIFF, any sizes); clean_dir (optional): clean
-references with the same file names, used only to score the result. The folders are read
-once into a TFDS dataset (noisy_image_folder). Sizes and steps are the main job's (minutes on
-a CPU); for a full-size run, start from configs/sasl_paper.py and set the same fields.
-
-networks.bnn.blind_size is "auto": before training, the noise of the noisy photos is measured
-(`sassid_jax.noise.analysis`; see it with `--mode analyze --input PATH/noisy`) and the blind
-size is the smallest that hides the neighbours whose noise still correlates with a pixel's
-(5 for SIDD-like phone noise). Set an odd integer to choose it yourself.
+noisy_dir: your noisy photos (PNG/JPEG/TIFF, any sizes); clean_dir (optional): references with
+the same file names, only to score the result. The main job's sizes and steps (minutes on a
+CPU), with the BNN blind size measured from the noise of the photos (`"auto"`; see it with
+`--mode analyze`). Expected (bench/OWN_PHOTOS.md, 2026-11-29): U-Net 27.84 dB on the real SIDD
+block from 16.15 (trained on five SIDD blocks), 28.09 dB from 26.01 on mildly noisy simulated
+photos. What it chooses by itself and why: docs/self_tuning.md.
 """
 
 import ml_collections

@@ -1,16 +1,15 @@
-"""Train only the U-Net on your own noisy photos, with the authors' trained BNN and LAN as
-frozen teachers (SASL's third stage; minutes on a CPU).
+"""Train only the U-Net on your own noisy photos, with a trained BNN and LAN as frozen teachers.
 
   python launch.py --config configs/own_photos_teachers.py --workdir runs/mine_unet \
       --config.dataset.noisy_dir=PATH/noisy \
-      --config.pretrained.bnn=PATH/BNN.pth --config.pretrained.lan=PATH/official_LAN.pth
+      --config.pretrained.bnn=PATH/BNN.pth --config.pretrained.lan=PATH/LAN.pth
 
-The teachers may also be one of our run folders (or a checkpoint inside one, local or gs://).
-Their network fields here are the authors' architectures, which the weights are checked
-against before training: BNN blind size 9, width 48; LAN blind size 3, width 64, 6 blocks;
-both fed raw [0, 255] values (normalize=False). A `.pth` does not store the BNN's blind size:
-set --config.networks.bnn.blind_size if yours was trained with another. The U-Net keeps the
-main job's size and steps (configs/own_photos.py).
+SASL's third stage alone (minutes on a CPU; the U-Net keeps configs/own_photos.py's size and
+steps). The teachers are `.pth` files of the authors' code (they release the LAN) or our run
+folders; their network fields here are the authors' architectures, checked against the
+weights before training: BNN blind size 9, width 48; LAN blind size 3, width 64, 6 blocks;
+both raw [0, 255] inputs (normalize=False). A `.pth` does not store the BNN's blind size: set
+--config.networks.bnn.blind_size if yours differs. Expected: not measured here.
 """
 
 import ml_collections

@@ -5,7 +5,8 @@
 
 DND has no public ground truth: reports the residual standard deviation in flat regions
 (alpha of the SASL BNN's output < 0.5) before and after denoising, the low-pass bias, and
-saves panels of a few crops. The SIDD pair rides along as a check of the measure.
+saves panels of a few crops; the SIDD pair rides along as a check of the measure. Expected
+figures: bench/REAL_NOISE.md, section 3.
 """
 
 import ml_collections
