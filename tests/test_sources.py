@@ -56,7 +56,8 @@ def test_missing_reference_names_the_file(tmp_path):
     _write(tmp_path / "noisy", "a.png", 10)
     _write(tmp_path / "clean", "b.png", 10)
     cfg = _cfg(noisy_dir=str(tmp_path / "noisy"), clean_dir=str(tmp_path / "clean"))
-    with pytest.raises(ValueError, match=r"a\.png: no clean reference named a\.png"):
+    # a UserInputError: the command line prints one line and exits with code 2
+    with pytest.raises(UserInputError, match=r"a\.png: no clean reference named a\.png"):
         sources.load_eval_examples(cfg)
 
 
@@ -64,7 +65,7 @@ def test_shape_mismatch_and_empty_folder(tmp_path):
     _write(tmp_path / "noisy", "a.png", 10)
     _write(tmp_path / "clean", "a.png", 10, shape=(4, 4, 3))
     cfg = _cfg(noisy_dir=str(tmp_path / "noisy"), clean_dir=str(tmp_path / "clean"))
-    with pytest.raises(ValueError, match="differs from its noisy image"):
+    with pytest.raises(UserInputError, match="differs from its noisy image"):
         sources.load_eval_examples(cfg)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="dataset.noisy_dir: no images"):

@@ -58,8 +58,9 @@ def folder_examples(
       noisy_field, clean_field: the config fields named in messages.
       max_pixels: the largest width x height read (None: photos.DEFAULT_MAX_PIXELS).
     Raises:
-      ValueError: naming the file, for an unreadable image (photos.PhotoError), a noisy
-        photo without its reference (when clean_dir is given) or a reference of another size.
+      ConfigError: naming the file, for a noisy photo without its reference (when
+        clean_dir is given) or a reference of another size (photos.PhotoError for an
+        unreadable image). Both are UserInputErrors: one line and exit code 2 on the CLI.
     """
     noisy = folder_images(noisy_dir, f"dataset.{noisy_field}")
     clean = folder_images(clean_dir, f"dataset.{clean_field}") if clean_dir else {}
@@ -67,10 +68,10 @@ def folder_examples(
         image, reference = read_rgb8(path, max_pixels), None
         if clean:
             if name not in clean:
-                raise ValueError(f"{path}: no clean reference named {name} in {clean_dir}")
+                raise ConfigError(f"{path}: no clean reference named {name} in {clean_dir}")
             reference = read_rgb8(clean[name], max_pixels)
             if reference.shape != image.shape:
-                raise ValueError(
+                raise ConfigError(
                     f"{clean[name]}: shape {reference.shape} differs from its "
                     f"noisy image {path} {image.shape}"
                 )
