@@ -38,7 +38,7 @@ from sassid_jax.configuration import check_resume_compatible, validate_config
 from sassid_jax.data import pipeline, tiles
 from sassid_jax.errors import ConfigError
 from sassid_jax.evaluation import report
-from sassid_jax.io import workdir_lock
+from sassid_jax.io import checkpoints, workdir_lock
 from sassid_jax.io.atomic_files import write_json
 from sassid_jax.io.paths import absolute
 from sassid_jax.nn import NETWORK_NAMES
@@ -234,18 +234,15 @@ def _train_from(
 def _write_run_config(
     config: ml_collections.ConfigDict, workdir: epath.Path, allow_change: bool
 ) -> None:
-    path = workdir / "config.json"
+    path = workdir / checkpoints.CONFIG_FILE
     current = json.loads(config.to_json_best_effort())
     if path.exists():
         try:
-            saved = json.loads(path.read_text())
-        except ValueError as e:
-            saved = e
-        if not isinstance(saved, dict):
+            saved = checkpoints.read_run_config(workdir)
+        except checkpoints.CheckpointInputError as e:
             raise ConfigError(
-                f"{path}: not a run config (empty or damaged: {saved}); restore it, delete it "
-                "to start this workdir afresh, or use another --workdir"
-            )
+                f"{e}; restore it, delete it to start this workdir afresh, or use another --workdir"
+            ) from e
         check_resume_compatible(saved, current, path, allow_change)
     if jax.process_index() == 0:
         write_json(path, current)

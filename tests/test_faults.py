@@ -254,3 +254,22 @@ def test_damaged_config_json_in_the_workdir_is_one_line_naming_it(tmp_path, cont
     with pytest.raises(ConfigError, match=rf"^{tmp_path}/config\.json: not a run config") as e:
         _write_run_config(default.get_config(), epath.Path(tmp_path), allow_change=False)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]"])
+def test_damaged_config_json_is_one_error_for_every_reader(tmp_path, content):
+    """Denoise, eval and final_params read config.json through the one reader (as training
+    does above): the same one line naming the file."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.json").write_text(content)
+    readers = (
+        lambda: checkpoints.load_network(tmp_path, "unet"),
+        lambda: checkpoints.checkpoint_item(tmp_path / "checkpoints", "bnn"),
+        lambda: checkpoints.final_params(tmp_path, "lan"),
+        lambda: checkpoints.run_config_of(tmp_path),
+    )
+    expected = rf"^{re.escape(str(tmp_path))}/config\.json: not a run config \(empty or damaged"
+    for read in readers:
+        with pytest.raises(checkpoints.CheckpointInputError, match=expected) as e:
+            read()
+        assert "\n" not in str(e.value)
