@@ -112,6 +112,7 @@ def train_stage(ctx: RunContext, stage_index: int) -> tuple[History, dict[str, A
     history, window = resume.load_history(ctx.workdir, stage.name, latest or 0)
     if latest is not None and latest >= steps:
         logging.info("stage %s: finished earlier (step %d), skipping", stage.name, latest)
+        ctx.keep_restored(stage.name, latest, state)  # later stages and the report reuse it
         steps_run, loop_seconds = 0, 0.0
     else:
         with ctx.manager(stage.name) as mgr:
