@@ -145,11 +145,13 @@ def test_step_keeps_the_last_finite_state():
     xs = np.random.default_rng(0).uniform(0, 255, (3, 2, 32, 32, 3)).astype(np.float32)
     xs[1, 0, 5, 5, 0] = np.nan  # the second of three steps sees a NaN
     one = make_train_step(networks, stage, tx, mesh)
-    after_one, metrics = one(jax.tree.map(np.copy, fresh), {}, xs[0])
+    _, shapes = one.eval_shape(fresh, {}, xs[0], True)  # the jax.jit function itself
+    assert shapes["loss"].shape == () and shapes["finite"].dtype == np.bool_
+    after_one, metrics = one(jax.tree.map(np.copy, fresh), {}, xs[0], True)
     assert bool(metrics["finite"])
     want = jax.device_get(after_one)
     three = make_train_step(networks, stage, tx, mesh, several_steps=True)
-    state, metrics = three(jax.tree.map(np.copy, fresh), {}, xs)
+    state, metrics = three(jax.tree.map(np.copy, fresh), {}, xs, True)
     assert not bool(metrics["finite"]) and np.isfinite(metrics["loss"][0])
     assert_same_params(jax.device_get(state), want)  # step 1's state; step 3 was not applied
     state, metrics = one(state, {}, xs[0], metrics["finite"])  # once not finite, sticky
