@@ -17,7 +17,8 @@ The datasets are read and checked before config.json is written, and `workdir/.l
 (workdir_lock.py) keeps a second run off the same workdir.
 Loss, grad norm, learning rate, steps/s (clu's ReportProgress, ETA of the whole run), eval
 scores, the final panels (images) and the config (hparams) go to TensorBoard
-(`workdir/tensorboard`, process 0 only); a readable line per log interval goes to the log.
+(`workdir/tensorboard`, process 0 only; none when train.tensorboard is False); a readable
+line per log interval goes to the log.
 """
 
 from __future__ import annotations
@@ -300,9 +301,8 @@ def _run(
     workdir.mkdir(parents=True, exist_ok=True)
     _write_run_config(config, workdir, allow_config_change)
     pretrained.check_unchanged(workdir, loaded, config, allow_config_change)
-    writer = metric_writers.create_default_writer(
-        str(workdir / "tensorboard"), just_logging=jax.process_index() > 0
-    )
+    logdir = str(workdir / "tensorboard") if config.train.get("tensorboard", True) else None
+    writer = metric_writers.create_default_writer(logdir, just_logging=jax.process_index() > 0)
     if jax.process_index() == 0:
         writer.write_hparams(monitoring.hparams(config))
     ctx = RunContext(
