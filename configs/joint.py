@@ -6,7 +6,7 @@ outputs and alpha for the U-Net) is stop-gradient'ed, as in the staged recipe.
 
 import ml_collections
 
-from configs import default
+from sassid_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:

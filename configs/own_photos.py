@@ -16,7 +16,7 @@ size is the smallest that hides the neighbours whose noise still correlates with
 
 import ml_collections
 
-from configs import default
+from sassid_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:

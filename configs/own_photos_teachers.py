@@ -15,7 +15,7 @@ main job's size and steps (configs/own_photos.py).
 
 import ml_collections
 
-from configs import own_photos
+from sassid_jax.configs import own_photos
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -9,7 +9,7 @@ alpha thresholds 1/5. Trains on sidd_medium_srgb, validates on sidd_validation_s
 
 import ml_collections
 
-from configs import default
+from sassid_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:

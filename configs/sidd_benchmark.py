@@ -8,7 +8,7 @@ manual_dir holds BenchmarkNoisyBlocksSrgb.mat. Upload submission/sidd/SubmitSrgb
 
 import ml_collections
 
-from configs import sasl_paper
+from sassid_jax.configs import sasl_paper
 
 
 def get_config() -> ml_collections.ConfigDict:

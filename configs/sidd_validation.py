@@ -10,7 +10,7 @@ our run folder or an authors' .pth; eval.network picks the network (default the 
 
 import ml_collections
 
-from configs import sasl_paper
+from sassid_jax.configs import sasl_paper
 
 
 def get_config() -> ml_collections.ConfigDict:

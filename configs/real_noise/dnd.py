@@ -10,7 +10,7 @@ saves panels of a few crops. The SIDD pair rides along as a check of the measure
 
 import ml_collections
 
-from configs.real_noise import bench_fields
+from sassid_jax.configs.real_noise import bench_fields
 
 
 def get_config() -> ml_collections.ConfigDict:

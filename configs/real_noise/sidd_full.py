@@ -11,7 +11,7 @@ short runs on the shared 2-core CPU so that each stage fits a per-stage time bud
 
 import ml_collections
 
-from configs.real_noise import sidd_short
+from sassid_jax.configs.real_noise import sidd_short
 
 
 def get_config() -> ml_collections.ConfigDict:

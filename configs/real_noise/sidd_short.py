@@ -13,8 +13,8 @@ field, e.g. --config.run.stages.unet.steps=800 --config.run.train.eval_every=200
 
 import ml_collections
 
-from configs import default
-from configs.real_noise import bench_fields
+from sassid_jax.configs import default
+from sassid_jax.configs.real_noise import bench_fields
 
 
 def get_config() -> ml_collections.ConfigDict:
