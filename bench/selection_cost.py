@@ -61,7 +61,7 @@ def main() -> None:
         box = [state]
 
         def train_step(step_fn=step_fn, teachers=teachers, box=box) -> None:
-            box[0], metrics = step_fn(box[0], teachers, x)
+            box[0], metrics = step_fn(box[0], teachers, x, True)
             jax.block_until_ready(metrics)
 
         loss = selection.make_heldout_loss(nets, s, mesh)

@@ -10,7 +10,7 @@ section 1).
 
 import ml_collections
 
-from configs import default
+from sassid_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:

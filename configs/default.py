@@ -81,6 +81,8 @@ def get_config() -> ml_collections.ConfigDict:
     # arithmetic; on CPU one call allocates XLA's temporaries once instead of K times
     # (bench/NOTES.md, section 7e). log/checkpoint/eval intervals must be multiples of it.
     c.train.steps_per_call = 1
+    # TensorBoard event files in workdir/tensorboard (process 0); False: none, the log only.
+    c.train.tensorboard = True
 
     # Model selection without ground truth (training/selection.py): the bottom band of each
     # training photo (fraction of its rows, >= crop_size) is held out; every `every` steps

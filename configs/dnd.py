@@ -12,7 +12,7 @@ benchmark server (docs/method.md, "Published figures"; not reproduced here).
 
 import ml_collections
 
-from configs import sasl_paper
+from sassid_jax.configs import sasl_paper
 
 
 def get_config() -> ml_collections.ConfigDict:

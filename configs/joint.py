@@ -10,7 +10,7 @@ jointly against 37.39 dB in three stages (docs/method.md, "Published figures").
 
 import ml_collections
 
-from configs import default
+from sassid_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -13,7 +13,7 @@ photos. What it chooses by itself and why: docs/self_tuning.md.
 
 import ml_collections
 
-from configs import default
+from sassid_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -14,7 +14,7 @@ both raw [0, 255] inputs (normalize=False). A `.pth` does not store the BNN's bl
 
 import ml_collections
 
-from configs import own_photos
+from sassid_jax.configs import own_photos
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -14,7 +14,7 @@ needs an accelerator). manual_dir: the SIDD downloads (README, "Reproducing the 
 
 import ml_collections
 
-from configs import default
+from sassid_jax.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:

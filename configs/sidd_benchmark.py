@@ -10,7 +10,7 @@ figures"; not reproduced here).
 
 import ml_collections
 
-from configs import sasl_paper
+from sassid_jax.configs import sasl_paper
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -12,7 +12,7 @@ results/eval_sidd_validation_srgb.json. Expected: the paper's 37.39 dB / 0.934 f
 
 import ml_collections
 
-from configs import sasl_paper
+from sassid_jax.configs import sasl_paper
 
 
 def get_config() -> ml_collections.ConfigDict:

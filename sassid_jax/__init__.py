@@ -3,6 +3,7 @@
 - `train`: `train_and_evaluate(config, workdir)`, the training run; read it first.
 - `cli`: the command line (`sassid`, `python launch.py`): flags, modes, exit codes.
 - `configuration`: config checks before any work, and what a resumed run may change.
+- `configs`: the config files (the repository's configs/ folder), e.g. `configs.default`.
 - `errors`: `UserInputError`, the base of every error a user can cause.
 - `logs`: log set-up of command-line runs (library chatter filtered).
 - `nn`: the networks, one module per architecture.

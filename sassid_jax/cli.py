@@ -4,6 +4,8 @@
 chosen `--mode` and exits; bad input (a `UserInputError` or any flag error) is one line
 `error: ...` on stderr and exit code 2, anything else a bug with its traceback. `--help`
 prints `usage()`.
+`--config configs/X.py` is looked up as given, then among the package's config files
+(`sassid_jax.configs`), so it works from any directory.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from ml_collections.config_flags import config_path
 
+import sassid_jax.configs
 from sassid_jax import configuration
 from sassid_jax.errors import UserInputError
 from sassid_jax.logs import quiet_libraries
@@ -70,8 +73,8 @@ FLAG_GROUPS = {
     "multi-process (train, prepare)": ("coordinator_address", "num_processes", "process_id"),
 }
 DEFAULT_CONFIG = "configs/default.py"
-# The folder holding the sassid_jax and configs packages (a checkout's root, or site-packages).
-INSTALL_ROOT = Path(__file__).resolve().parents[1]
+# The config files: the repository's configs/ folder, or the installed package's copy of it.
+CONFIG_DIR = Path(sassid_jax.configs.__path__[0])
 EXIT_USER_ERROR = 2
 HELP_FLAGS = ("help", "h", "?", "helpshort", "helpfull", "helpxml")
 
@@ -133,7 +136,7 @@ class FlagInputError(UserInputError):
 
 
 def resolve_config_path(value: str) -> str:
-    """`--config` value -> an existing file: as given, else under INSTALL_ROOT.
+    """`--config` value -> an existing file: as given, else `configs/X` as CONFIG_DIR/X.
 
     A ':' suffix (ml_collections' get_config argument) is kept. FlagInputError if neither
     exists.
@@ -141,9 +144,11 @@ def resolve_config_path(value: str) -> str:
     path, sep, arg = value.partition(":")
     if Path(path).expanduser().is_file():
         return str(Path(path).expanduser()) + sep + arg
-    if not Path(path).is_absolute() and (INSTALL_ROOT / path).is_file():
-        return str(INSTALL_ROOT / path) + sep + arg
-    where = {str(Path.cwd())} if Path(path).is_absolute() else {str(Path.cwd()), str(INSTALL_ROOT)}
+    parts = Path(path).parts
+    shipped = CONFIG_DIR.joinpath(*parts[1:]) if parts[:1] == ("configs",) else None
+    if shipped is not None and shipped.is_file():
+        return str(shipped) + sep + arg
+    where = {str(Path.cwd())} | ({str(CONFIG_DIR)} if shipped is not None else set())
     raise FlagInputError(
         f"--config: no config file {path!r} (looked in {', '.join(sorted(where))})"
     )

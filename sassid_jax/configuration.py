@@ -35,6 +35,7 @@ RESUMABLE_FIELDS = (
     "train.eval_every",
     "train.keep_checkpoints",
     "train.steps_per_call",
+    "train.tensorboard",
     "eval.max_images",
     "eval.save_panels",
     "eval.bnn_block",
@@ -174,6 +175,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_eval_fields(config)
     if not isinstance(config.train.eval_every, int) or config.train.eval_every < 0:
         raise ConfigError(f"train.eval_every must be >= 0, got {config.train.eval_every!r}")
+    tensorboard = config.train.get("tensorboard", True)
+    if not isinstance(tensorboard, bool):
+        raise ConfigError(f"train.tensorboard must be True or False, got {tensorboard!r}")
     per_call = config.train.get("steps_per_call", 1)
     _positive_int(per_call, "train.steps_per_call")
     for field in ("log_every", "checkpoint_every", "eval_every"):

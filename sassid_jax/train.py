@@ -24,7 +24,7 @@ from sassid_jax.configuration import check_resume_compatible, validate_config
 from sassid_jax.data import pipeline, tiles
 from sassid_jax.errors import ConfigError
 from sassid_jax.evaluation import report
-from sassid_jax.io import workdir_lock
+from sassid_jax.io import checkpoints, workdir_lock
 from sassid_jax.io.atomic_files import write_json
 from sassid_jax.io.paths import absolute
 from sassid_jax.nn import NETWORK_NAMES
@@ -104,6 +104,7 @@ def train_stage(ctx: RunContext, stage_index: int) -> tuple[History, dict[str, A
     history, window = resume.load_history(ctx.workdir, stage.name, latest or 0)
     if latest is not None and latest >= steps:
         logging.info("stage %s: finished earlier (step %d), skipping", stage.name, latest)
+        ctx.keep_restored(stage.name, latest, state)  # later stages and the report reuse it
         steps_run, loop_seconds = 0, 0.0
     else:
         with ctx.manager(stage.name) as mgr:
@@ -226,18 +227,15 @@ def _train_from(
 def _write_run_config(
     config: ml_collections.ConfigDict, workdir: epath.Path, allow_change: bool
 ) -> None:
-    path = workdir / "config.json"
+    path = workdir / checkpoints.CONFIG_FILE
     current = json.loads(config.to_json_best_effort())
     if path.exists():
         try:
-            saved = json.loads(path.read_text())
-        except ValueError as e:
-            saved = e
-        if not isinstance(saved, dict):
+            saved = checkpoints.read_run_config(workdir)
+        except checkpoints.CheckpointInputError as e:
             raise ConfigError(
-                f"{path}: not a run config (empty or damaged: {saved}); restore it, delete it "
-                "to start this workdir afresh, or use another --workdir"
-            )
+                f"{e}; restore it, delete it to start this workdir afresh, or use another --workdir"
+            ) from e
         check_resume_compatible(saved, current, path, allow_change)
     if jax.process_index() == 0:
         write_json(path, current)
@@ -294,9 +292,8 @@ def _run(
     workdir.mkdir(parents=True, exist_ok=True)
     _write_run_config(config, workdir, allow_config_change)
     pretrained.check_unchanged(workdir, loaded, config, allow_config_change)
-    writer = metric_writers.create_default_writer(
-        str(workdir / "tensorboard"), just_logging=jax.process_index() > 0
-    )
+    logdir = str(workdir / "tensorboard") if config.train.get("tensorboard", True) else None
+    writer = metric_writers.create_default_writer(logdir, just_logging=jax.process_index() > 0)
     if jax.process_index() == 0:
         writer.write_hparams(monitoring.hparams(config))
     ctx = RunContext(

@@ -8,11 +8,11 @@
 The caller sets the emulator's environment (see test_bucket_paths.emulator_env); this process
 never reaches anything but 127.0.0.1.
 
-TensorBoard is left out here, in the test only: clu's SummaryWriter writes through
-tf.summary.create_file_writer, i.e. TensorFlow's own GCS file system, whose endpoint is fixed
-(https://www.googleapis.com/storage/v1/, no environment variable moves it), so it cannot reach
-the emulator: on a gs:// workdir CreateSummaryFileWriter fails resolving www.googleapis.com.
-`cli` therefore makes clu's create_default_writer log only (the library itself writes
+The training runs given here turn TensorBoard off (--config.train.tensorboard=False, in the
+test only): clu's SummaryWriter writes through tf.summary.create_file_writer, i.e.
+TensorFlow's own GCS file system, whose endpoint is fixed (https://www.googleapis.com/storage/v1/,
+no environment variable moves it), so it cannot reach the emulator: on a gs:// workdir
+CreateSummaryFileWriter fails resolving www.googleapis.com (the library itself writes
 TensorBoard files to gs:// workdirs through TensorFlow, which works against real GCS).
 """
 
@@ -74,14 +74,10 @@ def mat(folder: str) -> dict:
 
 
 def cli(args: list[str]) -> None:
-    """sassid's CLI with TensorBoard left out (module docstring), optionally stopping."""
-    from clu import metric_writers
-
+    """sassid's CLI, optionally stopping (--stop_after=STAGE:STEP first)."""
     from sassid_jax import cli as sassid_cli
     from sassid_jax import train
 
-    create = metric_writers.create_default_writer
-    metric_writers.create_default_writer = lambda logdir, **kw: create(None, **kw)
     if args and args[0].startswith("--stop_after="):
         stage, step = args.pop(0).split("=", 1)[1].split(":")
         train.train_and_evaluate = functools.partial(

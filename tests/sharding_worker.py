@@ -44,7 +44,8 @@ def equal_steps() -> dict:
             )
             step = train.make_train_step(networks, stage, tx, mesh)
             t = sharding.replicate({k: teachers[k] for k in stage.teachers}, mesh)
-            state, metrics = step(state, t, sharding.global_batch(x, sharding.batch_sharding(mesh)))
+            batch = sharding.global_batch(x, sharding.batch_sharding(mesh))
+            state, metrics = step(state, t, batch, True)
             results.append((jax.device_get(state["params"]), float(metrics["loss"])))
         (p1, l1), (p4, l4) = results
         rel = max(

@@ -13,8 +13,8 @@ Not covered, because they cannot reach the emulator: TensorBoard files on a gs:/
 a TFDS data_dir on gs://. Both go through TensorFlow's own GCS file system
 (tf.summary.create_file_writer; TFDS writes records with tf.io.TFRecordWriter in
 tensorflow_datasets/core/file_adapters.py), whose endpoint is fixed to www.googleapis.com:
-the worker leaves TensorBoard out (bucket_worker.py) and data_dir stays local here (the
-session's `data_dir` fixture, tests/conftest.py).
+the run on the bucket turns TensorBoard off (train.tensorboard=False, bucket_worker.py) and
+data_dir stays local here (the session's `data_dir` fixture, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def test_train_stop_resume_eval_denoise_on_a_bucket(emulator, data_dir, tmp_path
     run = f"{gs}/run"
     worker(emulator, "copy", str(inputs), f"{gs}/in")
 
-    args = _launch_args(config, Path("unused"))[2:]
+    args = _launch_args(config, Path("unused"))[2:] + ["--config.train.tensorboard=False"]
     args[args.index("--workdir") + 1] = run
     worker(emulator, "cli", "--stop_after=bnn:2", *args, expect=143)
     worker(emulator, "copy", f"{run}/checkpoints", str(tmp_path / "stopped"))
@@ -175,6 +175,7 @@ def test_train_stop_resume_eval_denoise_on_a_bucket(emulator, data_dir, tmp_path
     results = json.loads((down / "run" / "results.json").read_text())
     assert results["table"] == local_results["table"]
     assert (down / "run" / "config.json").is_file()
+    assert not (down / "run" / "tensorboard").exists()  # train.tensorboard=False: the log only
     assert len(list((down / "run" / "panels").glob("*.png"))) == 1
     assert_same_params(run_params(down / "run", config), run_params(local, config))
 

@@ -88,3 +88,17 @@ def test_resume_refusal_is_a_config_error():
         configuration.check_resume_compatible(
             {"crop_size": 64}, {"crop_size": 32}, Path("run/config.json"), allow_change=False
         )
+
+
+def test_tensorboard_switch_is_a_bool_and_resumable():
+    config = default.get_config()
+    assert config.train.tensorboard is True
+    _set(config, "train.tensorboard", None)
+    with pytest.raises(ConfigError, match="^train.tensorboard must be True or False, got None$"):
+        configuration.validate_config(config)
+    current = default.get_config().to_dict()
+    older = default.get_config().to_dict()
+    del older["train"]["tensorboard"]  # a run folder from before the switch
+    assert configuration.config_differences(older, current) == []
+    current["train"]["tensorboard"] = False
+    assert configuration.config_differences(older, current) == []

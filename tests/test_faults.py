@@ -145,11 +145,13 @@ def test_step_keeps_the_last_finite_state():
     xs = np.random.default_rng(0).uniform(0, 255, (3, 2, 32, 32, 3)).astype(np.float32)
     xs[1, 0, 5, 5, 0] = np.nan  # the second of three steps sees a NaN
     one = make_train_step(networks, stage, tx, mesh)
-    after_one, metrics = one(jax.tree.map(np.copy, fresh), {}, xs[0])
+    _, shapes = one.eval_shape(fresh, {}, xs[0], True)  # the jax.jit function itself
+    assert shapes["loss"].shape == () and shapes["finite"].dtype == np.bool_
+    after_one, metrics = one(jax.tree.map(np.copy, fresh), {}, xs[0], True)
     assert bool(metrics["finite"])
     want = jax.device_get(after_one)
     three = make_train_step(networks, stage, tx, mesh, several_steps=True)
-    state, metrics = three(jax.tree.map(np.copy, fresh), {}, xs)
+    state, metrics = three(jax.tree.map(np.copy, fresh), {}, xs, True)
     assert not bool(metrics["finite"]) and np.isfinite(metrics["loss"][0])
     assert_same_params(jax.device_get(state), want)  # step 1's state; step 3 was not applied
     state, metrics = one(state, {}, xs[0], metrics["finite"])  # once not finite, sticky
@@ -254,3 +256,22 @@ def test_damaged_config_json_in_the_workdir_is_one_line_naming_it(tmp_path, cont
     with pytest.raises(ConfigError, match=rf"^{tmp_path}/config\.json: not a run config") as e:
         _write_run_config(default.get_config(), epath.Path(tmp_path), allow_change=False)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]"])
+def test_damaged_config_json_is_one_error_for_every_reader(tmp_path, content):
+    """Denoise, eval and final_params read config.json through the one reader (as training
+    does above): the same one line naming the file."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.json").write_text(content)
+    readers = (
+        lambda: checkpoints.load_network(tmp_path, "unet"),
+        lambda: checkpoints.checkpoint_item(tmp_path / "checkpoints", "bnn"),
+        lambda: checkpoints.final_params(tmp_path, "lan"),
+        lambda: checkpoints.run_config_of(tmp_path),
+    )
+    expected = rf"^{re.escape(str(tmp_path))}/config\.json: not a run config \(empty or damaged"
+    for read in readers:
+        with pytest.raises(checkpoints.CheckpointInputError, match=expected) as e:
+            read()
+        assert "\n" not in str(e.value)

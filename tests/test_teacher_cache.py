@@ -95,7 +95,7 @@ def test_precomputed_step_equals_online_step_given_the_same_targets():
     ):
         state = train.init_state(networks, stage, tx, jax.random.key(0), 32)
         step = train.make_train_step(networks, stage, tx, mesh, mode)
-        results[mode] = step(state, t, batch)
+        results[mode] = step(state, t, batch, True)
     (s_on, m_on), (s_pre, m_pre) = results["online"], results["precomputed"]
     np.testing.assert_allclose(float(m_on["loss"]), float(m_pre["loss"]), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(s_on["params"]), jax.tree.leaves(s_pre["params"]), strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 from configs import default
 from sassid_jax import train
 from sassid_jax.configuration import validate_config
+from sassid_jax.io import checkpoints
 from sassid_jax.io.checkpoints import CheckpointInputError, final_params, restore_local
 from sassid_jax.nn import NETWORK_NAMES
 from tests.conftest import REPO_ROOT
@@ -179,6 +181,28 @@ def test_resume_mid_stage_is_exact(data_dir, tmp_path, uninterrupted):
     assert results["timing"]["bnn"]["steps_run"] == 3
     assert results["timing"]["lan"]["steps_run"] == TINY_STEPS["lan"]
     assert_same_params(run_params(tmp_path, config), run_params(ref_dir, config))
+
+
+def test_resume_restores_each_finished_stage_once(tmp_path, uninterrupted, monkeypatch):
+    """A run resumed after its lan stage (the uninterrupted run without its unet checkpoints)
+    restores the final checkpoints of bnn and lan once each: the restore that checks them is
+    also what the unet stage's teachers and the final report use."""
+    ref_dir, config, ref_results, _ = uninterrupted
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    shutil.rmtree(workdir / "checkpoints" / "unet")
+    restored, restore = [], checkpoints.restore_stage
+
+    def counted(workdir, stage, step, target, mgr=None):
+        restored.append((stage, step))
+        return restore(workdir, stage, step, target, mgr)
+
+    monkeypatch.setattr(checkpoints, "restore_stage", counted)
+    results = train.train_and_evaluate(config, workdir)
+    assert sorted(restored) == sorted(TINY_STEPS.items())  # unet: once, for the final report
+    assert results["timing"]["bnn"]["steps_run"] == results["timing"]["lan"]["steps_run"] == 0
+    assert results["loss_history"] == ref_results["loss_history"]
+    assert results["table"] == ref_results["table"]
 
 
 def test_several_steps_per_call_give_the_same_run(data_dir, tmp_path, uninterrupted, monkeypatch):

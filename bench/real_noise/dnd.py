@@ -31,12 +31,13 @@ def load_methods(cfg: ml_collections.ConfigDict) -> dict[str, tuple[Any, dict[st
     from sassid_jax import train
     from sassid_jax.configuration import validate_config
     from sassid_jax.inference.predict import jit_apply
+    from sassid_jax.io.checkpoints import read_run_config
 
     src = Path(cfg.from_run).resolve()
     loaded = {}
     for method in runs.names(cfg.methods):
         workdir = src / "runs" / f"{method}_seed{runs.names(cfg.seeds)[0]}"
-        config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+        config = ml_collections.ConfigDict(read_run_config(workdir))
         validate_config(config)
         if method in runs.names(cfg.stage1_only):
             config.stage_order = ("bnn",)

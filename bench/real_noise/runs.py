@@ -190,10 +190,9 @@ def finished(workdir: Path, requested: ml_collections.ConfigDict) -> tuple[Any, 
     Steps, blind size, seed, crop size and training images must match the request."""
     from sassid_jax.io import checkpoints
 
-    cfg_path = workdir / "config.json"
-    if not cfg_path.exists():
+    if not (workdir / checkpoints.CONFIG_FILE).exists():
         return None
-    config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
+    config = ml_collections.ConfigDict(checkpoints.read_run_config(workdir))
     for name in requested.stage_order:
         with checkpoints.stage_manager(workdir, name) as mgr:
             if (mgr.latest_step() or 0) < config.stages[name].steps:

@@ -11,7 +11,7 @@ figures: bench/REAL_NOISE.md, section 3.
 
 import ml_collections
 
-from configs.real_noise import bench_fields
+from sassid_jax.configs.real_noise import bench_fields
 
 
 def get_config() -> ml_collections.ConfigDict:

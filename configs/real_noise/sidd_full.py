@@ -11,7 +11,7 @@ section 2): SASL U-Net 26.46 dB, LAN 26.09, BNN 24.45, blind spot 17.22 on the S
 
 import ml_collections
 
-from configs.real_noise import sidd_short
+from sassid_jax.configs.real_noise import sidd_short
 
 
 def get_config() -> ml_collections.ConfigDict:

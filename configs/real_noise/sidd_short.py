@@ -15,8 +15,8 @@ sets its dataset folders, seed and BNN blind size per run. Override any field, e
 
 import ml_collections
 
-from configs import default
-from configs.real_noise import bench_fields
+from sassid_jax.configs import default
+from sassid_jax.configs.real_noise import bench_fields
 
 
 def get_config() -> ml_collections.ConfigDict:

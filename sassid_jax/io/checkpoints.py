@@ -137,12 +137,22 @@ def final_checkpoint(
 
 
 def read_run_config(workdir: PathLike) -> dict[str, Any]:
-    """workdir/config.json as a dict; CheckpointInputError when it is missing or unreadable."""
+    """workdir/config.json (the run's config) as a dict: the one reader of that file.
+
+    Raises CheckpointInputError (one line naming the file) when it is missing or unreadable,
+    or when it is not a JSON object (empty or damaged)."""
     path = epath.Path(workdir) / CONFIG_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        text = path.read_text()
+    except OSError as e:
         raise CheckpointInputError(f"{path}: cannot read the run config ({e})") from e
+    try:
+        saved = json.loads(text)
+    except ValueError as e:
+        saved = e
+    if not isinstance(saved, dict):
+        raise CheckpointInputError(f"{path}: not a run config (empty or damaged: {saved})")
+    return saved
 
 
 def final_params(workdir: PathLike, network: str) -> Any:
@@ -274,7 +284,7 @@ def _locate(path: epath.Path, network: str) -> tuple[epath.Path, dict[str, Any],
             f"{path}: not a checkpoint (expected a run folder with "
             "config.json and checkpoints/, a folder inside it, or a .pth)"
         )
-    config = json.loads(config_path.read_text())
+    config = read_run_config(config_path.parent)
     return _item_dir(path, config, config_path.parent, network), config, config_path
 
 

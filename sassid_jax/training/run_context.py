@@ -83,6 +83,8 @@ class RunContext:
     stop_after: tuple[str, int] | None = None
     pretrained: dict[str, Any] = dataclasses.field(default_factory=dict)  # pretrained.load_all
     heldout: np.ndarray | None = None  # (N, crop, crop, 3) uint8 held-out crops (selection.py)
+    # {(stage, step): learner params} of the final checkpoints restored so far (`final_params`)
+    restored: dict[tuple[str, int], Any] = dataclasses.field(default_factory=dict)
 
     @property
     def total_steps(self) -> int:
@@ -128,18 +130,26 @@ class RunContext:
         target = self.abstract_state(stage)
         return checkpoints.restore_stage(self.workdir, stage.name, step, target, mgr)
 
+    def keep_restored(self, stage: str, step: int, state: State) -> None:
+        """Keep the learner params of `state`, restored from `stage` at `step`, so that
+        `final_params` does not restore that checkpoint again."""
+        self.restored[(stage, step)] = state["params"]
+
     def final_params(self, name: str, before: int | None = None) -> Any:
         """Parameters of network `name` (replicated over the mesh) from the checkpoint
         `checkpoints.final_checkpoint` names: the last stage before index `before` (all
-        stages if None) that trains it, at its last step; config.pretrained's if none does."""
+        stages if None) that trains it, at its last step; config.pretrained's if none does.
+        Each checkpoint is restored once per run (see `restored`)."""
         if (
             name in self.pretrained
             and checkpoints.training_stage(self.config, name, before) is None
         ):
             return sharding.replicate(self.pretrained[name].params, self.mesh)
-        stage_name, step = checkpoints.final_checkpoint(self.config, name, before)
-        stage = next(s for s in self.stages if s.name == stage_name)
-        return self.restore(stage, step)["params"][name]
+        key = checkpoints.final_checkpoint(self.config, name, before)
+        if key not in self.restored:
+            stage = next(s for s in self.stages if s.name == key[0])
+            self.keep_restored(*key, self.restore(stage, key[1]))
+        return self.restored[key][name]
 
 
 def _check_crop(images: list[np.ndarray] | tiles.TileSource, config: Any) -> None:

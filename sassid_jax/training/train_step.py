@@ -8,7 +8,7 @@ docs/training.md#stage-loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -22,7 +22,6 @@ from sassid_jax.nn import NETWORK_NAMES, make_network
 from sassid_jax.training import sharding, teacher_cache
 
 State = dict[str, Any]
-StepFn = Callable[..., tuple[State, dict[str, jax.Array]]]
 
 
 def build_networks(config: ml_collections.ConfigDict) -> dict[str, nn.Module]:
@@ -126,12 +125,14 @@ def make_train_step(
     mesh: jax.sharding.Mesh,
     teachers_mode: str = "online",
     several_steps: bool = False,
-) -> StepFn:
-    """Jitted SPMD (state, teacher_params, x, finite=True) -> (state, metrics); state is donated.
+) -> jax.stages.Wrapped:
+    """Jitted SPMD (state, teacher_params, x, finite) -> (state, metrics); state is donated.
 
-    x: (N, H, W, 3) noisy crops in [0, 255], split over the mesh's 'data' axis; state,
-    teachers and metrics ({"loss", "grad_norm"}: float32 scalars, "finite": bool scalar) are
-    replicated. Divergence guard: a step whose loss or new state holds a NaN or inf keeps the
+    x: (N, H, W, 3) noisy crops in [0, 255], split over the mesh's 'data' axis; finite: a
+    bool scalar, True for a run's first call. State, teachers and metrics ({"loss",
+    "grad_norm"}: float32 scalars, "finite": bool scalar) are replicated. The result is the
+    `jax.jit` function itself (`.lower(...)` for ahead-of-time compilation).
+    Divergence guard: a step whose loss or new state holds a NaN or inf keeps the
     state it started from, and so does every step once `finite` is False; metrics["finite"]
     says whether every step so far was finite (pass it to the next call, so that the state
     stays the last finite one, whose "step" counter says which). The loss is
@@ -174,15 +175,9 @@ def make_train_step(
 
     repl = sharding.replicated(mesh)
     data = sharding.steps_batch_sharding(mesh) if several_steps else sharding.batch_sharding(mesh)
-    jitted = jax.jit(
+    return jax.jit(
         steps if several_steps else step,
         in_shardings=(repl, repl, data, repl),
         out_shardings=(repl, repl),
         donate_argnums=0,
     )
-
-    def call(state: State, teachers: Mapping[str, Any], x: jax.Array, finite: Any = True):
-        return jitted(state, teachers, x, finite)
-
-    call.lower = jitted.lower  # type: ignore[attr-defined]  # AOT: lower(state, teachers, x, finite)
-    return call
