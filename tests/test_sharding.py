@@ -51,6 +51,7 @@ def _last_json(out: str) -> dict:
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
+@pytest.mark.slow
 def test_four_devices_equal_one_device_for_every_stage():
     proc = subprocess.run(
         [sys.executable, WORKER, "equal_steps"],

@@ -210,6 +210,7 @@ def test_bad_block_files_name_the_file(tmp_path, problem):
     assert problem == "unprepared" or isinstance(raised.value, UserInputError)
 
 
+@pytest.mark.slow
 def test_training_on_sidd_medium_validating_on_blocks(tmp_path):
     """A tiny run of the paper's data path: SIDD-Medium tiles -> validation blocks."""
     from sassid_jax import train

@@ -71,6 +71,7 @@ def test_precompute_bnn_on_blocks_lan_on_the_whole_image(images):
         np.testing.assert_allclose(m[..., 3:], np.asarray(lan[0]), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_precomputed_step_equals_online_step_given_the_same_targets():
     """With the teachers' outputs of the batch itself as extra channels, the two modes agree."""
     networks = {

@@ -155,6 +155,7 @@ def test_final_params_are_the_last_stage_at_its_last_step(uninterrupted, tmp_pat
         final_params(tmp_path, "unet")
 
 
+@pytest.mark.slow
 def test_each_stage_loss_goes_down(data_dir, tmp_path):
     steps = {"bnn": 25, "lan": 25, "unet": 25}
     config = tiny_config(data_dir, steps)
@@ -205,6 +206,7 @@ def test_resume_restores_each_finished_stage_once(tmp_path, uninterrupted, monke
     assert results["table"] == ref_results["table"]
 
 
+@pytest.mark.slow
 def test_several_steps_per_call_give_the_same_run(data_dir, tmp_path, uninterrupted, monkeypatch):
     ref_dir, ref_config, _, _ = uninterrupted
     calls, groups = [], train._groups
@@ -384,6 +386,7 @@ def test_paper_config_asks_to_prepare_sidd(tmp_path):
         train.train_and_evaluate(sasl_paper.get_config(), tmp_path)
 
 
+@pytest.mark.slow
 def test_joint_ablation_trains_all_three_in_one_stage(data_dir, tmp_path):
     from configs import joint
 
