@@ -38,7 +38,7 @@ from ml_collections.config_flags import config_path
 
 from sassid_jax import configuration
 from sassid_jax.errors import UserInputError
-from sassid_jax.logs import quiet_libraries
+from sassid_jax.logs import quiet_libraries, quiet_native_logs
 
 FLAGS = flags.FLAGS
 MODES = ("train", "denoise", "eval", "submit", "prepare", "analyze")
@@ -299,6 +299,7 @@ def main(argv: list[str]) -> int:
 
 def run(argv: list[str] | None = None) -> None:
     """Entry point of `sassid` and launch.py: parse argv (default sys.argv), run, exit."""
+    quiet_native_logs()  # before anything loads TensorFlow
     argv = list(sys.argv if argv is None else argv)
     main_module = sys.modules.get("__main__")
     if main_module is not None and not main_module.__doc__:
