@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import collections
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -37,6 +37,7 @@ def predict_all(
     examples: Sequence[dict],
     bnn_block: int = 0,
     colour_sigma: float = 0.0,
+    progress: Callable[[], None] | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """{network name: [(H, W, 3) float32 output per example]} for every network in params.
 
@@ -44,6 +45,7 @@ def predict_all(
     trained on and used at as a teacher (a BNN trained on small crops does not transfer to
     whole images: its one-sided padding gives it positional cues); 0 = whole images.
     colour_sigma > 0: every output keeps its input's local mean colour (colour_anchor.py).
+    progress, if given, is called after each prediction (len(params) x len(examples) calls).
     """
     # Evaluation is small: every process runs it alone on its first local device (explicit
     # shardings, so it never mixes with the training mesh); only process 0 reports.
@@ -55,14 +57,15 @@ def predict_all(
         def run(x, p=p, apply=apply):
             return apply({"params": p}, x)
 
-        if name == "bnn" and bnn_block:
-            outputs[name] = [predict_blocks(run, e["noisy"], bnn_block) for e in examples]
-        else:
-            outputs[name] = [predict_image(run, e["noisy"]) for e in examples]
-        outputs[name] = [
-            anchor_image(out, e["noisy"], colour_sigma)
-            for out, e in zip(outputs[name], examples, strict=True)
-        ]
+        outputs[name] = []
+        for e in examples:
+            if name == "bnn" and bnn_block:
+                out = predict_blocks(run, e["noisy"], bnn_block)
+            else:
+                out = predict_image(run, e["noisy"])
+            outputs[name].append(anchor_image(out, e["noisy"], colour_sigma))
+            if progress is not None:
+                progress()
     return outputs
 
 
@@ -90,10 +93,12 @@ def evaluate_networks(
     examples: Sequence[dict],
     bnn_block: int = 0,
     colour_sigma: float = 0.0,
+    progress: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """{name: scores} for 'noisy' and every network in params ({} without references);
-    bnn_block and colour_sigma as in `predict_all`."""
-    return score_outputs(examples, predict_all(networks, params, examples, bnn_block, colour_sigma))
+    bnn_block, colour_sigma and progress as in `predict_all`."""
+    outputs = predict_all(networks, params, examples, bnn_block, colour_sigma, progress)
+    return score_outputs(examples, outputs)
 
 
 def _group_scores(

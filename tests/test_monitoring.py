@@ -1,0 +1,63 @@
+"""The run's progress: which evaluations are left, and the ETA that counts them."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from configs import default
+from sassid_jax.training import monitoring
+
+ALL = ("bnn", "lan", "unet")
+
+
+def _config(eval_every: int = 0):
+    config = default.get_config()  # bnn 400, lan 150, unet 400 steps
+    config.train.eval_every = eval_every
+    return config
+
+
+def test_evaluations_left_at_stage_ends_and_the_final_report():
+    config = _config()
+    assert monitoring.evaluations_left(config, 0, 25) == [("bnn",), ("lan",), ("unet",), ALL]
+    assert monitoring.evaluations_left(config, 2, 400) == [("unet",), ALL]
+
+
+def test_evaluations_left_with_eval_every():
+    left = monitoring.evaluations_left(_config(eval_every=100), 0, 100)
+    # bnn at 100, 200, 300 and its end; lan at 100 and its end; unet like bnn; the report
+    assert left == [("bnn",)] * 4 + [("lan",)] * 2 + [("unet",)] * 4 + [ALL]
+
+
+def test_evaluation_seconds_left_from_measured_costs():
+    progress = monitoring.make_progress(_config(), writer=None)
+    assert progress.evaluation_seconds_left(0, 400) is None  # nothing timed yet
+    progress.record_evaluation(("bnn",), 8.0)
+    # bnn's end 8, lan and unet at the mean (8), the report 3 x 8
+    assert progress.evaluation_seconds_left(0, 400) == pytest.approx(48.0)
+    progress.record_evaluation(("lan",), 2.0)
+    # lan's end 2, unet at the mean (5), the report 8 + 2 + 5
+    assert progress.evaluation_seconds_left(1, 150) == pytest.approx(22.0)
+
+
+def _ctx(progress, stage_sizes=(400, 150, 400)):
+    offsets = [sum(stage_sizes[:i]) for i in range(len(stage_sizes))]
+    return types.SimpleNamespace(
+        progress=progress,
+        total_steps=sum(stage_sizes),
+        global_step=lambda stage_index, step: offsets[stage_index] + step,
+    )
+
+
+def test_eta_counts_evaluations_once_timed():
+    progress = monitoring.make_progress(_config(), writer=None)
+    ctx = _ctx(progress)
+    # 900 steps left at 1 step/s
+    assert monitoring.eta_text(ctx, 0, 50, 25, 1.0) == "15m00s + evaluations"
+    progress.record_evaluation(("bnn",), 60.0)
+    progress.unlogged_eval_seconds = 12.5  # the window held 12.5 s of train.eval_every
+    # its 25 steps took 25 s, 12.5 s of them training: 2 steps/s, 900 steps left -> 450 s;
+    # plus bnn's end, lan's and unet's (60 s each) and the report's (3 x 60 s)
+    assert monitoring.eta_text(ctx, 0, 50, 25, 1.0) == "13m30s"
+    assert progress.unlogged_eval_seconds == 0.0
