@@ -51,13 +51,15 @@ def _ctx(progress, stage_sizes=(400, 150, 400)):
 
 
 def test_eta_counts_evaluations_once_timed():
-    progress = monitoring.make_progress(_config(), writer=None)
+    progress = monitoring.make_progress(_config(eval_every=100), writer=None)
     ctx = _ctx(progress)
-    # 900 steps left at 1 step/s
+    # 900 steps left at 1 step/s, no evaluation timed yet
     assert monitoring.eta_text(ctx, 0, 50, 25, 1.0) == "15m00s + evaluations"
-    progress.record_evaluation(("bnn",), 60.0)
-    progress.unlogged_eval_seconds = 12.5  # the window held 12.5 s of train.eval_every
-    # its 25 steps took 25 s, 12.5 s of them training: 2 steps/s, 900 steps left -> 450 s;
-    # plus bnn's end, lan's and unet's (60 s each) and the report's (3 x 60 s)
-    assert monitoring.eta_text(ctx, 0, 50, 25, 1.0) == "13m30s"
-    assert progress.unlogged_eval_seconds == 0.0
+    progress(50)  # the log line at step 50: a new window starts
+    progress.record_evaluation(("bnn",), 12.5)  # as if an evaluation ran inside the window
+    # its 25 steps took 25 s, 12.5 s of them evaluating: 2 steps/s, 875 steps left -> 437.5 s;
+    # plus 13 network evaluations left at 12.5 s (bnn at 100, 200, 300 and its end, lan at
+    # 100 and its end, unet like bnn, the report's 3) -> 162.5 s
+    assert monitoring.eta_text(ctx, 0, 75, 25, 1.0) == "10m00s"
+    progress(75)
+    assert progress.window_eval_seconds == 0.0  # the next window starts without it

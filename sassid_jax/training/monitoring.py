@@ -74,13 +74,19 @@ class RunProgress(periodic_actions.ReportProgress):
         )
         self.config = config
         self.seconds_per_network: dict[str, float] = {}  # one network on every eval example
-        self.unlogged_eval_seconds = 0.0  # evaluation time inside the current log window
+        self.window_eval_seconds = 0.0  # evaluation time inside the current log window
+
+    def __call__(self, step: int, t: float | None = None) -> bool:
+        """clu's report at run step `step`; a log window starts (train.py calls this at each
+        stage's start, `log_window` at each log line)."""
+        self.window_eval_seconds = 0.0
+        return super().__call__(step, t)
 
     def record_evaluation(self, networks: tuple[str, ...], seconds: float) -> None:
         """An evaluation of `networks` took `seconds` (shared equally among them)."""
         for name in networks:
             self.seconds_per_network[name] = seconds / max(len(networks), 1)
-        self.unlogged_eval_seconds += seconds
+        self.window_eval_seconds += seconds
 
     def evaluation_seconds_left(self, stage_index: int, step: int) -> float | None:
         """Seconds the evaluations after (stage_index, step) will take at the measured
@@ -124,11 +130,10 @@ def eta_text(ctx: RunContext, stage_index: int, step: int, steps: int, rate: flo
     one was timed)."""
     at = ctx.global_step(stage_index, step)
     progress = _run_progress(ctx)
-    if progress is not None and progress.unlogged_eval_seconds:
+    if progress is not None and progress.window_eval_seconds:
         # train.eval_every evaluations ran inside the window: time them apart
-        window_seconds = steps / rate - progress.unlogged_eval_seconds
+        window_seconds = steps / rate - progress.window_eval_seconds
         rate = steps / window_seconds if window_seconds > 0 else rate
-        progress.unlogged_eval_seconds = 0.0
     seconds = (ctx.total_steps - at) / rate
     evaluations = None if progress is None else progress.evaluation_seconds_left(stage_index, step)
     if evaluations is None:
