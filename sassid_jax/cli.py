@@ -26,7 +26,7 @@ from ml_collections.config_flags import config_path
 import sassid_jax.configs
 from sassid_jax import configuration
 from sassid_jax.errors import UserInputError
-from sassid_jax.logs import quiet_libraries
+from sassid_jax.logs import quiet_libraries, quiet_native_logs
 from sassid_jax.nn import NETWORK_NAMES
 
 FLAGS = flags.FLAGS
@@ -394,6 +394,7 @@ def main(argv: list[str]) -> int:
 
 def run(argv: list[str] | None = None) -> None:
     """Entry point of `sassid` and launch.py: parse argv (default sys.argv), run, exit."""
+    quiet_native_logs()  # before anything loads TensorFlow
     argv = list(sys.argv if argv is None else argv)
     try:
         parsed = _define_and_parse(argv)

@@ -99,7 +99,7 @@ def test_bad_command_line_is_one_line_and_exit_2(tmp_path, args, message):
     run = _launch(*args)
     assert run.returncode == 2, run.stderr[-3000:]
     # INFO log lines (e.g. prepare's one-line runtime description) may come first.
-    lines = [x for x in run.stderr.strip().splitlines() if not re.match(r"I\d{4} ", x)]
+    lines = [x for x in run.stderr.splitlines() if not re.match(r"\d\d:\d\d:\d\d \w+\] ", x)]
     assert len(lines) == 1 and lines[0].startswith(message), run.stderr[-3000:]
     assert not (tmp_path / "w").exists()  # failed before any work
 

@@ -18,7 +18,7 @@ from configs import own_photos
 from sassid_jax import configuration
 from sassid_jax.errors import ConfigError
 from sassid_jax.io.photos import Photo, read_rgb8, write_photo
-from sassid_jax.modes.analyze import JSON_NAME, PLOT_NAME, run_analyze
+from sassid_jax.modes.analyze import JSON_NAME, PLOT_NAME, PLOT_SIZE, run_analyze
 from sassid_jax.noise.analysis import (
     MAX_LAG,
     NoiseAnalysisError,
@@ -190,7 +190,7 @@ def test_run_analyze_writes_json_and_plot(tmp_path):
     assert len(report["all"]["correlation_horizontal"]) == MAX_LAG + 1
     assert report["all"]["std_8bit"]["R"] == pytest.approx(5.0, rel=STD_TOLERANCE)
     plot = read_rgb8(out / PLOT_NAME)
-    assert plot.shape[2] == 3 and plot.min() < 100  # something is drawn
+    assert plot.shape == (PLOT_SIZE[1], PLOT_SIZE[0], 3) and plot.min() < 100  # drawn
 
 
 def test_training_resolves_auto_blind_size_before_config_json(tmp_path):

@@ -60,6 +60,10 @@ class Source:
         reference) and name."""
         raise self.evaluation_refused()
 
+    def evaluates_training_images(self, cfg: Any) -> bool:
+        """Whether eval_examples(cfg) are the photos train_images(cfg) trains on."""
+        return False
+
     def prepare(self, cfg: Any, evaluation: bool = False) -> list[Prepared]:
         """Prepare what training on `cfg` reads.
 
@@ -107,6 +111,9 @@ class EmbeddedSource(Source):
             {"noisy": e["noisy"], "clean": e["clean"], "name": e["name"]}
             for e in self._split(cfg, cfg.eval_split)
         ]
+
+    def evaluates_training_images(self, cfg: Any) -> bool:
+        return cfg.train_split == cfg.eval_split
 
 
 class FolderSource(Source):
@@ -162,6 +169,9 @@ class FolderSource(Source):
     def eval_examples(self, cfg: Any) -> list[dict[str, Any]]:
         return self._examples(cfg, evaluation=True)
 
+    def evaluates_training_images(self, cfg: Any) -> bool:
+        return not cfg.get("eval_noisy_dir")
+
 
 class SiddMediumSource(Source):
     """`sidd_medium_srgb`: training crops from the stored tiles (no whole images to score)."""
@@ -189,6 +199,9 @@ class SiddBlocksSource(Source):
 
     def eval_examples(self, cfg: Any) -> list[dict[str, Any]]:
         return sidd_blocks(self.name, cfg)
+
+    def evaluates_training_images(self, cfg: Any) -> bool:
+        return True
 
 
 class DndSource(Source):
@@ -244,6 +257,12 @@ def eval_dataset_name(cfg: Any) -> tuple[str, str]:
     if cfg.get("eval_name"):
         return cfg.eval_name, "dataset.eval_name"
     return cfg.name, "dataset.name"
+
+
+def evaluates_training_images(cfg: Any) -> bool:
+    """Whether `cfg` scores a run on the photos it trained on (no separate evaluation photos)."""
+    name, field = eval_dataset_name(cfg)
+    return name == cfg.name and get_source(name, field).evaluates_training_images(cfg)
 
 
 def check_evaluable(cfg: Any) -> None:

@@ -1,15 +1,9 @@
-"""Side-by-side comparison panels written as a single PNG.
+"""Side-by-side comparison panels written as one PNG.
 
-A panel is a row of equally tall columns separated (and framed) by white bars of
-:data:`SEPARATOR` pixels.  Each column has a white title strip holding its label in black
-(wrapped to the column width), and the panel may carry a caption strip above everything.
-
-Column images are either
-
-* RGB images ``(H, W, 3)``, uint8 or float in ``[0, 255]``, rounded with
-  :func:`sassid_jax.evaluation.metrics.quantize`; or
-* maps ``(H, W)`` / ``(H, W, 1)`` in ``[0, 1]`` (e.g. the flatness map alpha), shown as
-  grayscale: ``quantize(255 * map)`` replicated to three channels (0 black, 1 white).
+A panel is a row of equally tall columns between white bars (`SEPARATOR` px), each under a
+title strip with its label, and an optional caption strip above all. Columns are RGB images
+(H, W, 3) on [0, 255] (uint8 or float, rounded as `metrics.quantize` does) or maps (H, W) /
+(H, W, 1) on [0, 1], shown in grey (0 black, 1 white).
 """
 
 from __future__ import annotations
@@ -27,6 +21,7 @@ from sassid_jax.io.photos import Photo, encode_photo
 
 SEPARATOR = 4  # width in pixels of the white bars between and around columns
 TEXT_PAD = 2  # padding in pixels around text lines
+FONT_SIZE = 12  # text height in pixels
 
 
 @dataclass(frozen=True)
@@ -37,6 +32,7 @@ class PanelLayout:
         width: PNG width in pixels.
         height: PNG height in pixels.
         image_top: row of the first image pixel (same for all columns).
+        title_top: row of the first title pixel (below the caption strip, if any).
         column_lefts: column of the first image pixel of each column, in order.
     """
 
@@ -44,6 +40,7 @@ class PanelLayout:
     height: int
     image_top: int
     column_lefts: tuple[int, ...]
+    title_top: int
 
 
 def _to_rgb_uint8(label: str, image: np.ndarray) -> np.ndarray:
@@ -110,7 +107,7 @@ def render_panel(
             )
         images.append(rgb)
 
-    font = ImageFont.load_default()
+    font = ImageFont.load_default(size=FONT_SIZE)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     ascent_box = scratch.textbbox((0, 0), "Ag|", font=font)
     line_h = ascent_box[3] + TEXT_PAD
@@ -147,11 +144,13 @@ def render_panel(
     # Paste images last so long title text can never spill onto them.
     for img, left in zip(images, lefts, strict=True):
         canvas.paste(Image.fromarray(img), (left, image_top))
-    # Re-whiten the separators between columns (text may have run across them).
+    # Re-whiten the separators between columns below the caption (titles may run across).
+    title_top = SEPARATOR + caption_h
     for left, w in zip(lefts, widths, strict=True):
-        draw.rectangle((left + w, 0, left + w + SEPARATOR - 1, total_h - 1), fill=(255, 255, 255))
+        bar = (left + w, title_top, left + w + SEPARATOR - 1, total_h - 1)
+        draw.rectangle(bar, fill=(255, 255, 255))
 
-    layout = PanelLayout(total_w, total_h, image_top, tuple(lefts))
+    layout = PanelLayout(total_w, total_h, image_top, tuple(lefts), title_top)
     return np.asarray(canvas, dtype=np.uint8), layout
 
 

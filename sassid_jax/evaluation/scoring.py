@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -42,6 +42,7 @@ def predict_all(
     examples: Sequence[dict],
     bnn_block: int = 0,
     colour_sigma: float = 0.0,
+    progress: Callable[[], None] | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Every network's outputs on every example.
 
@@ -54,6 +55,7 @@ def predict_all(
         transfer to whole images: its one-sided padding gives it positional cues); 0: whole
         images.
       colour_sigma: > 0: every output keeps its input's local mean colour (`colour_anchor`).
+      progress: called after each prediction (len(params) x len(examples) calls), if given.
     Returns:
       {network name: [(H, W, 3) float32 output on [0, 255] per example]}, not rounded.
     """
@@ -67,14 +69,15 @@ def predict_all(
         def run(x, p=p, apply=apply):
             return apply({"params": p}, x)
 
-        if name == "bnn" and bnn_block:
-            outputs[name] = [predict_blocks(run, e["noisy"], bnn_block) for e in examples]
-        else:
-            outputs[name] = [predict_image(run, e["noisy"]) for e in examples]
-        outputs[name] = [
-            anchor_image(out, e["noisy"], colour_sigma)
-            for out, e in zip(outputs[name], examples, strict=True)
-        ]
+        outputs[name] = []
+        for e in examples:
+            if name == "bnn" and bnn_block:
+                out = predict_blocks(run, e["noisy"], bnn_block)
+            else:
+                out = predict_image(run, e["noisy"])
+            outputs[name].append(anchor_image(out, e["noisy"], colour_sigma))
+            if progress is not None:
+                progress()
     return outputs
 
 
@@ -117,13 +120,15 @@ def evaluate_networks(
     examples: Sequence[dict],
     bnn_block: int = 0,
     colour_sigma: float = 0.0,
+    progress: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`score_outputs` of `predict_all`: the arguments are `predict_all`'s.
 
     Returns:
       {"noisy" or network name: `score`'s dict}; {} without clean references.
     """
-    return score_outputs(examples, predict_all(networks, params, examples, bnn_block, colour_sigma))
+    outputs = predict_all(networks, params, examples, bnn_block, colour_sigma, progress)
+    return score_outputs(examples, outputs)
 
 
 def _group_scores(

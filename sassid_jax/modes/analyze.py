@@ -31,6 +31,9 @@ from sassid_jax.noise.analysis import (
 JSON_NAME = "noise_analysis.json"
 PLOT_NAME = "noise_analysis.png"
 COLOURS = {"horizontal": (200, 40, 40), "vertical": (40, 80, 200), "ring": (30, 140, 60)}
+PLOT_SIZE = (1100, 540)  # width, height in pixels
+FONT = 18  # text size in pixels
+CELL = 72  # side of a cross-channel cell in pixels
 
 
 class AnalyzeInputError(UserInputError):
@@ -51,55 +54,106 @@ def input_photos(path: str | epath.PathLike) -> list[epath.Path]:
     return [source]
 
 
-def _chart(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], a: NoiseAnalysis) -> None:
-    """Correlation (y, -0.2..1) against lag (x, 0..MAX_LAG) inside box (left, top, w, h)."""
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _vertical_text(image: Image.Image, xy: tuple[int, int], text: str, size: int) -> None:
+    """`text` rotated a quarter turn (reading upwards), its top-left corner at xy."""
+    font = _font(size)
+    box = ImageDraw.Draw(image).textbbox((0, 0), text, font=font)
+    strip = Image.new("L", (box[2] + 2, box[3] + 2), 0)
+    ImageDraw.Draw(strip).text((1, 1), text, fill=255, font=font)
+    strip = strip.rotate(90, expand=True)
+    image.paste((0, 0, 0), (*xy, xy[0] + strip.width, xy[1] + strip.height), strip)
+
+
+def _chart(image: Image.Image, box: tuple[int, int, int, int], a: NoiseAnalysis) -> None:
+    """Correlation (y, -0.2..1) against lag in pixels (x, 0..MAX_LAG) inside box (left, top,
+    width, height), with axis labels and a legend."""
     left, top, width, height = box
-    font = ImageFont.load_default()
+    draw = ImageDraw.Draw(image)
+    small, large = _font(FONT - 2), _font(FONT)
 
     def xy(lag: float, value: float) -> tuple[float, float]:
         return left + lag * width / MAX_LAG, top + (1.0 - value) / 1.2 * height
 
-    for value in (0.0, 0.5, 1.0):
-        draw.line([xy(0, value), xy(MAX_LAG, value)], fill=(220, 220, 220))
-        draw.text((left - 24, xy(0, value)[1] - 5), f"{value:.1f}", fill=(0, 0, 0), font=font)
+    for value in (-0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        y = xy(0, value)[1]
+        draw.line([(left, y), (left + width, y)], fill=(225, 225, 225))
+        draw.text((left - 8, y), f"{value:.1f}", fill=(0, 0, 0), font=small, anchor="rm")
+    draw.rectangle((left, top, left + width, top + height), outline=(120, 120, 120))
     for lag in range(MAX_LAG + 1):
-        draw.text((xy(lag, -0.2)[0] - 3, top + height + 4), str(lag), fill=(0, 0, 0), font=font)
-    draw.line([xy(0, LEAK_THRESHOLD), xy(MAX_LAG, LEAK_THRESHOLD)], fill=(150, 150, 150))
+        x = xy(lag, 0)[0]
+        draw.line([(x, top + height), (x, top + height + 5)], fill=(120, 120, 120))
+        draw.text((x, top + height + 8), str(lag), fill=(0, 0, 0), font=small, anchor="mt")
+    draw.text(
+        (left + width / 2, top + height + 32),
+        "lag, or ring distance R (pixels)",
+        fill=(0, 0, 0),
+        font=large,
+        anchor="mt",
+    )
+    _vertical_text(image, (left - 78, top + height // 2 - 90), "noise correlation", FONT)
+    threshold = [xy(0, LEAK_THRESHOLD), xy(MAX_LAG, LEAK_THRESHOLD)]
+    draw.line(threshold, fill=(150, 150, 150), width=2)
     series = {
-        "horizontal": list(enumerate(a.horizontal)),
-        "vertical": list(enumerate(a.vertical)),
-        "ring": list(enumerate(a.ring, start=1)),
+        "horizontal (along rows)": ("horizontal", list(enumerate(a.horizontal))),
+        "vertical (along columns)": ("vertical", list(enumerate(a.vertical))),
+        "ring at distance R (blind size)": ("ring", list(enumerate(a.ring, start=1))),
     }
-    for row, (name, points) in enumerate(series.items()):
+    for colour, points in series.values():
         coords = [xy(lag, float(np.clip(v, -0.2, 1.0))) for lag, v in points]
-        draw.line(coords, fill=COLOURS[name], width=2)
+        draw.line(coords, fill=COLOURS[colour], width=3)
         for x, y in coords:
-            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=COLOURS[name])
-        draw.text((left + width - 70, top + 4 + 12 * row), name, fill=COLOURS[name], font=font)
+            draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=COLOURS[colour])
+    legend = [(name, COLOURS[colour]) for name, (colour, _) in series.items()]
+    legend.append((f"ring threshold {LEAK_THRESHOLD:g}", (150, 150, 150)))
+    x0, y0 = left + width - 300, top + 14
+    for row, (name, colour) in enumerate(legend):
+        y = y0 + row * (FONT + 8)
+        draw.line([(x0, y + FONT // 2), (x0 + 30, y + FONT // 2)], fill=colour, width=3)
+        draw.text((x0 + 40, y), name, fill=(0, 0, 0), font=small)
+
+
+def _cross_channel(draw: ImageDraw.ImageDraw, left: int, top: int, a: NoiseAnalysis) -> None:
+    """The 3x3 cross-channel correlation as shaded cells, its top-left corner at (left, top)."""
+    small, large = _font(FONT - 2), _font(FONT)
+    cell = CELL
+    draw.text((left, top - 80), "cross-channel correlation", fill=(0, 0, 0), font=large)
+    draw.text((left, top - 56), "(noise of R, G, B at one pixel)", fill=(0, 0, 0), font=small)
+    for i, name in enumerate("RGB"):
+        centre = left + i * cell + cell // 2
+        draw.text((centre, top - 6), name, fill=(0, 0, 0), font=large, anchor="mb")
+        draw.text(
+            (left - 8, top + i * cell + cell // 2), name, fill=(0, 0, 0), font=large, anchor="rm"
+        )
+        for j in range(3):
+            value = a.cross_channel[i][j]
+            shade = int(255 * (1.0 - np.clip(abs(value), 0, 1) * 0.7))
+            box = (left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell)
+            draw.rectangle(box, fill=(shade, shade, 255), outline=(255, 255, 255))
+            centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+            draw.text(centre, f"{value:.2f}", fill=(0, 0, 0), font=small, anchor="mm")
 
 
 def plot_png(a: NoiseAnalysis) -> bytes:
-    """A small PNG (about 460x230) of the analysis: correlation per lag and the ring
-    correlations with the threshold line (left), cross-channel correlation (right)."""
-    image = Image.new("RGB", (460, 230), (255, 255, 255))
+    """A PNG (PLOT_SIZE pixels) of the analysis: the noise correlation per lag in pixels
+    along rows and columns and the ring correlations against the blind-size threshold
+    (left), and the cross-channel correlation (right)."""
+    image = Image.new("RGB", PLOT_SIZE, (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
     std = "/".join(f"{s:.1f}" for s in a.std)
-    title = f"noise std R/G/B {std} (8-bit) - blind size {a.blind_size}"
-    draw.text((8, 6), title, fill=(0, 0, 0), font=font)
-    draw.text((40, 212), "lag (px); grey line: ring threshold", fill=(0, 0, 0), font=font)
-    _chart(draw, (40, 30, 240, 160), a)
-    cell, left, top = 40, 320, 50
-    for i, name in enumerate("RGB"):
-        draw.text((left + i * cell + 16, top - 14), name, fill=(0, 0, 0), font=font)
-        draw.text((left - 12, top + i * cell + 14), name, fill=(0, 0, 0), font=font)
-        for j in range(3):
-            shade = int(255 * (1.0 - np.clip(abs(a.cross_channel[i][j]), 0, 1) * 0.7))
-            box = (left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell)
-            draw.rectangle(box, fill=(shade, shade, 255))
-            label = f"{a.cross_channel[i][j]:.2f}"
-            draw.text((box[0] + 7, box[1] + 14), label, fill=(0, 0, 0), font=font)
-    draw.text((left, top + 3 * cell + 8), "cross-channel", fill=(0, 0, 0), font=font)
+    title = (
+        f"Noise of {a.images} photo(s): std R/G/B {std} (8-bit levels); blind size {a.blind_size}"
+    )
+    draw.text((20, 12), title, fill=(0, 0, 0), font=_font(FONT + 2))
+    rule = (
+        "blind size = 2 R + 1, R the largest ring distance whose correlation is above the threshold"
+    )
+    draw.text((20, 38), rule, fill=(0, 0, 0), font=_font(FONT - 2))
+    _chart(image, (110, 80, 620, 370), a)
+    _cross_channel(draw, 820, 170, a)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
