@@ -126,45 +126,31 @@ def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> 
 
 
 class _Progress:
-    """Bars over files and over the tiles of the current file (tqdm, else plain stderr)."""
+    """tqdm bars over files and over the tiles of the current file, on stderr; hidden when
+    stderr is not a terminal (a log file gets the one line per photo only)."""
 
     def __init__(self, total_files: int) -> None:
-        self._tqdm = tqdm
-        self._files = tqdm(total=total_files, unit="file", file=sys.stderr) if tqdm else None
+        self._files = tqdm(total=total_files, unit="file", file=sys.stderr, disable=None)
         self._tiles: Any = None
 
     def message(self, text: str, *, error: bool = False) -> None:
-        stream = sys.stderr if error else sys.stdout
-        if self._tqdm is not None:
-            self._tqdm.write(text, file=stream)
-        else:
-            print(text, file=stream, flush=True)
+        tqdm.write(text, file=sys.stderr if error else sys.stdout)
 
     def tiles(self, done: int, total: int) -> None:
-        if self._tqdm is None:
-            print(
-                f"\r  tiles {done}/{total}",
-                end="\n" if done == total else "",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
         if self._tiles is None:
-            self._tiles = self._tqdm(total=total, unit="tile", leave=False, file=sys.stderr)
+            self._tiles = tqdm(total=total, unit="tile", leave=False, file=sys.stderr, disable=None)
         self._tiles.update(done - self._tiles.n)
 
     def file_done(self) -> None:
         if self._tiles is not None:
             self._tiles.close()
             self._tiles = None
-        if self._files is not None:
-            self._files.update(1)
+        self._files.update(1)
 
     def close(self) -> None:
         if self._tiles is not None:
             self._tiles.close()
-        if self._files is not None:
-            self._files.close()
+        self._files.close()
 
 
 def denoise_photo(
