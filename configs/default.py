@@ -2,7 +2,7 @@
 
   python launch.py --config configs/default.py --workdir runs/default
 
-Expected (README, measured 2026-12-03 on this project's 2-core CPU, 10 min): held-out U-Net
+Expected (README, measured 2026-12-03 on this project's 2-core CPU, 7 min 50 s): held-out U-Net
 24.00 dB / SSIM 0.5280 from a noisy 17.23 dB (BNN 22.02, LAN 23.83), estimated gain +5.54 dB.
 Against the paper's recipe (configs/sasl_paper.py), for a short CPU run: width 32 (paper 48),
 64x64 crops and batch 4 (256x256, 8), 400/150/400 steps at Adam 1e-3 (400k each at 3e-4; a GPU
