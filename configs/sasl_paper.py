@@ -9,7 +9,7 @@ BNN b=9 C=48, LAN b=3 width 64, U-Net C=48, raw [0, 255] inputs (normalize=False
 thresholds 1/5, the authors' raw outputs (no colour anchor, no safeguard); validates on
 sidd_validation_srgb every 20k steps. Expected: the paper reports 37.39 dB / 0.934 on SIDD
 validation (docs/method.md, "Published figures"); not reproduced here (no SIDD download; it
-needs an accelerator). manual_dir: the SIDD downloads (README, "Reproducing the paper").
+needs an accelerator). manual_dir: the SIDD downloads (docs/reproducing.md).
 """
 
 import ml_collections
