@@ -4,13 +4,17 @@
 - nothing cites the private method note that is not part of the repository; the method is
   documented in docs/method.md;
 - every link from the README (or from the code) to docs/*.md points to an existing file, and
-  a `#section` anchor to an existing heading of it.
+  a `#section` anchor to an existing heading of it;
+- the README's Python example runs as written (on a tiny run folder and the authors' LAN).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -109,3 +113,26 @@ def test_github_anchor():
         "departures-from-the-authors-release"
     )
     assert github_anchor("U-Net") == "u-net"
+
+
+def test_readme_python_example_runs(single_process_run, shared_data, tmp_path, monkeypatch):
+    """The README's Python section, with its run folder and .pth pointed at real ones."""
+    block = re.search(r"```python\n(.*?)```", _section(README.read_text(), "Python"), re.S)
+    assert block, "README.md's Python section has no python code block"
+    code = block.group(1)
+    for name, path in {
+        "runs/default": single_process_run,
+        "LAN.pth": shared_data / "weights" / "official_LAN.pth",
+    }.items():
+        assert f'"{name}"' in code, f"the README's Python example no longer uses {name!r}"
+        code = code.replace(f'"{name}"', repr(str(path)))
+    rng = np.random.default_rng(0)
+    clean = rng.integers(60, 200, (48, 40, 3), dtype=np.uint8)
+    noisy = np.clip(clean + rng.normal(0, 15, clean.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(clean).save(tmp_path / "clean.png")
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md (Python)", "exec"), namespace)
+    assert np.asarray(Image.open(tmp_path / "denoised.png")).shape == (48, 40, 3)
+    assert namespace["y"].shape == (1, 48, 40, 3)
