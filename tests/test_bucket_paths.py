@@ -31,14 +31,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sassid_jax import train
 from sassid_jax.modes import denoise
 from tests.conftest import REPO_ROOT
 from tests.test_denoise import _unet_state_dict
+from tests.test_sharding import TWO_PROCESS_STEPS
 from tests.test_train import _launch_args, assert_same_params, run_params, tiny_config
 
 BUCKET = "sasl-test"
-STEPS = {"bnn": 4, "lan": 2, "unet": 2}
 WORKER = str(REPO_ROOT / "tests" / "bucket_worker.py")
 EMULATOR = str(REPO_ROOT / "tests" / "gcs_emulator.py")
 
@@ -140,10 +139,12 @@ def _pixels(path: Path) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_train_stop_resume_eval_denoise_on_a_bucket(emulator, data_dir, tmp_path):
-    config = tiny_config(data_dir, STEPS)
-    local = tmp_path / "local"
-    local_results = train.train_and_evaluate(config, local)
+def test_train_stop_resume_eval_denoise_on_a_bucket(
+    emulator, data_dir, single_process_run, tmp_path
+):
+    config = tiny_config(data_dir, TWO_PROCESS_STEPS)  # the run of single_process_run, local
+    local = single_process_run
+    local_results = json.loads((local / "results.json").read_text())
     inputs = _inputs(tmp_path / "in")
     gs = f"gs://{BUCKET}"
     run = f"{gs}/run"

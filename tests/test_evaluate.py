@@ -109,3 +109,16 @@ def test_eval_errors_exit_2(tmp_path, case):
     assert run.returncode == 2, run.stderr[-2000:]
     assert message in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_of_a_pth_without_the_network_names_the_config_field(shared_data):
+    from sassid_jax.io.checkpoints import CheckpointInputError, load_network_or_hint
+
+    weights = shared_data / "weights" / "official_LAN.pth"
+    with pytest.raises(CheckpointInputError) as info:
+        load_network_or_hint(weights, "unet", "--config.eval.network=")
+    assert str(info.value) == (
+        f"{weights}: this .pth holds a LAN, not a U-Net; add --config.eval.network=lan"
+    )
+    module, _ = load_network_or_hint(weights, "lan", "--config.eval.network=")
+    assert type(module).__name__ == "LAN"

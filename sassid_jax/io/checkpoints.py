@@ -378,3 +378,29 @@ def load_network(checkpoint: PathLike, network: str = "unet") -> tuple[nn.Module
     if path.is_dir():
         return _load_orbax(absolute(path), network)
     return _load_pth(path, network)
+
+
+def load_network_or_hint(checkpoint: PathLike, network: str, flag: str) -> tuple[nn.Module, Any]:
+    """`load_network`, whose error, when `checkpoint` holds other networks but not `network`,
+    ends with the option that picks them.
+
+    Args:
+      checkpoint: a run folder, a folder inside its checkpoints/ or an authors' `.pth`.
+      network: 'bnn', 'lan' or 'unet'.
+      flag: how the user names the network, e.g. "--network " or "--config.eval.network=".
+    Raises:
+      CheckpointInputError: one line naming the path (and the fix).
+    """
+    try:
+        return load_network(checkpoint, network)
+    except CheckpointInputError as e:
+        held = networks_in(checkpoint)[::-1]  # the last trained (the better denoiser) first
+        if not held or network in held:
+            raise
+        names = " and ".join(f"a {LABELS[n]}" for n in held)
+        use = " or ".join(f"{flag}{n}" for n in held)
+        if epath.Path(checkpoint).is_dir():  # the reason (e.g. no U-Net stage yet), then the fix
+            raise CheckpointInputError(f"{e}; this checkpoint holds {names}: add {use}") from e
+        raise CheckpointInputError(
+            f"{checkpoint}: this .pth holds {names}, not a {LABELS[network]}; add {use}"
+        ) from e

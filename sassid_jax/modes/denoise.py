@@ -24,13 +24,7 @@ from sassid_jax.inference import predict
 from sassid_jax.inference.colour_anchor import anchor_image, config_sigma
 from sassid_jax.inference.predict import DEFAULT_MARGIN, MIN_SIZE
 from sassid_jax.inference.safeguard import config_mode, photo_check
-from sassid_jax.io.checkpoints import (
-    LABELS,
-    CheckpointInputError,
-    load_network,
-    networks_in,
-    run_config_of,
-)
+from sassid_jax.io.checkpoints import CheckpointInputError, load_network_or_hint, run_config_of
 from sassid_jax.io.paths import is_local, same_path
 from sassid_jax.io.photos import (
     Photo,
@@ -59,18 +53,9 @@ def load_denoiser(checkpoint: str | os.PathLike, network: str = "unet") -> tuple
     networks but not this one, the `--network` that runs them.
     """
     try:
-        return load_network(checkpoint, network)
+        return load_network_or_hint(checkpoint, network, "--network ")
     except CheckpointInputError as e:
-        held = networks_in(checkpoint)[::-1]  # the last trained (the better denoiser) first
-        if not held or network in held:
-            raise DenoiseInputError(str(e)) from e
-        names = " and ".join(f"a {LABELS[n]}" for n in held)
-        use = " or ".join(f"--network {n}" for n in held)
-        if epath.Path(checkpoint).is_dir():  # the reason (e.g. no U-Net stage yet), then the fix
-            raise DenoiseInputError(f"{e}; this checkpoint holds {names}: add {use}") from e
-        raise DenoiseInputError(
-            f"{checkpoint}: this .pth holds {names}, not a {LABELS[network]}; add {use}"
-        ) from e
+        raise DenoiseInputError(str(e)) from e
 
 
 def denoiser_settings(checkpoint: str | os.PathLike) -> tuple[float, str]:

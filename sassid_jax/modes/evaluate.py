@@ -21,7 +21,7 @@ from sassid_jax.evaluation.scoring import format_scores, limit, progress_bar, sc
 from sassid_jax.inference.colour_anchor import config_sigma
 from sassid_jax.inference.predict import denoise_images, jit_apply
 from sassid_jax.io.atomic_files import write_json
-from sassid_jax.io.checkpoints import load_network
+from sassid_jax.io.checkpoints import load_network_or_hint
 
 
 def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
             f"dataset {name!r}: {len(missing)} images have no clean reference "
             f"(first: {missing[0]}); use --mode submit or --mode denoise"
         )
-    module, params = load_network(checkpoint, config.eval.network)
+    module, params = load_network_or_hint(checkpoint, config.eval.network, "--config.eval.network=")
     apply_fn = jit_apply(module, params)
     sigma = config_sigma(config)
     start = time.perf_counter()

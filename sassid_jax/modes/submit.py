@@ -22,7 +22,7 @@ from sassid_jax.evaluation import metrics
 from sassid_jax.evaluation.scoring import progress_bar
 from sassid_jax.inference.colour_anchor import config_sigma
 from sassid_jax.inference.predict import BatchFn, denoise_images, jit_apply
-from sassid_jax.io.checkpoints import load_network
+from sassid_jax.io.checkpoints import load_network_or_hint
 from sassid_jax.io.matfiles import write_atomic_mat
 
 
@@ -146,7 +146,7 @@ def run_submit(config: Any, checkpoint: str, output: str) -> epath.Path:
     """
     validate_eval_config(config, "submit")  # also when called from Python, not the CLI
     name = config.dataset.name
-    module, params = load_network(checkpoint, config.eval.network)
+    module, params = load_network_or_hint(checkpoint, config.eval.network, "--config.eval.network=")
     apply_fn = jit_apply(module, params)
     out = epath.Path(output)
     out.mkdir(parents=True, exist_ok=True)
