@@ -24,7 +24,7 @@ from sassid_jax.errors import UserInputError
 from sassid_jax.io.paths import PathLike, absolute
 from sassid_jax.io.torch_format import read_state_dict
 from sassid_jax.io.torch_params import check_finite, convert_state_dict, expected_shapes
-from sassid_jax.nn import NETWORK_NAMES, make_network
+from sassid_jax.nn import NETWORK_NAMES, make_network, network_for_role
 
 LABELS = {"bnn": "BNN", "lan": "LAN", "unet": "U-Net"}
 CONFIG_FILE = "config.json"
@@ -313,7 +313,7 @@ def _load_orbax(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
         check_finite(params, str(item))
     except UserInputError as e:
         raise CheckpointInputError(str(e)) from e
-    module = make_network(network, **config.get("networks", {}).get(network, {}))
+    module = network_for_role(network, config.get("networks", {}).get(network, {}))
     params = flax.traverse_util.unflatten_dict(
         {k: np.asarray(v, np.float32) for k, v in flax.traverse_util.flatten_dict(params).items()}
     )

@@ -28,7 +28,7 @@ from sassid_jax.io import checkpoints
 from sassid_jax.io.atomic_files import write_json
 from sassid_jax.io.torch_params import expected_shapes
 from sassid_jax.methods.stages import Stage
-from sassid_jax.nn import NETWORK_NAMES, make_network
+from sassid_jax.nn import NETWORK_NAMES, network_for_role
 
 RECORD = "pretrained.json"
 ARCHITECTURE = ("blind_size", "width", "num_blocks", "normalize")  # module fields compared
@@ -103,7 +103,7 @@ def _check_architecture(
     name: str, path: str, got: nn.Module, params: Any, config: ml_collections.ConfigDict
 ) -> None:
     """ConfigError when the loaded network differs from config.networks.<name>."""
-    want = make_network(name, **config.networks[name].to_dict())
+    want = network_for_role(name, config.networks[name].to_dict())
     pth = not epath.Path(path).is_dir()
     have = _architecture(got)
     if pth and name == "bnn":
