@@ -3,6 +3,9 @@
 - `bnn`: the blind-neighborhood network (BNN): pixel p never sees the b x b window around p.
 - `lan`: the locally aware network (LAN): a b_L x b_L receptive field and channel attention.
 - `unet`: the U-Net, the denoiser used at test time.
+- `atbsn_student`: AT-BSN(D)'s student, the U-Net trunk ending in a 3x3 conv and LeakyReLU.
+- `dbsnl`: AP-BSN's DBSNl: centre-masked and dilated convolutions, blind to the pixel itself.
+- `pd`: pixel-shuffle downsampling (PD) and its inverse, sub-images stacked or tiled.
 - `trunk`: the encoder-decoder shared by the BNN and the U-Net, and the input scaling.
 - `layers`: convolutions, shifts, pooling and initialisers as pure `lax` ops.
 - `checks`: input checks shared by the networks (blind sizes, batch shapes).
@@ -16,14 +19,31 @@ from typing import Any
 
 import flax.linen as nn
 
+from sassid_jax.nn.atbsn_student import ATBSNStudent
 from sassid_jax.nn.bnn import BNN
+from sassid_jax.nn.dbsnl import DBSNl
 from sassid_jax.nn.lan import LAN
 from sassid_jax.nn.unet import UNet
 
-__all__ = ["ARCHITECTURES", "BNN", "LAN", "NETWORK_NAMES", "UNet", "make_network"]
+__all__ = [
+    "ARCHITECTURES",
+    "ATBSNStudent",
+    "BNN",
+    "DBSNl",
+    "LAN",
+    "NETWORK_NAMES",
+    "UNet",
+    "make_network",
+]
 
-# Architecture name -> module.
-ARCHITECTURES = {"bnn": BNN, "lan": LAN, "unet": UNet}
+# Architecture name -> module. The BNN is also AT-BSN's teacher (blind size per call).
+ARCHITECTURES = {
+    "bnn": BNN,
+    "lan": LAN,
+    "unet": UNet,
+    "atbsn_student": ATBSNStudent,
+    "dbsnl": DBSNl,
+}
 # The one tuple of network roles, in training order (BNN -> LAN -> U-Net).
 NETWORK_NAMES = ("bnn", "lan", "unet")
 # The architecture a role has when its config block names none (older configs, run folders).
@@ -34,7 +54,7 @@ def make_network(arch: str, **kwargs: Any) -> nn.Module:
     """Build a network by architecture name.
 
     Args:
-      arch: a key of ARCHITECTURES ('bnn', 'lan', 'unet', ...).
+      arch: a key of ARCHITECTURES ('bnn', 'lan', 'unet', 'atbsn_student', 'dbsnl').
       **kwargs: the module's attributes (e.g. width=32, normalize=True).
     Returns:
       the unbound Linen module; ValueError for an unknown name.
