@@ -21,7 +21,7 @@ import pytest
 from sassid_jax.io.torch_params import load_torch_params
 from sassid_jax.methods import apbsn, atbsn
 from sassid_jax.nn import make_network
-from sassid_jax.nn.pd import pd_mosaic, pd_unmosaic
+from sassid_jax.nn.pd import pd_mosaic, pd_stack, pd_unmosaic
 
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "parity" / "peers"
 TOLERANCE = 1e-5  # x max|reference|
@@ -104,6 +104,14 @@ def _atbsn_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {k: (np.asarray(v), ref[k]) for k, v in cases.items()}
 
 
+@functools.cache
+def _pd_stack_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{case: (ours, reference)}: PD 2 with the sub-images on the batch axis, as TBSN's code
+    stacks them (the layout only; TBSN's networks come with the next peer)."""
+    ref = _npz("tbsn_reference.npz")
+    return {"pd2_stack_x128": (np.asarray(pd_stack(ref["x128"], 2, 0)), ref["pd2_stack_x128"])}
+
+
 APBSN_FILES = ("apbsn_c16_m2_seed0.pth", "apbsn_reference.npz")
 ATBSN_FILES = ("atbsn_c16_seed1.pth", "atbsn_student_c16_seed2.pth", "atbsn_reference.npz")
 APBSN_CASES = (
@@ -138,6 +146,12 @@ def test_atbsn_parity(case):
     assert diff <= tol, f"{case}: max|diff| = {diff:.3g} > {tol:.3g}"
 
 
+def test_pd_stack_layout_parity():
+    _require("tbsn_reference.npz")
+    diff, tol = _max_diff(*_pd_stack_cases()["pd2_stack_x128"])
+    assert diff <= tol, f"pd2_stack_x128: max|diff| = {diff:.3g} > {tol:.3g}"
+
+
 def _table(groups: dict[str, Callable[[], dict]]) -> str:
     rows = ["| case | max abs diff | tolerance (1e-5 x max abs ref) |", "|---|---|---|"]
     for prefix, cases in groups.items():
@@ -148,4 +162,5 @@ def _table(groups: dict[str, Callable[[], dict]]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(print(_table({"AP-BSN": _apbsn_cases, "AT-BSN": _atbsn_cases})))
+    groups = {"AP-BSN": _apbsn_cases, "AT-BSN": _atbsn_cases, "TBSN's PD": _pd_stack_cases}
+    sys.exit(print(_table(groups)))
