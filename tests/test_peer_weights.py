@@ -12,9 +12,13 @@ import flax
 import numpy as np
 import pytest
 
+from configs import default
+from sassid_jax.errors import ConfigError
+from sassid_jax.io.checkpoints import load_network
 from sassid_jax.io.torch_format import read_state_dict
 from sassid_jax.io.torch_params import CheckpointMismatchError, load_torch_params
 from sassid_jax.nn import make_network
+from sassid_jax.training import pretrained
 from tests.test_peer_parity import PEERS
 
 APBSN = "apbsn_c16_m2_seed0.pth"
@@ -124,3 +128,31 @@ def test_atbsn_d_doublenet_file_gives_student_and_teacher(tmp_path):
         _assert_same(
             load_torch_params(path, arch, module), load_torch_params(_path(name), arch, module)
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "role", "arch", "cls"),
+    [
+        (APBSN, "unet", "dbsnl", "DBSNl"),
+        (TEACHER, "bnn", None, "BNN"),
+        (STUDENT, "unet", "atbsn_student", "ATBSNStudent"),
+    ],
+)
+def test_load_network_reads_the_peers_files_with_their_sizes(name, role, arch, cls):
+    """A `.pth` of a peer loads for a role of that architecture (AT-BSN's teacher: the BNN's own
+    form), its sizes read from the tensors."""
+    module, params = load_network(_path(name), role, arch)
+    assert type(module).__name__ == cls and module.width == 16 and module.normalize is False
+    assert getattr(module, "num_blocks", 2) == 2
+    _assert_same(params, load_torch_params(_path(name), arch or role, module))
+
+
+def test_pretrained_network_follows_the_role_architecture():
+    config = default.get_config()
+    config.networks.unet.update({"arch": "dbsnl", "width": 16, "num_blocks": 2, "normalize": False})
+    loaded = pretrained.load_one(config, "unet", str(_path(APBSN)))
+    assert loaded.source == "authors' .pth"
+    config.networks.unet.arch = "unet"
+    del config.networks.unet["num_blocks"]
+    with pytest.raises(ConfigError, match=r"^pretrained.unet: .*not a U-Net checkpoint"):
+        pretrained.load_one(config, "unet", str(_path(APBSN)))
