@@ -42,11 +42,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.compute_dtype = "float32"  # or "bfloat16" (parameters, optimizer state, losses stay f32)
 
     c.networks = ml_collections.ConfigDict()
-    c.networks.bnn = ml_collections.ConfigDict({"blind_size": 9, "width": 32, "normalize": True})
-    c.networks.lan = ml_collections.ConfigDict(
-        {"blind_size": 3, "width": 64, "num_blocks": 6, "normalize": True}
+    # Each role's architecture (`arch`, a key of sassid_jax.nn.ARCHITECTURES) and its attributes.
+    c.networks.bnn = ml_collections.ConfigDict(
+        {"arch": "bnn", "blind_size": 9, "width": 32, "normalize": True}
     )
-    c.networks.unet = ml_collections.ConfigDict({"width": 32, "normalize": True})
+    c.networks.lan = ml_collections.ConfigDict(
+        {"arch": "lan", "blind_size": 3, "width": 64, "num_blocks": 6, "normalize": True}
+    )
+    c.networks.unet = ml_collections.ConfigDict({"arch": "unet", "width": 32, "normalize": True})
 
     # Trained weights per network (a run folder, a checkpoint in one, or an authors' .pth;
     # local or gs://); "" = none. A network no stage trains is then a frozen teacher (so

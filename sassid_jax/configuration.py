@@ -20,7 +20,7 @@ from sassid_jax.errors import ConfigError
 from sassid_jax.inference.colour_anchor import config_sigma
 from sassid_jax.inference.safeguard import config_mode
 from sassid_jax.methods.stages import check_order, make_stage
-from sassid_jax.nn import NETWORK_NAMES
+from sassid_jax.nn import ARCHITECTURES, NETWORK_NAMES, role_architecture
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
 from sassid_jax.noise.blind_size import blind_size_value
 from sassid_jax.training import pretrained
@@ -49,7 +49,9 @@ RESUMABLE_FIELDS = (
 NEW_BLOCKS = ("selection",)
 
 # Fields that configs written before they existed lack: absent means this value.
-ABSENT_DEFAULTS = {f"pretrained.{name}": "" for name in NETWORK_NAMES}
+ABSENT_DEFAULTS = {f"pretrained.{name}": "" for name in NETWORK_NAMES} | {
+    f"networks.{name}.arch": name for name in NETWORK_NAMES
+}
 
 
 def _positive_int(value: Any, field: str) -> None:
@@ -134,6 +136,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     blind_size_value(config.networks.bnn.blind_size)  # odd int or "auto" (from the noise)
     _odd_blind_size(config.networks.lan.blind_size, "networks.lan.blind_size")
     for name in NETWORK_NAMES:
+        arch = role_architecture(name, config.networks[name])
+        if arch not in ARCHITECTURES:
+            raise ConfigError(
+                f"networks.{name}.arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}"
+            )
         _positive_int(config.networks[name].width, f"networks.{name}.width")
     if config.compute_dtype not in ("float32", "bfloat16"):
         raise ConfigError(

@@ -8,6 +8,8 @@ import pytest
 from configs import default, dnd, sidd_benchmark, sidd_validation
 from sassid_jax import configuration
 from sassid_jax.errors import ConfigError
+from sassid_jax.nn import network_for_role
+from sassid_jax.training.train_step import build_networks
 
 
 def _set(config, field: str, value) -> None:
@@ -102,3 +104,20 @@ def test_tensorboard_switch_is_a_bool_and_resumable():
     assert configuration.config_differences(older, current) == []
     current["train"]["tensorboard"] = False
     assert configuration.config_differences(older, current) == []
+
+
+def test_network_architecture_defaults_to_the_role_and_older_runs_resume():
+    config = default.get_config()
+    networks = build_networks(config)
+    assert [type(networks[r]).__name__ for r in ("bnn", "lan", "unet")] == ["BNN", "LAN", "UNet"]
+    for role in ("bnn", "lan", "unet"):
+        block = config.networks[role].to_dict()
+        del block["arch"]  # a config.json written before the field existed
+        assert network_for_role(role, block) == networks[role]
+    older = default.get_config().to_dict()
+    for role in ("bnn", "lan", "unet"):
+        del older["networks"][role]["arch"]
+    assert configuration.config_differences(older, default.get_config().to_dict()) == []
+    _set(config, "networks.unet.arch", "transformer")
+    with pytest.raises(ConfigError, match=r"^networks.unet.arch must be one of \[.*'unet'"):
+        configuration.validate_config(config)

@@ -110,3 +110,43 @@ def test_tap_kernel_grad_matches_xla_above_threshold(upward):
     np.testing.assert_allclose(direct, reference, rtol=1e-4, atol=1e-5 * scale)
     np.testing.assert_allclose(through_conv2d, reference, rtol=1e-4, atol=1e-5 * scale)
     assert direct.shape == kernel.shape
+
+
+def _numpy_dilated_conv(x, kernel, d):
+    """Reference dilated 'same' cross-correlation: out[i, j] = sum x[i + d a, j + d b] k[a, b]."""
+    k = kernel.shape[0]
+    r = d * (k // 2)
+    xp = np.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    n, h, w, _ = x.shape
+    out = np.zeros((n, h, w, kernel.shape[-1]), np.float64)
+    for a in range(k):
+        for b in range(k):
+            view = xp[:, d * a : d * a + h, d * b : d * b + w]
+            out += np.einsum("nhwc,co->nhwo", view, kernel[a, b])
+    return out
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+def test_dilated_conv_matches_numpy(dilation):
+    rng = np.random.default_rng(dilation)
+    x = rng.normal(size=(2, 11, 9, 3)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+    got = jax.jit(layers.dilated_conv2d, static_argnums=2)(x, kernel, dilation)
+    np.testing.assert_allclose(got, _numpy_dilated_conv(x, kernel, dilation), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_centre_masked_conv_is_the_conv_of_the_masked_kernel(k):
+    mask = np.asarray(layers.centre_mask((k, k, 2, 3)))
+    assert mask[k // 2, k // 2].sum() == 0 and mask.sum() == (k * k - 1) * 6
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(1, 10, 8, 2)).astype(np.float32)
+    conv = layers.Conv2D(3, k, init_style="torch_default", centre_masked=True)
+    params = conv.init(jax.random.key(0), x)
+    kernel = np.asarray(params["params"]["kernel"])
+    assert np.all(kernel[k // 2, k // 2] != 0)  # the stored kernel keeps its centre
+    ref = _numpy_conv_same(x, kernel * mask, (k // 2, k // 2), (k // 2, k // 2))
+    ref += np.asarray(params["params"]["bias"])
+    np.testing.assert_allclose(jax.jit(conv.apply)(params, x), ref, rtol=1e-4, atol=1e-4)
+    grad = jax.grad(lambda v: conv.apply(params, v)[0, 4, 3].sum())(x)[0]
+    assert np.all(np.asarray(grad)[4, 3] == 0) and np.all(np.asarray(grad)[3, 3] != 0)

@@ -68,11 +68,45 @@ def test_non_rgb_rejected(module):
         module.init(jax.random.key(0), jnp.zeros((1, 32, 32, 4)))
 
 
-@pytest.mark.parametrize("cls", [BNN, LAN])
-@pytest.mark.parametrize("blind", [0, 2, 8, -3])
+@pytest.mark.parametrize(
+    ("cls", "blind"),
+    [(cls, b) for cls in (BNN, LAN) for b in (0, 2, 8, -3) if (cls, b) != (BNN, 0)],
+)
 def test_bad_blind_size_rejected(cls, blind):
+    """(BNN: blind size 0 is valid, no blind spot at all, as in AT-BSN's distillation.)"""
     with pytest.raises(ValueError, match=f"got {blind}"):
         cls(blind_size=blind)
+
+
+def test_bnn_blind_size_per_call_shares_parameters():
+    """A call's blind size equals a module built with it; the attribute is only the default."""
+    x = jax.random.uniform(jax.random.key(0), (1, 32, 64, 3), maxval=255.0)
+    params = jax.jit(BNN(width=4).init)(jax.random.key(1), x)
+    for b in (0, 1, 3, 9):
+        built = jax.jit(BNN(blind_size=b, width=4).apply)(params, x)
+        np.testing.assert_array_equal(
+            jax.jit(BNN(width=4).apply, static_argnums=2)(params, x, b), built
+        )
+    with pytest.raises(ValueError, match="BNN: blind_size must be 0 or an odd integer >= 1, got 4"):
+        BNN(width=4).apply(params, x, 4)
+
+
+def test_peer_parameter_counts():
+    """AP-BSN's DBSNl (width 128, 9 blocks) and AT-BSN's student and teacher (width 48)."""
+    assert _count(make_network("dbsnl")) == 3_656_131
+    assert _count(make_network("atbsn_student")) == 1_003_011
+    assert _count(make_network("bnn", width=48)) == 1_268_547
+    with pytest.raises(ValueError, match="DBSNl: width must be an even integer"):
+        make_network("dbsnl", width=15)
+
+
+@pytest.mark.parametrize("arch", ["dbsnl", "atbsn_student"])
+def test_peer_output_shape(arch):
+    module = make_network(arch, width=8, **({"num_blocks": 1} if arch == "dbsnl" else {}))
+    shape = (2, 32, 64, 3) if arch == "atbsn_student" else (1, 21, 34, 3)
+    x = jax.random.uniform(jax.random.key(0), shape, maxval=255.0)
+    y = jax.jit(module.apply)(jax.jit(module.init)(jax.random.key(1), x), x)
+    assert y.shape == shape and y.dtype == jnp.float32
 
 
 def test_unknown_network_name():

@@ -24,7 +24,7 @@ from sassid_jax.errors import UserInputError
 from sassid_jax.io.paths import PathLike, absolute
 from sassid_jax.io.torch_format import read_state_dict
 from sassid_jax.io.torch_params import check_finite, convert_state_dict, expected_shapes
-from sassid_jax.nn import NETWORK_NAMES, make_network
+from sassid_jax.nn import NETWORK_NAMES, make_network, network_for_role
 
 LABELS = {"bnn": "BNN", "lan": "LAN", "unet": "U-Net"}
 CONFIG_FILE = "config.json"
@@ -193,9 +193,53 @@ def restore_local(item_dir: PathLike) -> Any:
     return jax.tree.map(np.asarray, checkpointer.restore(path, target))
 
 
-def _pth_module(state: dict[str, np.ndarray], network: str, path: epath.Path) -> nn.Module:
-    """The module an authors' state_dict fits, its sizes read from the tensor shapes."""
+def _first(state: dict[str, np.ndarray], *keys: str) -> np.ndarray | None:
+    return next((state[k] for k in keys if k in state), None)
+
+
+def _peer_pth_module(state: dict[str, np.ndarray], arch: str, path: epath.Path) -> nn.Module:
+    """The peers' module (AT-BSN's teacher or student, AP-BSN's DBSNl) a state_dict fits."""
+    if arch == "dbsnl":
+        head = _first(state, "bsn.head.0.weight", "head.0.weight")
+        blocks = {
+            m[1]
+            for k in state
+            if (m := re.fullmatch(r"(?:bsn\.)?branch1\.body\.(\d+)\.body\.0\.weight", k))
+        }
+        if head is None or head.ndim != 4:
+            raise CheckpointInputError(f"{path}: not a DBSNl checkpoint (no 'bsn.head.0.weight')")
+        return make_network("dbsnl", width=int(head.shape[0]), num_blocks=len(blocks))
+    prefix = {"bnn": "bsn.", "atbsn_student": "nbsn."}[arch]  # AT-BSN(D)'s DoubleNet
+    first = _first(state, "unet.intro.conv.weight", f"{prefix}unet.intro.conv.weight")
+    if first is None or first.ndim != 4:
+        raise CheckpointInputError(
+            f"{path}: not an AT-BSN checkpoint (no 'unet.intro.conv.weight')"
+        )
+    return make_network(arch, width=int(first.shape[0]), normalize=False)
+
+
+def _pth_module(
+    state: dict[str, np.ndarray], network: str, path: epath.Path, arch: str | None = None
+) -> nn.Module:
+    """The module an authors' state_dict fits, its sizes read from the tensor shapes.
+
+    Args:
+      state: the file's state_dict.
+      network: the role it is loaded for ('bnn', 'lan', 'unet').
+      path: the file, for messages.
+      arch: the architecture (None: the role's own). The BNN takes SASL's or AT-BSN's form.
+    Returns:
+      the unbound module.
+    """
+    arch = arch or network
+    atbsn_teacher = arch == "bnn" and any(k.endswith("unet.intro.conv.weight") for k in state)
+    if arch in ("dbsnl", "atbsn_student") or atbsn_teacher:
+        return _peer_pth_module(state, arch, path)
     label = LABELS[network]
+    if arch != network:
+        raise CheckpointInputError(
+            f"{path}: no authors' form of a {arch!r} network is known for the {label}"
+        )
     if network in ("unet", "bnn"):
         first = state.get("encode_block_1.0.weight")
         marker = "output_block.0.weight" if network == "bnn" else "output_conv.weight"
@@ -221,11 +265,11 @@ def _read_pth(path: epath.Path) -> dict[str, np.ndarray]:
         raise CheckpointInputError(str(e)) from e
 
 
-def _load_pth(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
+def _load_pth(path: epath.Path, network: str, arch: str | None) -> tuple[nn.Module, Any]:
     state = _read_pth(path)
-    module = _pth_module(state, network, path)
+    module = _pth_module(state, network, path, arch)
     try:
-        params = convert_state_dict(state, network, module, source=str(path))
+        params = convert_state_dict(state, arch or network, module, source=str(path))
     except UserInputError as e:  # mismatched keys/shapes, non-finite weights: named
         raise CheckpointInputError(str(e)) from e
     return module, params
@@ -313,7 +357,7 @@ def _load_orbax(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
         check_finite(params, str(item))
     except UserInputError as e:
         raise CheckpointInputError(str(e)) from e
-    module = make_network(network, **config.get("networks", {}).get(network, {}))
+    module = network_for_role(network, config.get("networks", {}).get(network, {}))
     params = flax.traverse_util.unflatten_dict(
         {k: np.asarray(v, np.float32) for k, v in flax.traverse_util.flatten_dict(params).items()}
     )
@@ -356,13 +400,18 @@ def networks_in(checkpoint: PathLike) -> tuple[str, ...]:
     return tuple(n for n in NETWORK_NAMES if _holds(state, n, path))
 
 
-def load_network(checkpoint: PathLike, network: str = "unet") -> tuple[nn.Module, Any]:
+def load_network(
+    checkpoint: PathLike, network: str = "unet", arch: str | None = None
+) -> tuple[nn.Module, Any]:
     """A trained network from a run folder, a folder inside its checkpoints/, or an authors'
     `.pth`.
 
     Args:
       checkpoint: that path, local or a bucket URL.
       network: 'bnn', 'lan' or 'unet'.
+      arch: for a `.pth`, the architecture the file holds (None: the role's own; 'bnn' reads
+        SASL's and AT-BSN's forms, 'atbsn_student' and 'dbsnl' the peers'). A run folder
+        records its own (`networks.<role>.arch` of its config.json).
     Returns:
       (module, params): the Linen module built as it was trained (a `.pth`: sizes from the
       tensor shapes, normalize=False) and its params, nested float32 numpy arrays, for
@@ -377,7 +426,7 @@ def load_network(checkpoint: PathLike, network: str = "unet") -> tuple[nn.Module
         raise CheckpointInputError(f"{path}: checkpoint not found")
     if path.is_dir():
         return _load_orbax(absolute(path), network)
-    return _load_pth(path, network)
+    return _load_pth(path, network, arch)
 
 
 def load_network_or_hint(checkpoint: PathLike, network: str, flag: str) -> tuple[nn.Module, Any]:

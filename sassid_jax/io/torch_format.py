@@ -234,6 +234,26 @@ def _decode(values: np.ndarray, type_name: str) -> np.ndarray:
     return np.asarray(values, dtype=values.dtype.newbyteorder("="))
 
 
+def unwrap_checkpoint(state: Any) -> Any:
+    """The state_dict inside the checkpoint forms the authors save, else `state` itself.
+
+    Args:
+      state: the unpickled object: a state_dict; {'state_dict': sd, ...} (at most 4 entries);
+        or AP-BSN's trainer checkpoint {'epoch', 'model_weight': {'denoiser': sd},
+        'optimizer_weight'} (its one model, or the one named 'denoiser').
+    Returns:
+      the state_dict (not yet checked to be one).
+    """
+    if not isinstance(state, dict):
+        return state
+    if "state_dict" in state and len(state) <= 4:
+        return state["state_dict"]
+    models = state.get("model_weight")
+    if isinstance(models, dict) and ("denoiser" in models or len(models) == 1):
+        return models.get("denoiser", next(iter(models.values())))
+    return state
+
+
 class _Reader:
     """One open archive: bounded entry reads, storages cached by key, tensors validated."""
 
@@ -316,9 +336,7 @@ class _Reader:
         return _decode(gather(flat, value.offset, value.size, value.stride), ref.type_name)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        state = self.load_pickle()
-        if isinstance(state, dict) and "state_dict" in state and len(state) <= 4:
-            state = state["state_dict"]
+        state = unwrap_checkpoint(self.load_pickle())
         if not isinstance(state, dict):
             self.fail(f"expected a state_dict, got {type(state).__name__}")
         bad = next((k for k in state if type(k) is not str), None)
@@ -334,7 +352,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
       path: the file, local or a bucket URL.
     Returns:
       {state_dict key: array}, each with the tensor's shape and dtype (native byte order;
-      bfloat16 becomes float32, bool stays bool).
+      bfloat16 becomes float32, bool stays bool); of a wrapped checkpoint, its model's
+      (`unwrap_checkpoint`).
     Raises:
       TorchFormatError: (a UserInputError and ValueError) naming the file and the tensor or
         zip entry, for a missing, legacy, corrupt (CRC, truncated, missing or duplicate

@@ -22,8 +22,14 @@ import numpy as np
 from sassid_jax.errors import UserInputError
 from sassid_jax.io.torch_format import read_state_dict
 from sassid_jax.nn import make_network
+from sassid_jax.nn.layers import centre_mask
 
 PathTuple = tuple[str, ...]
+# What a file with unexpected or missing keys most likely is, per architecture.
+HINTS = {
+    "lan": "wrong network, or a LAN of another blind size?",
+    "dbsnl": "wrong network, or a DBSNl of another num_blocks?",
+}
 
 
 class CheckpointMismatchError(UserInputError, ValueError):
@@ -75,6 +81,50 @@ def _bnn_path(torch_module: str) -> PathTuple | None:
     return _trunk_path(torch_module)
 
 
+def _atbsn_trunk_path(torch_module: str) -> PathTuple | None:
+    """AT-BSN's `unet.*` names (teacher and student) -> our trunk."""
+    if torch_module == "unet.intro.conv":
+        return ("trunk", "enc1_0")
+    m = re.fullmatch(r"unet\.enc(\d)\.conv1\.conv", torch_module)
+    if m:
+        return ("trunk", "enc1_1" if m[1] == "1" else f"enc{m[1]}")
+    m = re.fullmatch(r"unet\.dec(\d)\.conv([12])\.conv", torch_module)
+    if m:
+        return ("trunk", f"dec{m[1]}_{int(m[2]) - 1}")
+    return None
+
+
+def _atbsn_path(torch_module: str) -> PathTuple | None:
+    """AT-BSN's teacher (`ATBSN`): the trunk and the head nin_A, nin_B, nin_C."""
+    head = {"nin_A": ("head_0",), "nin_B": ("head_1",), "nin_C": ("head_2",)}
+    return head.get(torch_module) or _atbsn_trunk_path(torch_module)
+
+
+def _dbsnl_path(torch_module: str, num_blocks: int) -> PathTuple | None:
+    """AP-BSN's DBSNl names (with or without `bsn.`) -> ours (see `nn.dbsnl.DBSNl`)."""
+    torch_module = torch_module.removeprefix("bsn.")
+    if torch_module == "head.0":
+        return ("head",)
+    m = re.fullmatch(r"tail\.([0246])", torch_module)
+    if m:
+        return (f"tail_{int(m[1]) // 2}",)
+    m = re.fullmatch(r"(branch[12])\.body\.(\d+)(?:\.body\.([02]))?", torch_module)
+    if not m:
+        return None
+    branch, index, inner = m[1], int(m[2]), m[3]
+    if inner is not None:
+        if not 6 <= index < 6 + num_blocks:
+            return None
+        return (branch, f"block_{index - 6}", "dilated" if inner == "0" else "pointwise")
+    fixed = {0: "masked", 2: "conv_0", 4: "conv_1", 6 + num_blocks: "out"}
+    return (branch, fixed[index]) if index in fixed else None
+
+
+def _is_atbsn(state: Mapping[str, Any]) -> bool:
+    """Whether a state_dict uses AT-BSN's names (`unet.intro.conv.weight`, ...)."""
+    return "unet.intro.conv.weight" in state
+
+
 def _unet_path(torch_module: str) -> PathTuple | None:
     return ("out",) if torch_module == "output_conv" else _trunk_path(torch_module)
 
@@ -114,20 +164,29 @@ def torch_module_to_path(network: str, torch_module: str, module: nn.Module) -> 
     """Our parameter path for an authors' module name.
 
     Args:
-      network: 'bnn', 'lan' or 'unet' (ValueError otherwise).
+      network: the architecture: 'bnn' (SASL's names, or AT-BSN's teacher's `unet.*` and
+        `nin_*`), 'lan', 'unet', 'atbsn_student' or 'dbsnl' (ValueError otherwise).
       torch_module: a state_dict key without its leaf, e.g. 'encode_block_1.0'.
-      module: our module (the LAN's blind size decides its layer indices).
+      module: our module (the LAN's blind size, DBSNl's block count decide layer indices).
     Returns:
       the path without the leaf name, e.g. ('trunk', 'enc1_0'), or None for a name that has
       no counterpart.
     """
     if network == "bnn":
+        if torch_module.startswith(("unet.", "nin_")):
+            return _atbsn_path(torch_module)
         return _bnn_path(torch_module)
     if network == "unet":
         return _unet_path(torch_module)
     if network == "lan":
         return _lan_path(torch_module, module.blind_size)
-    raise ValueError(f"unknown network {network!r}; expected 'bnn', 'lan' or 'unet'")
+    if network == "atbsn_student":
+        return _atbsn_trunk_path(torch_module)
+    if network == "dbsnl":
+        return _dbsnl_path(torch_module, module.num_blocks)
+    raise ValueError(
+        f"unknown network {network!r}; expected 'bnn', 'lan', 'unet', 'atbsn_student' or 'dbsnl'"
+    )
 
 
 def expected_shapes(module: nn.Module, size: int = 64) -> dict[PathTuple, tuple[int, ...]]:
@@ -152,8 +211,50 @@ def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
     return array
 
 
+def _atbsn_head_order(weight: np.ndarray) -> np.ndarray:
+    """AT-BSN's nin_A (O, 4 * B, 1, 1) with its input blocks in our rotation order.
+
+    AT-BSN concatenates its branches as 0, 90 clockwise, 180, 270 clockwise; ours
+    (`nn.bnn.ROTATIONS`, numpy's rot90) are counter-clockwise, so blocks 1 and 3 swap.
+    """
+    blocks = np.split(weight, 4, axis=1)
+    return np.concatenate([blocks[0], blocks[3], blocks[2], blocks[1]], axis=1)
+
+
+def _check_masks(state: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
+    """DBSNl's frozen `mask` buffers, each checked to be our centre mask, then dropped."""
+    for key in [k for k in state if k.endswith(".mask")]:
+        mask = np.asarray(state.pop(key))
+        weight = state.get(key.removesuffix("mask") + "weight")
+        if weight is None or mask.shape != np.shape(weight) or mask.ndim != 4:
+            raise CheckpointMismatchError(
+                f"{path}: mask buffer '{key}' with shape {mask.shape} belongs to no kernel of "
+                "that shape"
+            )
+        ours = np.transpose(np.asarray(centre_mask(_to_flax(mask, "kernel").shape)), (3, 2, 0, 1))
+        if not np.array_equal(mask, ours):
+            raise CheckpointMismatchError(
+                f"{path}: mask buffer '{key}' is not a centre mask (ones, 0 at the centre tap "
+                f"of every channel; {int((mask != ours).sum())} entries differ)"
+            )
+    return state
+
+
+def _doublenet_part(state: dict[str, np.ndarray], network: str) -> dict[str, np.ndarray]:
+    """Of AT-BSN(D)'s saved `DoubleNet` (student `nbsn.*`, teacher `bsn.*`), the part for
+    `network` ('atbsn_student' or 'bnn'); any other state_dict unchanged."""
+    prefix = {"atbsn_student": "nbsn.", "bnn": "bsn."}.get(network)
+    if prefix is None or "nbsn.unet.intro.conv.weight" not in state:
+        return state
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+
 def _drop_aliases(state: dict[str, np.ndarray], network: str, path: str) -> dict[str, np.ndarray]:
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = _doublenet_part({k.removeprefix("module."): v for k, v in state.items()}, network)
+    if network == "dbsnl":
+        state = _check_masks(state, path)
+    if network == "bnn" and _is_atbsn(state) and "nin_A.weight" in state:
+        state["nin_A.weight"] = _atbsn_head_order(np.asarray(state["nin_A.weight"]))
     if network == "bnn" and "output_conv.weight" in state:
         for leaf in ("weight", "bias"):
             alias, real = state.get(f"output_conv.{leaf}"), state.get(f"output_block.4.{leaf}")
@@ -172,8 +273,10 @@ def convert_state_dict(
     """Authors' state_dict -> our nested params dict for `module`.
 
     Args:
-      state: {torch key: array}, OIHW kernels (a `module.` prefix is stripped).
-      network: 'bnn', 'lan' or 'unet'.
+      state: {torch key: array}, OIHW kernels (a `module.` prefix is stripped; for 'dbsnl'
+        AP-BSN's `bsn.` prefix is optional and its `mask` buffers are checked against ours
+        and dropped; of AT-BSN(D)'s `DoubleNet`, 'atbsn_student' takes `nbsn.*`, 'bnn' `bsn.*`).
+      network: the architecture (see `torch_module_to_path`).
       module: the module the parameters are for.
       source: the file named in messages.
     Returns:
@@ -187,6 +290,7 @@ def convert_state_dict(
     state = _drop_aliases(dict(state), network, source)
     expected = expected_shapes(module)
     desc = f"{type(module).__name__}({_module_summary(module)})"
+    hint = HINTS.get(network, "wrong network?")
     converted: dict[PathTuple, np.ndarray] = {}
     for key, array in state.items():
         torch_module, _, torch_leaf = key.rpartition(".")
@@ -196,7 +300,7 @@ def convert_state_dict(
         if target not in expected:
             raise CheckpointMismatchError(
                 f"{source}: unexpected key '{key}' with shape {tuple(array.shape)} for {desc}: "
-                "wrong network, or a LAN of another blind size?"
+                f"{hint}"
             )
         value = _to_flax(np.asarray(array, dtype=np.float32), leaf)
         if value.shape != expected[target]:
@@ -211,7 +315,7 @@ def convert_state_dict(
         names = ", ".join("/".join(p) for p in missing[:6])
         raise CheckpointMismatchError(
             f"{source}: {len(missing)} parameters of {desc} are missing from the checkpoint "
-            f"(first: {names}): wrong network, or a LAN of another blind size?"
+            f"(first: {names}): {hint}"
         )
     return flax.traverse_util.unflatten_dict(converted)
 
@@ -225,10 +329,11 @@ def load_torch_params(path: str | Path, network: str, module: nn.Module | None =
     """Parameters for `module.apply({'params': params}, x)` from an authors' `.pth` file.
 
     Args:
-      path: a zip-format PyTorch state_dict (read without PyTorch; no pickled code runs).
-      network: 'bnn', 'lan' or 'unet'.
-      module: the module the parameters are for; default: the network with the paper's
-        defaults (BNN(9, 48), LAN(3, 64, 6), UNet(48)).
+      path: a zip-format PyTorch state_dict (read without PyTorch; no pickled code runs), or
+        a checkpoint wrapping one (see `torch_format.read_state_dict`).
+      network: the architecture (see `torch_module_to_path`).
+      module: the module the parameters are for; default: the network with the papers'
+        defaults (BNN(9, 48), LAN(3, 64, 6), UNet(48), ATBSNStudent(48), DBSNl(128, 9)).
     Returns:
       nested dict of float32 numpy arrays (HWIO kernels).
     """

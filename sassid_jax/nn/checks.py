@@ -10,15 +10,19 @@ from __future__ import annotations
 import jax
 
 
-def check_blind_size(blind_size: int, network: str) -> None:
-    """Raise ValueError unless blind_size is an odd integer >= 1.
+def check_blind_size(blind_size: int, network: str, allow_zero: bool = False) -> None:
+    """Raise ValueError unless blind_size is an odd integer >= 1 (or 0, when allowed).
 
     Args:
       blind_size: the value to check.
       network: the network's name, for the message ('BNN', 'LAN').
+      allow_zero: accept 0 too (the BNN at blind size 0: no blind spot at all).
     """
+    if allow_zero and blind_size == 0 and isinstance(blind_size, int):
+        return
     if not isinstance(blind_size, int) or blind_size < 1 or blind_size % 2 == 0:
-        raise ValueError(f"{network}: blind_size must be an odd integer >= 1, got {blind_size!r}")
+        allowed = "0 or an odd integer >= 1" if allow_zero else "an odd integer >= 1"
+        raise ValueError(f"{network}: blind_size must be {allowed}, got {blind_size!r}")
 
 
 def check_rgb_batch(x: jax.Array, *, network: str, size_multiple: int = 1) -> None:

@@ -60,6 +60,41 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, upward: bool = False) -> jax.Arra
     return _conv_tapgrad(x, kernel, conv_padding(kernel.shape[0], upward))
 
 
+def dilated_conv2d(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
+    """Stride-1 'same' convolution with a dilated kernel (taps `dilation` pixels apart).
+
+    Args:
+      x: (N, H, W, C_in).
+      kernel: (k, k, C_in, C_out), HWIO, k odd.
+      dilation: spacing d >= 1 of the taps; the zero padding is d * (k // 2) on every side.
+    Returns:
+      (N, H, W, C_out) in x's dtype; out[i, j] sees x[i + d * a, j + d * b] for |a|, |b| <= k // 2.
+    """
+    pad = dilation * (kernel.shape[0] // 2)
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(1, 1),
+        padding=((pad, pad), (pad, pad)),
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=DIMENSION_NUMBERS,
+    )
+
+
+def centre_mask(kernel_shape: tuple[int, ...]) -> jax.Array:
+    """The mask of a centre-masked convolution: ones except the centre tap of every channel.
+
+    Args:
+      kernel_shape: (k, k, C_in, C_out), HWIO, k odd.
+    Returns:
+      float32 array of that shape, 0 at [k // 2, k // 2, :, :], else 1 (out[i, j] of the masked
+      conv never sees x[i, j]).
+    """
+    k = kernel_shape[0]
+    taps = jnp.ones((k, k), jnp.float32).at[k // 2, k // 2].set(0.0)
+    return jnp.broadcast_to(taps[:, :, None, None], kernel_shape)
+
+
 Padding = tuple[tuple[int, int], tuple[int, int]]
 # XLA:CPU computes the kernel gradient of a 3x3 conv over many pixels 2-4x slower than the
 # equivalent per-tap matrix products (bench/NOTES.md); from this many output pixels
@@ -225,6 +260,9 @@ class Conv2D(nn.Module):
       upward: shift convolution (BNN); False is an ordinary zero-padded 'same' conv.
       init_style: initializer family (see `kernel_initializer`).
       dtype: computation dtype (parameters stay float32).
+      dilation: tap spacing of a 'same' conv (`dilated_conv2d`; 1: an ordinary conv).
+      centre_masked: multiply the kernel by `centre_mask` at every call, so the output never
+        sees the input pixel at its own position (the stored kernel keeps its centre).
     Input (N, H, W, C_in) -> output (N, H, W, features).
     """
 
@@ -233,6 +271,8 @@ class Conv2D(nn.Module):
     upward: bool = False
     init_style: InitStyle = "he_leaky"
     dtype: jnp.dtype | None = None
+    dilation: int = 1
+    centre_masked: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -242,6 +282,11 @@ class Conv2D(nn.Module):
             "kernel", kernel_initializer(self.init_style), (k, k, x.shape[-1], self.features)
         )
         bias = self.param("bias", bias_initializer(self.init_style, fan_in), (self.features,))
+        if self.centre_masked:
+            kernel = kernel * centre_mask(kernel.shape)
         dtype = self.dtype or x.dtype
-        y = conv2d(x.astype(dtype), kernel.astype(dtype), upward=self.upward)
+        if self.dilation > 1:
+            y = dilated_conv2d(x.astype(dtype), kernel.astype(dtype), self.dilation)
+        else:
+            y = conv2d(x.astype(dtype), kernel.astype(dtype), upward=self.upward)
         return y + bias.astype(dtype)

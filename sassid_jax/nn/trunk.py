@@ -42,18 +42,22 @@ def normalize_out(y: jax.Array, enabled: bool) -> jax.Array:
 
 
 class EncoderDecoder(nn.Module):
-    """Five-level encoder-decoder; (N, H, W, C_in) -> (N, H, W, 2 * width), H, W % 32 == 0.
+    """Five-level encoder-decoder; (N, H, W, C_in) -> (N, H, W, 2 * width or out_features),
+    H, W % 32 == 0.
 
     Attributes:
       width: base width C (48 in the paper).
       upward: BNN mode (shift convs + shift_down(1) before each pool); False is the U-Net.
       dtype: computation dtype.
+      out_features: channels of the last conv, dec1_1 (None: 2C; 3 for AT-BSN's student,
+        whose output is that conv's LeakyReLU).
     Parameter names: enc1_0, enc1_1, enc2 .. enc6, dec5_0, dec5_1, ..., dec1_0, dec1_1.
     """
 
     width: int = 48
     upward: bool = False
     dtype: jnp.dtype | None = None
+    out_features: int | None = None
 
     def _conv(self, features: int, name: str) -> Conv2D:
         return Conv2D(
@@ -80,5 +84,6 @@ class EncoderDecoder(nn.Module):
         for level in (5, 4, 3, 2, 1):
             h = jnp.concatenate([upsample_nearest_2x(h), skips[level - 1]], axis=-1)
             h = leaky_relu(self._conv(2 * c, f"dec{level}_0")(h))
-            h = leaky_relu(self._conv(2 * c, f"dec{level}_1")(h))
+            last = self.out_features if level == 1 and self.out_features else 2 * c
+            h = leaky_relu(self._conv(last, f"dec{level}_1")(h))
         return h

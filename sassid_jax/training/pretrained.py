@@ -28,7 +28,7 @@ from sassid_jax.io import checkpoints
 from sassid_jax.io.atomic_files import write_json
 from sassid_jax.io.torch_params import expected_shapes
 from sassid_jax.methods.stages import Stage
-from sassid_jax.nn import NETWORK_NAMES, make_network
+from sassid_jax.nn import NETWORK_NAMES, network_for_role, role_architecture
 
 RECORD = "pretrained.json"
 ARCHITECTURE = ("blind_size", "width", "num_blocks", "normalize")  # module fields compared
@@ -103,7 +103,13 @@ def _check_architecture(
     name: str, path: str, got: nn.Module, params: Any, config: ml_collections.ConfigDict
 ) -> None:
     """ConfigError when the loaded network differs from config.networks.<name>."""
-    want = make_network(name, **config.networks[name].to_dict())
+    want = network_for_role(name, config.networks[name].to_dict())
+    if type(got) is not type(want):
+        arch = role_architecture(name, config.networks[name])
+        raise ConfigError(
+            f"pretrained.{name}: {path} holds a {type(got).__name__}, but networks.{name}.arch "
+            f"is {arch!r} ({type(want).__name__})"
+        )
     pth = not epath.Path(path).is_dir()
     have = _architecture(got)
     if pth and name == "bnn":
@@ -158,7 +164,8 @@ def load_one(config: ml_collections.ConfigDict, name: str, path: str) -> Pretrai
         network, or another architecture than networks.<name>.
     """
     try:
-        module, params = checkpoints.load_network(path, name)  # refuses NaN / inf weights
+        arch = role_architecture(name, config.networks[name])
+        module, params = checkpoints.load_network(path, name, arch)  # refuses NaN / inf weights
         source = _source(path, name, config)
     except UserInputError as e:  # missing, unreadable, wrong network, non-finite: one line
         raise ConfigError(f"pretrained.{name}: {e}") from e

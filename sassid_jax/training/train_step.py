@@ -18,19 +18,20 @@ import ml_collections
 import optax
 
 from sassid_jax.methods.stages import Stage, make_stage
-from sassid_jax.nn import NETWORK_NAMES, make_network
+from sassid_jax.nn import NETWORK_NAMES, network_for_role
 from sassid_jax.training import sharding, teacher_cache
 
 State = dict[str, Any]
 
 
 def build_networks(config: ml_collections.ConfigDict) -> dict[str, nn.Module]:
-    """The three networks {"bnn", "lan", "unet": module} with config.networks' attributes and
-    config.compute_dtype (float32: the modules' default)."""
+    """The three networks {"bnn", "lan", "unet": module}, each of the architecture and with the
+    attributes of config.networks.<role>, and config.compute_dtype (float32: the modules'
+    default)."""
     dtype = jnp.dtype(config.compute_dtype)
     dtype = None if dtype == jnp.float32 else dtype
     return {
-        name: make_network(name, dtype=dtype, **config.networks[name].to_dict())
+        name: network_for_role(name, config.networks[name].to_dict(), dtype=dtype)
         for name in NETWORK_NAMES
     }
 
