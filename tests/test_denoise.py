@@ -444,6 +444,24 @@ def test_folder_mode_and_skip_existing(tmp_path, identity, capsys):
     assert sorted(p.name for p in dst.iterdir()) == ["a.png", "b.tif"]
 
 
+def test_folder_skips_fifos_hidden_and_appledouble_files(tmp_path, identity, capsys, caplog):
+    """A FIFO named like a photo is skipped with a warning (never opened: it would block);
+    hidden files and macOS' AppleDouble `._x.png` are no photos and are left out."""
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.fromarray(_rgb8()).save(src / "a.png")
+    Image.fromarray(_rgb8()).save(src / ".hidden.png")
+    (src / "._a.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    os.mkfifo(src / "pipe.png")
+    with caplog.at_level("WARNING"):
+        code, _, err = _run(tmp_path, src, dst, capsys)
+    assert code == 0 and "error" not in err
+    assert sorted(p.name for p in dst.iterdir()) == ["a.png"]
+    assert "skipping" in caplog.text and "pipe.png: a FIFO" in caplog.text
+    code, _, err = _run(tmp_path, src / "pipe.png", dst / "p.png", capsys)
+    assert code == 2 and "pipe.png: a FIFO, not a photo file" in err
+
+
 def test_file_into_existing_folder(tmp_path, identity, capsys):
     Image.fromarray(_rgb8()).save(tmp_path / "in.png")
     (tmp_path / "outdir").mkdir()

@@ -158,3 +158,17 @@ def test_dataset_max_pixels_limits_training_folders(tmp_path):
         sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "noisy"), max_pixels=50))
     (image,) = sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "noisy"), max_pixels=96))
     assert image.shape == (8, 12, 3)
+
+
+def test_folder_refuses_two_photos_of_one_name_and_skips_hidden_files(tmp_path):
+    """a.png and a.jpg would share the dataset key 'a': refused by name. Hidden files and
+    AppleDouble `._x.png` files are no photos."""
+    noisy = tmp_path / "noisy"
+    noisy.mkdir()
+    for name in ("a.png", "b.png", ".c.png"):
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(noisy / name)
+    (noisy / "._b.png").write_bytes(bytes(80))
+    assert list(folder.folder_images(str(noisy), "dataset.noisy_dir")) == ["a.png", "b.png"]
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(noisy / "a.jpg")
+    with pytest.raises(ConfigError, match=r"a\.jpg and a\.png have the same name"):
+        folder.folder_images(str(noisy), "dataset.noisy_dir")

@@ -148,6 +148,7 @@ def run_submit(config: Any, checkpoint: str, output: str) -> epath.Path:
     name = config.dataset.name
     module, params = load_network(checkpoint, config.eval.network)
     apply_fn = jit_apply(module, params)
+    sources.prepared_builder(name, config.dataset)  # its files first: no output without them
     out = epath.Path(output)
     out.mkdir(parents=True, exist_ok=True)
     sigma, ensemble = config_sigma(config), config.eval.ensemble
