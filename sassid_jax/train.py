@@ -195,40 +195,44 @@ def _train_from(
     finite = sharding.replicate(np.True_, ctx.mesh)
     step = since = start
     batches = _batches(ctx, stage_index, start, steps, aux)
-    for group in _groups(batches, start, tc.get("steps_per_call", 1)):
-        x = sharding.global_batch(np.stack(group) if several else group[0], data_sharding)
-        state, metrics = step_fn(state, teachers, x, finite)
-        finite = metrics["finite"]
-        step += len(group)
-        ctx.position = (stage.name, step)
-        run.window.append(metrics)
-        due = tracker.due(step)
-        logs = step % tc.log_every == 0 or step == steps or due
-        saves = step % tc.checkpoint_every == 0 or step == steps
-        evals = tc.eval_every and step % tc.eval_every == 0 and step != steps
-        if (logs or saves or evals) and not finite:  # the host waits for the step here only
-            run.diverged(state, step)
-        ends = (due and tracker.evaluate(state, step)) or step == steps  # True: stop early
-        if logs:
-            jax.block_until_ready(run.window)  # steps run asynchronously: time them
-            rate = (step - since) / (time.perf_counter() - t_window)
-            note = tracker.pop_note()
-            loss = monitoring.log_window(ctx, stage_index, step, run.window, rate, note)
-            run.history.append((step, loss))
-            t_window, run.window, since = time.perf_counter(), [], step
-        if ends:  # the final checkpoint holds the kept (best) state, also after an early stop
-            state = tracker.final_state(state, step)
-            run.save(state, steps)
-            if step < steps:
-                break
-        elif saves:
-            run.save(state, step)
-        if evals:
-            monitoring.evaluate_learners(ctx, stage_index, state, step)
-        if ctx.should_stop(stage.name, step, agree=bool(logs or saves or evals)):
-            if not finite:
+    ctx.sigterm.in_loop = True  # Ctrl-C from here: checkpoint the step, then stop
+    try:
+        for group in _groups(batches, start, tc.get("steps_per_call", 1)):
+            x = sharding.global_batch(np.stack(group) if several else group[0], data_sharding)
+            state, metrics = step_fn(state, teachers, x, finite)
+            finite = metrics["finite"]
+            step += len(group)
+            ctx.position = (stage.name, step)
+            run.window.append(metrics)
+            due = tracker.due(step)
+            logs = step % tc.log_every == 0 or step == steps or due
+            saves = step % tc.checkpoint_every == 0 or step == steps
+            evals = tc.eval_every and step % tc.eval_every == 0 and step != steps
+            if (logs or saves or evals) and not finite:  # the host waits for the step here only
                 run.diverged(state, step)
-            run.stop(state, step)
+            ends = (due and tracker.evaluate(state, step)) or step == steps  # True: stop early
+            if logs:
+                jax.block_until_ready(run.window)  # steps run asynchronously: time them
+                rate = (step - since) / (time.perf_counter() - t_window)
+                note = tracker.pop_note()
+                loss = monitoring.log_window(ctx, stage_index, step, run.window, rate, note)
+                run.history.append((step, loss))
+                t_window, run.window, since = time.perf_counter(), [], step
+            if ends:  # the final checkpoint holds the kept (best) state, also after an early stop
+                state = tracker.final_state(state, step)
+                run.save(state, steps)
+                if step < steps:
+                    break
+            elif saves:
+                run.save(state, step)
+            if evals:
+                monitoring.evaluate_learners(ctx, stage_index, state, step)
+            if ctx.should_stop(stage.name, step, agree=bool(logs or saves or evals)):
+                if not finite:
+                    run.diverged(state, step)
+                run.stop(state, step)
+    finally:
+        ctx.sigterm.in_loop = False
     jax.block_until_ready(state)
     loop_seconds = time.perf_counter() - t_loop
     run.mgr.wait_until_finished()
@@ -390,6 +394,10 @@ def _run(
         )
     except KeyboardInterrupt:
         raise Interrupted(resume.interrupted_message(workdir, ctx.position)) from None
+    except Preempted:
+        if sigterm.interrupted:  # Ctrl-C in a step loop: the step is checkpointed
+            raise Interrupted(resume.interrupted_message(workdir, ctx.position)) from None
+        raise
     results["loss_history"] = {name: history for name, (history, _) in runs.items()}
     results["timing"] = {name: timing for name, (_, timing) in runs.items()}
     results.update(selection.summary(workdir, config))

@@ -192,6 +192,18 @@ def test_orbax_workdir_stage_and_step_folders(tmp_path):
         np.testing.assert_array_equal(got["out"]["kernel"], params["out"]["kernel"])
 
 
+def test_orbax_params_of_another_width_name_the_layer_and_both_shapes(tmp_path):
+    params = UNet(width=8, normalize=True).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    workdir = _workdir(tmp_path, {"unet": ["unet"]}, {"unet": {"unet": params["params"]}})
+    with pytest.raises(
+        dn.DenoiseInputError, match=r"U-Net parameters do not match .*config\.json \("
+    ) as e:
+        dn.load_denoiser(workdir)
+    assert re.search(
+        r"\w+/kernel: \(.*\) in the checkpoint, \(.*\) for its networks\.unet", str(e.value)
+    )
+
+
 def test_orbax_run_without_unet_checkpoint(tmp_path):
     workdir = _workdir(tmp_path, {"bnn": ["bnn"], "unet": ["unet"]}, {})
     with pytest.raises(dn.DenoiseInputError, match="no U-Net checkpoint yet"):

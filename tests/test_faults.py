@@ -169,6 +169,25 @@ def test_ctrl_c_is_one_line_naming_stage_step_and_checkpoint(runs, tmp_path, mon
     )
 
 
+def test_ctrl_c_in_the_step_loop_checkpoints_the_step_then_stops(runs, tmp_path, monkeypatch):
+    """A real SIGINT during step 4: the loop finishes the step, checkpoints it (no save cut
+    short, no orbax thread left failing) and stops with Interrupted (exit 130)."""
+    config, real, calls = runs[0], sharding.global_batch, []
+
+    def global_batch(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(sharding, "global_batch", global_batch)
+    with pytest.raises(train.Interrupted) as e:
+        train.train_and_evaluate(config, tmp_path / "run")
+    assert e.value.code == 130
+    assert str(e.value).startswith("stage bnn at step 4 (newest checkpoint: step 4);")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
 def test_sigterm_in_the_final_evaluation_stops_instead_of_claiming_to():
     """Once training is done, SIGTERM raises Preempted (exit 143) at once: nothing is left
     to checkpoint and the next run redoes the evaluation."""

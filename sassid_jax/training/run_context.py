@@ -58,12 +58,28 @@ class TrainingDivergedError(UserInputError):
 class SigtermFlag:
     """Context manager: SIGTERM sets `requested` instead of killing the process; once
     `training_done` is set (the final evaluation), SIGTERM raises Preempted at once, since
-    every stage is checkpointed and the evaluation is redone by the next run."""
+    every stage is checkpointed and the evaluation is redone by the next run.
+
+    Ctrl-C (SIGINT) inside a stage's step loop (`in_loop`) sets `requested` and `interrupted`
+    the same way (the loop checkpoints its step and stops: no save is cut short); a second
+    Ctrl-C, or one outside the loop, raises KeyboardInterrupt as usual.
+    """
 
     def __init__(self) -> None:
         self.requested = False
         self.training_done = False
+        self.in_loop = False
+        self.interrupted = False
         self._previous: Any = None
+        self._previous_int: Any = None
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        if not self.in_loop or self.interrupted:
+            raise KeyboardInterrupt
+        logging.warning(
+            "Ctrl-C: checkpointing the current step, then exiting (Ctrl-C again: at once)"
+        )
+        self.interrupted = self.requested = True
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.training_done:
@@ -78,11 +94,15 @@ class SigtermFlag:
     def __enter__(self) -> SigtermFlag:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._previous_int = signal.signal(signal.SIGINT, self._interrupt)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+        if self._previous_int is not None:
+            signal.signal(signal.SIGINT, self._previous_int)
 
 
 @dataclasses.dataclass
