@@ -29,7 +29,7 @@ MAX_RSS = 3 * 2**30  # bytes: peak memory of any command (a 9000x9000 decode wou
 # stderr lines that are logs, not the error: ours (HH:MM:SS module] ...), TensorFlow's C++
 # logs (I0000 00:00:... file.cc:123] ...) and the line absl prints before its own init.
 LOG_LINE = re.compile(
-    r"^(\d\d:\d\d:\d\d \w+\] |[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before)"
+    r"^(\d\d:\d\d:\d\d (\w+ )?\w+\] |[IWEF]\d{4} \d\d:\d\d:\d\d|WARNING: All log messages before)"
 )
 
 
@@ -254,3 +254,46 @@ def test_user_error_is_one_line_exit_2_and_writes_nothing(inputs, name):
         assert not (inputs / path).exists(), path
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
     assert peak < MAX_RSS
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nothing can be written in: a read-only tmpfs where mounting is allowed (root
+    in a container), else a folder without write permission (not for root); else skipped."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode == 0:
+        yield folder
+        subprocess.run(["umount", str(folder)], check=True)
+        return
+    if os.geteuid() == 0:
+        pytest.skip("root may write anywhere and cannot mount a read-only file system here")
+    folder.chmod(0o555)
+    yield folder
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("mode", ["workdir", "data_dir", "analyze", "denoise"])
+def test_unwritable_folders_are_one_line_before_any_work(inputs, read_only_dir, mode):
+    d, ro = str(inputs), str(read_only_dir)
+    args = {
+        "workdir": ["--workdir=" + ro + "/w", *TINY],
+        "data_dir": [*PREPARE[:2], f"--config.dataset.data_dir={ro}/d"]
+        + [f"--config.dataset.noisy_dir={d}/noisy"],
+        "analyze": ["--mode=analyze", f"--input={d}/ok.png", f"--output={ro}/a"],
+        "denoise": [*DENOISE, f"--input={d}/ok.png", f"--output={ro}/o.png"],
+    }[mode]
+    run = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "launch.py"), *(a.format(d=d) for a in args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SECONDS,
+    )
+    lines = [x for x in run.stderr.splitlines() if x.strip() and not LOG_LINE.match(x)]
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and ro in lines[0], lines
+    assert not os.listdir(read_only_dir)

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sassid_jax.errors import UserInputError
 from sassid_jax.io.atomic_files import write_bytes, write_json
+from sassid_jax.io.paths import check_writable_folder
 from sassid_jax.io.photos import IMAGE_SUFFIXES, not_regular, photo_files, read_rgb8
 from sassid_jax.noise.analysis import (
     LEAK_THRESHOLD,
@@ -164,6 +165,7 @@ def plot_png(a: NoiseAnalysis) -> bytes:
 def run_analyze(input_path: str, output_dir: str | None = None) -> int:
     """Analyse the photos of `input_path`, write the JSON and the plot into `output_dir`
     (default: the current folder), print the summary; returns 0."""
+    check_writable_folder(output_dir or ".", "--output")
     files = input_photos(input_path)
     images = [read_rgb8(f) for f in files]
     for path, image in zip(files, images, strict=True):

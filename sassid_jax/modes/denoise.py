@@ -36,7 +36,7 @@ from sassid_jax.io.checkpoints import (
     networks_in,
     run_config_of,
 )
-from sassid_jax.io.paths import is_local, same_path
+from sassid_jax.io.paths import check_writable_folder, is_local, same_path
 from sassid_jax.io.photos import (
     Photo,
     check_output_suffix,
@@ -289,6 +289,7 @@ def run_denoise(
                 print(f"skip {job.target}: already exists (use --overwrite to redo it)")
         if not todo:
             return EXIT_OK
+        check_writable_folder(todo[0].target.parent, "--output")  # before any photo's work
         module, params = load_denoiser(checkpoint, network)
         run_sigma, run_safeguard = denoiser_settings(checkpoint)
         colour_sigma = run_sigma if colour_sigma is None else colour_sigma

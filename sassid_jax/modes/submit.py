@@ -24,6 +24,7 @@ from sassid_jax.inference.colour_anchor import config_sigma
 from sassid_jax.inference.predict import BatchFn, denoise_images, jit_apply
 from sassid_jax.io.checkpoints import load_network
 from sassid_jax.io.matfiles import write_atomic_mat
+from sassid_jax.io.paths import check_writable_folder
 
 
 def write_sidd_submission(
@@ -145,6 +146,7 @@ def run_submit(config: Any, checkpoint: str, output: str) -> epath.Path:
       `output` may be bucket URLs (gs://...).
     """
     validate_eval_config(config, "submit")  # also when called from Python, not the CLI
+    check_writable_folder(output, "--output")  # before the work, not after it
     name = config.dataset.name
     module, params = load_network(checkpoint, config.eval.network)
     apply_fn = jit_apply(module, params)
