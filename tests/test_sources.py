@@ -172,3 +172,24 @@ def test_folder_refuses_two_photos_of_one_name_and_skips_hidden_files(tmp_path):
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(noisy / "a.jpg")
     with pytest.raises(ConfigError, match=r"a\.jpg and a\.png have the same name"):
         folder.folder_images(str(noisy), "dataset.noisy_dir")
+
+
+def test_a_photo_changed_while_preparing_is_refused_not_stored_stale(tmp_path, monkeypatch):
+    """The dataset is named by the folder's content before reading; a photo that changes
+    while it is read would be stored under the old name and reused stale later."""
+    _write(tmp_path / "noisy", "a.png", 10)
+    _write(tmp_path / "noisy", "b.png", 20)
+    real = folder.read_rgb8
+
+    def read_and_touch(path, max_pixels=None):
+        image = real(path, max_pixels)
+        _write(tmp_path / "noisy", "b.png", 21)  # a sync client rewrites it meanwhile
+        return image
+
+    monkeypatch.setattr(folder, "read_rgb8", read_and_touch)
+    with pytest.raises(ConfigError, match="changed while the dataset was prepared"):
+        folder.prepare_folder(str(tmp_path / "noisy"), data_dir=str(tmp_path / "tfds"))
+    assert not list((tmp_path / "tfds").rglob("*.tfrecord*"))  # nothing stale kept
+    monkeypatch.undo()
+    examples = folder.load_folder(str(tmp_path / "noisy"), data_dir=str(tmp_path / "tfds"))
+    assert [int(e["noisy"][0, 0, 0]) for e in examples] == [10, 21]

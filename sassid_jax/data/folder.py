@@ -3,7 +3,8 @@
 A folder of noisy photos (any format `io.photos` reads, stored as 8-bit RGB), optionally a
 parallel folder of clean references matched by file name, used only for evaluation. Each
 folder content gets its own builder config, named by a hash of the files, so a changed photo
-prepares the dataset again. Details: docs/data.md#your-own-photos.
+prepares the dataset again (and one that changes while it is read is refused). Details:
+docs/data.md#your-own-photos.
 """
 
 from __future__ import annotations
@@ -205,11 +206,21 @@ def prepare_folder(
       what happened, with the builder ready to read.
     """
     config = folder_config(noisy_dir, clean_dir, max_pixels)
-    return prepare_once(
+    prepared = prepare_once(
         "noisy_image_folder",
         lambda: NoisyImageFolder(config=config, data_dir=data_dir),
         wait_s=wait_s,
     )
+    if prepared.action == "prepared" and f"f{_fingerprint(noisy_dir, clean_dir)}" != config.name:
+        # A photo changed while it was read: the dataset would be kept under the old content's
+        # name and reused, stale, once the folder is back to that content.
+        epath.Path(prepared.builder.data_dir).rmtree()
+        raise ConfigError(
+            f"dataset.noisy_dir: the photos of {noisy_dir}"
+            + (f" or {clean_dir}" if clean_dir else "")
+            + " changed while the dataset was prepared; run again once they stay as they are"
+        )
+    return prepared
 
 
 def load_folder(
