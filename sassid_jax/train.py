@@ -286,14 +286,12 @@ def _locked(workdir: epath.Path) -> Iterator[None]:
             )
         except workdir_lock.WorkdirLockedError:
             raise
-        except OSError as e:
-            reason = e.strerror or str(e)
-            raise WorkdirError(f"--workdir {workdir}: cannot write there ({reason})") from e
-        except Exception as e:  # a bucket's client raises its own types (no such bucket, ...)
-            if is_local(workdir):
+        except Exception as e:  # OSError; a bucket's client raises its own types too
+            if is_local(workdir) and not isinstance(e, OSError):
                 raise
-            reason = " ".join(str(e).split())[:200] or type(e).__name__
-            raise WorkdirError(f"--workdir {workdir}: cannot use this bucket ({reason})") from e
+            reason = " ".join(str(getattr(e, "strerror", None) or e).split())[:200]
+            where = "write there" if is_local(workdir) else "use this bucket"
+            raise WorkdirError(f"--workdir {workdir}: cannot {where} ({reason})") from e
         yield
 
 
