@@ -76,6 +76,7 @@ DEFAULT_CONFIG = "configs/default.py"
 # The config files: the repository's configs/ folder, or the installed package's copy of it.
 CONFIG_DIR = Path(sassid_jax.configs.__path__[0])
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 HELP_FLAGS = ("help", "h", "?", "helpshort", "helpfull", "helpxml")
 
 
@@ -213,8 +214,9 @@ def define_flags(argv: list[str]) -> None:
     flags.DEFINE_float(
         "colour_sigma",
         None,
-        "denoise: keep the input's local mean colour, blur std in pixels (0 = off; default: "
-        "the run's postprocess.colour_sigma, 0 for a .pth).",
+        "denoise: keep the input's local mean colour, blur std in pixels: 0 (off) to 256 and "
+        "at most the photo's longer side (default: the run's postprocess.colour_sigma, 0 for "
+        "a .pth).",
     )
     flags.DEFINE_enum(
         "safeguard",
@@ -368,9 +370,13 @@ def dispatch(mode: str) -> int:
         sharding.initialize_distributed(
             FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
         )
-        train.train_and_evaluate(
-            FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change
-        )
+        try:
+            train.train_and_evaluate(
+                FLAGS.config, FLAGS.workdir, allow_config_change=FLAGS.allow_config_change
+            )
+        except train.Interrupted as e:  # Ctrl-C: where it stopped and how to resume
+            print(f"interrupted: {e}", file=sys.stderr)
+            return EXIT_INTERRUPTED
     return 0
 
 
@@ -390,6 +396,9 @@ def main(argv: list[str]) -> int:
         return dispatch(FLAGS.mode)
     except UserInputError as e:
         return _fail(e)
+    except KeyboardInterrupt:  # Ctrl-C outside a run's loop (set-up, another mode)
+        print(f"interrupted (--mode {FLAGS.mode}): nothing more was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def run(argv: list[str] | None = None) -> None:

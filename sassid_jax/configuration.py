@@ -59,6 +59,14 @@ def _positive_int(value: Any, field: str) -> None:
         raise ConfigError(f"{field} must be a positive integer, got {value!r}")
 
 
+MAX_SEED = 2**32 - 1  # jax.random.key takes 32-bit seeds; the data seeds multiply it by 1000
+
+
+def _seed(value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {value!r}")
+
+
 def _odd_blind_size(value: Any, field: str) -> None:
     if not isinstance(value, int) or value < 1 or value % 2 == 0:
         raise ConfigError(f"{field} must be an odd integer >= 1, got {value!r}")
@@ -121,6 +129,7 @@ def validate_eval_config(config: ml_collections.ConfigDict, mode: str = "eval") 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Check a training config; raise ConfigError naming the first bad field and its value."""
     check_finite(config)
+    _seed(config.get("seed", 0))
     check_dataset_name(config.dataset.name)
     config_sigma(config)
     config_mode(config)

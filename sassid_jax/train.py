@@ -8,8 +8,10 @@ uninterrupted run. Then the final evaluation. Details: docs/training.md#stage-lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,15 +28,23 @@ from sassid_jax.errors import ConfigError
 from sassid_jax.evaluation import report
 from sassid_jax.io import checkpoints, workdir_lock
 from sassid_jax.io.atomic_files import write_json
-from sassid_jax.io.paths import absolute
+from sassid_jax.io.paths import absolute, check_url, is_local
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.noise.blind_size import resolve_config_blind_size
 from sassid_jax.training import monitoring, pretrained, resume, selection, sharding, teacher_cache
 from sassid_jax.training.resume import History
 from sassid_jax.training.run_context import (
+    Interrupted as Interrupted,  # re-exported: what Ctrl-C raises
+)
+from sassid_jax.training.run_context import (
     Preempted as Preempted,  # re-exported: what a stop raises
 )
-from sassid_jax.training.run_context import RunContext, SigtermFlag, load_inputs
+from sassid_jax.training.run_context import (
+    RunContext,
+    SigtermFlag,
+    abstract_stage_state,
+    load_inputs,
+)
 from sassid_jax.training.run_context import TrainingDivergedError as TrainingDivergedError
 from sassid_jax.training.train_step import (
     State,
@@ -164,6 +174,7 @@ def _train_from(
     Returns (steps run, seconds of the step loop)."""
     stage, cfg, tc = ctx.stages[stage_index], ctx.config, ctx.config.train
     steps = cfg.stages[stage.name].steps
+    ctx.position = (stage.name, start)
     state = _initial_state(ctx, stage_index, state, start)
     teachers, aux = _teachers(ctx, stage_index)
     tracker = selection.Tracker.start(ctx, stage_index, teachers, run, state, start)
@@ -184,39 +195,44 @@ def _train_from(
     finite = sharding.replicate(np.True_, ctx.mesh)
     step = since = start
     batches = _batches(ctx, stage_index, start, steps, aux)
-    for group in _groups(batches, start, tc.get("steps_per_call", 1)):
-        x = sharding.global_batch(np.stack(group) if several else group[0], data_sharding)
-        state, metrics = step_fn(state, teachers, x, finite)
-        finite = metrics["finite"]
-        step += len(group)
-        run.window.append(metrics)
-        due = tracker.due(step)
-        logs = step % tc.log_every == 0 or step == steps or due
-        saves = step % tc.checkpoint_every == 0 or step == steps
-        evals = tc.eval_every and step % tc.eval_every == 0 and step != steps
-        if (logs or saves or evals) and not finite:  # the host waits for the step here only
-            run.diverged(state, step)
-        ends = (due and tracker.evaluate(state, step)) or step == steps  # True: stop early
-        if logs:
-            jax.block_until_ready(run.window)  # steps run asynchronously: time them
-            rate = (step - since) / (time.perf_counter() - t_window)
-            note = tracker.pop_note()
-            loss = monitoring.log_window(ctx, stage_index, step, run.window, rate, note)
-            run.history.append((step, loss))
-            t_window, run.window, since = time.perf_counter(), [], step
-        if ends:  # the final checkpoint holds the kept (best) state, also after an early stop
-            state = tracker.final_state(state, step)
-            run.save(state, steps)
-            if step < steps:
-                break
-        elif saves:
-            run.save(state, step)
-        if evals:
-            monitoring.evaluate_learners(ctx, stage_index, state, step)
-        if ctx.should_stop(stage.name, step, agree=bool(logs or saves or evals)):
-            if not finite:
+    ctx.sigterm.in_loop = True  # Ctrl-C from here: checkpoint the step, then stop
+    try:
+        for group in _groups(batches, start, tc.get("steps_per_call", 1)):
+            x = sharding.global_batch(np.stack(group) if several else group[0], data_sharding)
+            state, metrics = step_fn(state, teachers, x, finite)
+            finite = metrics["finite"]
+            step += len(group)
+            ctx.position = (stage.name, step)
+            run.window.append(metrics)
+            due = tracker.due(step)
+            logs = step % tc.log_every == 0 or step == steps or due
+            saves = step % tc.checkpoint_every == 0 or step == steps
+            evals = tc.eval_every and step % tc.eval_every == 0 and step != steps
+            if (logs or saves or evals) and not finite:  # the host waits for the step here only
                 run.diverged(state, step)
-            run.stop(state, step)
+            ends = (due and tracker.evaluate(state, step)) or step == steps  # True: stop early
+            if logs:
+                jax.block_until_ready(run.window)  # steps run asynchronously: time them
+                rate = (step - since) / (time.perf_counter() - t_window)
+                note = tracker.pop_note()
+                loss = monitoring.log_window(ctx, stage_index, step, run.window, rate, note)
+                run.history.append((step, loss))
+                t_window, run.window, since = time.perf_counter(), [], step
+            if ends:  # the final checkpoint holds the kept (best) state, also after an early stop
+                state = tracker.final_state(state, step)
+                run.save(state, steps)
+                if step < steps:
+                    break
+            elif saves:
+                run.save(state, step)
+            if evals:
+                monitoring.evaluate_learners(ctx, stage_index, state, step)
+            if ctx.should_stop(stage.name, step, agree=bool(logs or saves or evals)):
+                if not finite:
+                    run.diverged(state, step)
+                run.stop(state, step)
+    finally:
+        ctx.sigterm.in_loop = False
     jax.block_until_ready(state)
     loop_seconds = time.perf_counter() - t_loop
     run.mgr.wait_until_finished()
@@ -224,9 +240,15 @@ def _train_from(
     return step - start, loop_seconds
 
 
-def _write_run_config(
+class WorkdirError(ConfigError):
+    """A --workdir that cannot hold a run: an unsupported URL, a file, not writable."""
+
+
+def _check_run_config(
     config: ml_collections.ConfigDict, workdir: epath.Path, allow_change: bool
-) -> None:
+) -> dict[str, Any]:
+    """The config to write to config.json, after checking it against the saved one (a resume
+    with another config is refused unless `allow_change`); nothing is written here."""
     path = workdir / checkpoints.CONFIG_FILE
     current = json.loads(config.to_json_best_effort())
     if path.exists():
@@ -237,8 +259,40 @@ def _write_run_config(
                 f"{e}; restore it, delete it to start this workdir afresh, or use another --workdir"
             ) from e
         check_resume_compatible(saved, current, path, allow_change)
-    if jax.process_index() == 0:
-        write_json(path, current)
+    return current
+
+
+def _check_workdir(workdir: str | epath.PathLike) -> epath.Path:
+    """`workdir` made absolute, after refusing (WorkdirError) an unsupported URL or a path
+    that is an existing file."""
+    try:
+        check_url(workdir, "--workdir")
+    except ConfigError as e:
+        raise WorkdirError(str(e)) from e
+    path = absolute(workdir)
+    if is_local(path) and os.path.exists(path) and not os.path.isdir(path):
+        raise WorkdirError(f"--workdir {path}: is a file, not a folder; name a folder")
+    return path
+
+
+@contextlib.contextmanager
+def _locked(workdir: epath.Path) -> Iterator[None]:
+    """Hold the workdir lock (process 0), turning a failure to create or lock the folder
+    (read-only, a bucket that cannot be reached) into one WorkdirError."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(
+                workdir_lock.workdir_lock(workdir, enabled=jax.process_index() == 0)
+            )
+        except workdir_lock.WorkdirLockedError:
+            raise
+        except Exception as e:  # OSError; a bucket's client raises its own types too
+            if is_local(workdir) and not isinstance(e, OSError):
+                raise
+            reason = " ".join(str(getattr(e, "strerror", None) or e).split())[:200]
+            where = "write there" if is_local(workdir) else "use this bucket"
+            raise WorkdirError(f"--workdir {workdir}: cannot {where} ({reason})") from e
+        yield
 
 
 def train_and_evaluate(
@@ -267,12 +321,18 @@ def train_and_evaluate(
       the held-out curves "heldout" / "heldout_best" (`selection.summary`).
     """
     validate_config(config)
-    workdir = absolute(workdir)  # orbax wants absolute paths; gs://... stays as given
-    with (
-        SigtermFlag() as sigterm,  # from the start: a SIGTERM during set-up is not lost
-        workdir_lock.workdir_lock(workdir, enabled=jax.process_index() == 0),
-    ):
-        return _run(config, workdir, allow_config_change, stop_after, sigterm)
+    workdir = _check_workdir(workdir)  # absolute: orbax wants it; gs://... stays as given
+    created = is_local(workdir) and not os.path.lexists(workdir)
+    try:
+        # SIGTERM handled from the start: one during set-up is not lost
+        with SigtermFlag() as sigterm, _locked(workdir):
+            return _run(config, workdir, allow_config_change, stop_after, sigterm)
+    except KeyboardInterrupt:  # during set-up (later ones are Interrupted already)
+        raise Interrupted(resume.interrupted_message(workdir, None)) from None
+    finally:
+        if created:  # a run that failed before writing anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                os.rmdir(workdir)
 
 
 def _run(
@@ -289,8 +349,15 @@ def _run(
     config = resolve_config_blind_size(config, train_images)  # blind_size "auto": from the noise
     loaded = pretrained.load_all(config)  # config.pretrained: checked before config.json too
     train_images, heldout = selection.split_for_run(config, train_images)
+    networks, stages = build_networks(config), build_stages(config)
+    run_config = _check_run_config(config, workdir, allow_config_change)
+    if (workdir / checkpoints.CONFIG_FILE).exists():  # a resume: its restores must succeed
+        resume.check_layouts(
+            workdir, stages, lambda stage: abstract_stage_state(config, networks, stage, mesh)
+        )
     workdir.mkdir(parents=True, exist_ok=True)
-    _write_run_config(config, workdir, allow_config_change)
+    if jax.process_index() == 0:
+        write_json(workdir / checkpoints.CONFIG_FILE, run_config)
     pretrained.check_unchanged(workdir, loaded, config, allow_config_change)
     logdir = str(workdir / "tensorboard") if config.train.get("tensorboard", True) else None
     writer = metric_writers.create_default_writer(logdir, just_logging=jax.process_index() > 0)
@@ -299,8 +366,8 @@ def _run(
     ctx = RunContext(
         config=config,
         workdir=workdir,
-        networks=build_networks(config),
-        stages=build_stages(config),
+        networks=networks,
+        stages=stages,
         train_images=train_images,
         eval_examples=eval_examples,
         writer=writer,
@@ -312,15 +379,23 @@ def _run(
         heldout=heldout,
     )
     t0 = time.perf_counter()
-    runs = {s.name: train_stage(ctx, i) for i, s in enumerate(ctx.stages)}
-    params = {
-        name: jax.device_get(ctx.final_params(name))
-        for name in NETWORK_NAMES
-        if any(name in s.learners for s in ctx.stages)
-    }
-    results = report.final_report(
-        ctx.networks, params, ctx.eval_examples, config, workdir, writer, ctx.total_steps
-    )
+    try:
+        runs = {s.name: train_stage(ctx, i) for i, s in enumerate(ctx.stages)}
+        ctx.position, sigterm.training_done = ("final evaluation", ctx.total_steps), True
+        params = {
+            name: jax.device_get(ctx.final_params(name))
+            for name in NETWORK_NAMES
+            if any(name in s.learners for s in ctx.stages)
+        }
+        results = report.final_report(
+            ctx.networks, params, ctx.eval_examples, config, workdir, writer, ctx.total_steps
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(resume.interrupted_message(workdir, ctx.position)) from None
+    except Preempted:
+        if sigterm.interrupted:  # Ctrl-C in a step loop: the step is checkpointed
+            raise Interrupted(resume.interrupted_message(workdir, ctx.position)) from None
+        raise
     results["loss_history"] = {name: history for name, (history, _) in runs.items()}
     results["timing"] = {name: timing for name, (_, timing) in runs.items()}
     results.update(selection.summary(workdir, config))

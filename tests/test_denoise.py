@@ -192,6 +192,18 @@ def test_orbax_workdir_stage_and_step_folders(tmp_path):
         np.testing.assert_array_equal(got["out"]["kernel"], params["out"]["kernel"])
 
 
+def test_orbax_params_of_another_width_name_the_layer_and_both_shapes(tmp_path):
+    params = UNet(width=8, normalize=True).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    workdir = _workdir(tmp_path, {"unet": ["unet"]}, {"unet": {"unet": params["params"]}})
+    with pytest.raises(
+        dn.DenoiseInputError, match=r"U-Net parameters do not match .*config\.json \("
+    ) as e:
+        dn.load_denoiser(workdir)
+    assert re.search(
+        r"\w+/kernel: \(.*\) in the checkpoint, \(.*\) for its networks\.unet", str(e.value)
+    )
+
+
 def test_orbax_run_without_unet_checkpoint(tmp_path):
     workdir = _workdir(tmp_path, {"bnn": ["bnn"], "unet": ["unet"]}, {})
     with pytest.raises(dn.DenoiseInputError, match="no U-Net checkpoint yet"):
@@ -442,6 +454,24 @@ def test_folder_mode_and_skip_existing(tmp_path, identity, capsys):
     assert code == 0
     np.testing.assert_array_equal(np.asarray(Image.open(dst / "a.png")), _rgb8())
     assert sorted(p.name for p in dst.iterdir()) == ["a.png", "b.tif"]
+
+
+def test_folder_skips_fifos_hidden_and_appledouble_files(tmp_path, identity, capsys, caplog):
+    """A FIFO named like a photo is skipped with a warning (never opened: it would block);
+    hidden files and macOS' AppleDouble `._x.png` are no photos and are left out."""
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    Image.fromarray(_rgb8()).save(src / "a.png")
+    Image.fromarray(_rgb8()).save(src / ".hidden.png")
+    (src / "._a.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    os.mkfifo(src / "pipe.png")
+    with caplog.at_level("WARNING"):
+        code, _, err = _run(tmp_path, src, dst, capsys)
+    assert code == 0 and "error" not in err
+    assert sorted(p.name for p in dst.iterdir()) == ["a.png"]
+    assert "skipping" in caplog.text and "pipe.png: a FIFO" in caplog.text
+    code, _, err = _run(tmp_path, src / "pipe.png", dst / "p.png", capsys)
+    assert code == 2 and "pipe.png: a FIFO, not a photo file" in err
 
 
 def test_file_into_existing_folder(tmp_path, identity, capsys):

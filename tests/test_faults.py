@@ -132,9 +132,75 @@ def test_checkpoint_of_other_shapes_is_refused_not_moved(runs, tmp_path):
     shutil.copytree(stopped, workdir)
     wider = bnn_config(Path(config.dataset.data_dir))
     wider.networks.bnn.width = 8
+    before = _tree(workdir)
     with pytest.raises(checkpoints.CheckpointInputError, match="other shapes"):
         train.train_and_evaluate(wider, workdir, allow_config_change=True)
     assert not (workdir / "damaged").exists()
+    # config.json is written only once the restores it describes succeed: nothing changed
+    assert _tree(workdir) == before
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """{relative path: content} of every file under `folder` (the lock file aside)."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def test_ctrl_c_is_one_line_naming_stage_step_and_checkpoint(runs, tmp_path, monkeypatch):
+    """Ctrl-C mid-stage: Interrupted (exit 130) whose line names the stage, the step, the
+    newest checkpoint (saved every 2 steps: 2 at step 3) and how to resume."""
+    config, real, calls = runs[0], sharding.global_batch, []
+
+    def global_batch(*args):  # the batch of step 4: Ctrl-C after 3 steps
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(sharding, "global_batch", global_batch)
+    with pytest.raises(train.Interrupted) as e:
+        train.train_and_evaluate(config, tmp_path / "run")
+    assert e.value.code == 130
+    assert str(e.value) == (
+        "stage bnn at step 3 (newest checkpoint: step 2); run the same command again to resume"
+    )
+
+
+def test_ctrl_c_in_the_step_loop_checkpoints_the_step_then_stops(runs, tmp_path, monkeypatch):
+    """A real SIGINT during step 4: the loop finishes the step, checkpoints it (no save cut
+    short, no orbax thread left failing) and stops with Interrupted (exit 130)."""
+    config, real, calls = runs[0], sharding.global_batch, []
+
+    def global_batch(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args)
+
+    monkeypatch.setattr(sharding, "global_batch", global_batch)
+    with pytest.raises(train.Interrupted) as e:
+        train.train_and_evaluate(config, tmp_path / "run")
+    assert e.value.code == 130
+    assert str(e.value).startswith("stage bnn at step 4 (newest checkpoint: step 4);")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_sigterm_in_the_final_evaluation_stops_instead_of_claiming_to():
+    """Once training is done, SIGTERM raises Preempted (exit 143) at once: nothing is left
+    to checkpoint and the next run redoes the evaluation."""
+    from sassid_jax.training.run_context import SigtermFlag
+
+    with SigtermFlag() as flag:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.requested
+        flag.training_done = True
+        with pytest.raises(train.Preempted) as e:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs between bytecodes
+    assert e.value.code == 143
 
 
 def test_step_keeps_the_last_finite_state():
@@ -250,11 +316,11 @@ def test_damaged_config_json_in_the_workdir_is_one_line_naming_it(tmp_path, cont
 
     from configs import default
     from sassid_jax.errors import ConfigError
-    from sassid_jax.train import _write_run_config
+    from sassid_jax.train import _check_run_config
 
     (tmp_path / "config.json").write_text(content)
     with pytest.raises(ConfigError, match=rf"^{tmp_path}/config\.json: not a run config") as e:
-        _write_run_config(default.get_config(), epath.Path(tmp_path), allow_change=False)
+        _check_run_config(default.get_config(), epath.Path(tmp_path), allow_change=False)
     assert "\n" not in str(e.value)
 
 

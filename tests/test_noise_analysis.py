@@ -16,11 +16,12 @@ from skimage import data as skdata
 
 from configs import own_photos
 from sassid_jax import configuration
-from sassid_jax.errors import ConfigError
+from sassid_jax.errors import ConfigError, UserInputError
 from sassid_jax.io.photos import Photo, read_rgb8, write_photo
 from sassid_jax.modes.analyze import JSON_NAME, PLOT_NAME, PLOT_SIZE, run_analyze
 from sassid_jax.noise.analysis import (
     MAX_LAG,
+    TEXTURE_WARNING,
     NoiseAnalysisError,
     analyze_noise,
     blind_size_from_acf,
@@ -180,7 +181,7 @@ def test_run_analyze_writes_json_and_plot(tmp_path):
         write_photo(folder / name, Photo(noisy.astype(np.uint8)))
     write_photo(folder / "tiny.png", Photo(np.zeros((16, 16, 3), np.uint8)))
     out = tmp_path / "out"
-    with pytest.raises(NoiseAnalysisError, match="at least 24x24"):
+    with pytest.raises(UserInputError, match=r"tiny\.png: 16x16 px, too small .*at least 24 px"):
         run_analyze(str(folder), str(out))
     (folder / "tiny.png").unlink()
     assert run_analyze(str(folder), str(out)) == 0
@@ -216,3 +217,17 @@ def test_training_resolves_auto_blind_size_before_config_json(tmp_path):
         train.train_and_evaluate(config, tmp_path / "run", stop_after=("bnn", 1))
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["networks"]["bnn"]["blind_size"] == 3
+
+
+def test_flat_photo_reports_no_noise_and_texture_warns(caplog):
+    """A perfectly flat photo has no noise to measure: an error saying so (not blind size 13
+    blamed on texture); a periodic texture (negative long-range correlation) warns."""
+    with pytest.raises(NoiseAnalysisError, match="no noise measurable"):
+        analyze_noise([np.full((96, 96, 3), 100, np.uint8)])
+    yy, xx = np.mgrid[:128, :128]
+    texture = np.clip((np.sin(xx / 1.5) + np.sin(yy / 2.3)) * 60 + 128, 0, 255).astype(np.uint8)
+    absl_logging.get_absl_logger().propagate = True
+    with caplog.at_level(logging.WARNING):
+        result = analyze_noise([np.stack([texture] * 3, axis=-1)])
+    assert abs(result.long_range) > TEXTURE_WARNING
+    assert "texture inflates the estimates" in caplog.text

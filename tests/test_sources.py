@@ -158,3 +158,38 @@ def test_dataset_max_pixels_limits_training_folders(tmp_path):
         sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "noisy"), max_pixels=50))
     (image,) = sources.load_train_images(_cfg(noisy_dir=str(tmp_path / "noisy"), max_pixels=96))
     assert image.shape == (8, 12, 3)
+
+
+def test_folder_refuses_two_photos_of_one_name_and_skips_hidden_files(tmp_path):
+    """a.png and a.jpg would share the dataset key 'a': refused by name. Hidden files and
+    AppleDouble `._x.png` files are no photos."""
+    noisy = tmp_path / "noisy"
+    noisy.mkdir()
+    for name in ("a.png", "b.png", ".c.png"):
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(noisy / name)
+    (noisy / "._b.png").write_bytes(bytes(80))
+    assert list(folder.folder_images(str(noisy), "dataset.noisy_dir")) == ["a.png", "b.png"]
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(noisy / "a.jpg")
+    with pytest.raises(ConfigError, match=r"a\.jpg and a\.png have the same name"):
+        folder.folder_images(str(noisy), "dataset.noisy_dir")
+
+
+def test_a_photo_changed_while_preparing_is_refused_not_stored_stale(tmp_path, monkeypatch):
+    """The dataset is named by the folder's content before reading; a photo that changes
+    while it is read would be stored under the old name and reused stale later."""
+    _write(tmp_path / "noisy", "a.png", 10)
+    _write(tmp_path / "noisy", "b.png", 20)
+    real = folder.read_rgb8
+
+    def read_and_touch(path, max_pixels=None):
+        image = real(path, max_pixels)
+        _write(tmp_path / "noisy", "b.png", 21)  # a sync client rewrites it meanwhile
+        return image
+
+    monkeypatch.setattr(folder, "read_rgb8", read_and_touch)
+    with pytest.raises(ConfigError, match="changed while the dataset was prepared"):
+        folder.prepare_folder(str(tmp_path / "noisy"), data_dir=str(tmp_path / "tfds"))
+    assert not list((tmp_path / "tfds").rglob("*.tfrecord*"))  # nothing stale kept
+    monkeypatch.undo()
+    examples = folder.load_folder(str(tmp_path / "noisy"), data_dir=str(tmp_path / "tfds"))
+    assert [int(e["noisy"][0, 0, 0]) for e in examples] == [10, 21]

@@ -3,7 +3,8 @@
 A folder of noisy photos (any format `io.photos` reads, stored as 8-bit RGB), optionally a
 parallel folder of clean references matched by file name, used only for evaluation. Each
 folder content gets its own builder config, named by a hash of the files, so a changed photo
-prepares the dataset again. Details: docs/data.md#your-own-photos.
+prepares the dataset again (and one that changes while it is read is refused). Details:
+docs/data.md#your-own-photos.
 """
 
 from __future__ import annotations
@@ -21,23 +22,33 @@ from etils import epath
 from sassid_jax.data.prepare import DEFAULT_WAIT_S, Prepared, prepare_once
 from sassid_jax.errors import ConfigError
 from sassid_jax.io.paths import absolute, is_local
-from sassid_jax.io.photos import IMAGE_SUFFIXES, is_image_file, read_rgb8
+from sassid_jax.io.photos import IMAGE_SUFFIXES, photo_files, read_rgb8
 
 
 def folder_images(folder: str, field: str) -> dict[str, epath.Path]:
-    """{file name: path} of the images in a folder, sorted by name.
+    """{file name: path} of the images in a folder, sorted by name (`photos.photo_files`:
+    hidden files left out, entries that are no regular file skipped with a warning).
 
     Args:
       folder: the folder, local or a bucket URL.
-      field: the config field named in the ConfigError (a ValueError) when it is no folder
-        or holds no image.
+      field: the config field named in the ConfigError (a ValueError) when it is no folder,
+        holds no image, or holds two photos of one name (a.png and a.jpg: the dataset keys
+        photos by name without suffix).
     """
     root = epath.Path(folder)
     if not folder or not root.is_dir():
         raise ConfigError(f"{field}: {folder!r} is not a directory")
-    files = {p.name: p for p in sorted(root.iterdir()) if is_image_file(p)}
+    files = {p.name: p for p in photo_files(root)}
     if not files:
         raise ConfigError(f"{field}: no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+    stems: dict[str, str] = {}
+    for name in files:
+        other = stems.setdefault(os.path.splitext(name)[0], name)
+        if other != name:
+            raise ConfigError(
+                f"{field}: {root / other} and {name} have the same name without suffix "
+                f"({os.path.splitext(name)[0]!r}; photos are keyed by it): rename one"
+            )
     return files
 
 
@@ -85,9 +96,8 @@ def _fingerprint(noisy_dir: str, clean_dir: str) -> str:
             continue
         root = absolute(folder)
         digest.update(str(root).encode())
-        for path in sorted(root.iterdir()):
-            if is_image_file(path):
-                digest.update(f"{path.name}:{_stamp(path)}".encode())
+        for path in photo_files(root):
+            digest.update(f"{path.name}:{_stamp(path)}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -119,9 +129,15 @@ def folder_config(
         one is no folder or holds no image.
       max_pixels: the photo reader's pixel limit (None: its default).
     """
-    folder_images(noisy_dir, "dataset.noisy_dir")  # fail early, naming the field
+    noisy = folder_images(noisy_dir, "dataset.noisy_dir")  # fail early, naming the field
     if clean_dir:
-        folder_images(clean_dir, "dataset.clean_dir")
+        clean = folder_images(clean_dir, "dataset.clean_dir")
+        missing = [name for name in noisy if name not in clean]
+        if missing:
+            raise ConfigError(
+                f"dataset.clean_dir: no clean reference named {missing[0]} in {clean_dir} "
+                f"(for {noisy[missing[0]]}; {len(missing)} of {len(noisy)} photos lack one)"
+            )
     return FolderConfig(
         name=f"f{_fingerprint(noisy_dir, clean_dir)}",
         noisy_dir=str(absolute(noisy_dir)),
@@ -190,11 +206,21 @@ def prepare_folder(
       what happened, with the builder ready to read.
     """
     config = folder_config(noisy_dir, clean_dir, max_pixels)
-    return prepare_once(
+    prepared = prepare_once(
         "noisy_image_folder",
         lambda: NoisyImageFolder(config=config, data_dir=data_dir),
         wait_s=wait_s,
     )
+    if prepared.action == "prepared" and f"f{_fingerprint(noisy_dir, clean_dir)}" != config.name:
+        # A photo changed while it was read: the dataset would be kept under the old content's
+        # name and reused, stale, once the folder is back to that content.
+        epath.Path(prepared.builder.data_dir).rmtree()
+        raise ConfigError(
+            f"dataset.noisy_dir: the photos of {noisy_dir}"
+            + (f" or {clean_dir}" if clean_dir else "")
+            + " changed while the dataset was prepared; run again once they stay as they are"
+        )
+    return prepared
 
 
 def load_folder(

@@ -9,6 +9,7 @@ Details: docs/data.md#prepare-once.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -34,6 +35,14 @@ Builder = tfds.core.DatasetBuilder
 
 class PrepareTimeoutError(UserInputError):
     """A process waited longer than dataset.prepare_timeout for process 0 to prepare."""
+
+
+class DataDirError(UserInputError):
+    """dataset.data_dir cannot hold the prepared dataset (read-only, no space, no access)."""
+
+
+# Errors of a data_dir that cannot be written: a user's setting, not a bug.
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,10 +152,18 @@ def prepare_once(
         return Prepared(name, where, "already prepared", 0.0, builder)
     log.info("preparing dataset %s into %s", name, where)
     start = time.monotonic()
-    if build is None:
-        builder.download_and_prepare()
-    else:
-        build(builder)
+    try:
+        if build is None:
+            builder.download_and_prepare()
+        else:
+            build(builder)
+    except OSError as e:
+        if e.errno not in UNWRITABLE:
+            raise
+        raise DataDirError(
+            f"dataset.data_dir: cannot write dataset {name!r} into {e.filename or where} "
+            f"({e.strerror}); set --config.dataset.data_dir to a writable folder"
+        ) from e
     seconds = time.monotonic() - start
     mark_complete(builder, name, seconds)
     log.info("prepared dataset %s in %.1f s", name, seconds)

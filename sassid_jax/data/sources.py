@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from sassid_jax.data.prepare import Prepared, prepare_once, wait_seconds
 from sassid_jax.data.tiles import TileSource
@@ -298,6 +299,7 @@ def prepare_builder(name: str, cfg: Any, **kwargs: Any) -> Prepared:
                 f"--config.dataset.manual_dir to their folder (prepared once, into "
                 f"{builder.data_dir})"
             )
+        _check_manual_dir(name, manual_dir, cls)
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
@@ -306,6 +308,22 @@ def prepare_builder(name: str, cfg: Any, **kwargs: Any) -> Prepared:
         return cls(data_dir=cfg.get("data_dir") or None, **kwargs)
 
     return prepare_once(name, make, build, wait_s=wait_seconds(cfg))
+
+
+def _check_manual_dir(name: str, manual_dir: str, cls: type) -> None:
+    """DatasetUnavailableError when dataset.manual_dir is no folder or an empty one (TFDS
+    would assert), naming the files it needs (the builder's download instructions)."""
+    folder = epath.Path(manual_dir)
+    needs = " ".join(str(getattr(cls, "MANUAL_DOWNLOAD_INSTRUCTIONS", "")).split())
+    if not folder.is_dir():
+        problem = "is a file, not a folder" if folder.exists() else "does not exist"
+    elif not any(folder.iterdir()):
+        problem = "is empty"
+    else:
+        return
+    raise DatasetUnavailableError(
+        f"dataset.manual_dir {manual_dir} {problem}: dataset {name!r} is prepared from it. {needs}"
+    )
 
 
 def prepared_builder(name: str, cfg: Any, **kwargs: Any) -> tfds.core.DatasetBuilder:

@@ -20,6 +20,9 @@ from sassid_jax.noise import bias
 
 FIELD = "postprocess.colour_sigma"
 TRUNCATE = 3.0  # the kernel reaches TRUNCATE * sigma pixels on each side
+# Largest sigma accepted: the blur pads each side by TRUNCATE * sigma pixels, so memory and
+# work grow with sigma^2; beyond a few hundred pixels the anchor is a global colour shift.
+MAX_SIGMA = 256.0
 
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
@@ -133,9 +136,33 @@ def config_sigma(config: Any) -> float:
       ConfigError: naming the field, for anything but a finite number >= 0.
     """
     post = config.get("postprocess") or {}
-    value = post.get("colour_sigma", 0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigError(f"{FIELD} must be a number of pixels >= 0 (0 = off), got {value!r}")
+    return check_sigma(post.get("colour_sigma", 0.0), FIELD)
+
+
+def check_sigma(value: Any, name: str) -> float:
+    """A colour anchor sigma, checked: a finite number of pixels in [0, MAX_SIGMA].
+
+    Args:
+      value: the value given.
+      name: the config field or flag named in the message.
+    Returns:
+      the value as a float.
+    Raises:
+      ConfigError: naming `name`, for anything else (inf and nan included).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of pixels >= 0 (0 = off), got {value!r}")
     if not math.isfinite(value):
-        raise ConfigError(f"{FIELD} must be finite, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number of pixels, got {value!r}")
+    if not 0 <= value <= MAX_SIGMA:
+        raise ConfigError(f"{name} must be between 0 (off) and {MAX_SIGMA:g} pixels, got {value!r}")
     return float(value)
+
+
+def check_sigma_fits(sigma: float, height: int, width: int) -> str | None:
+    """None when `sigma` suits a height x width image (at most its longer side), else why
+    not, in words."""
+    side = max(height, width)
+    if sigma <= side:
+        return None
+    return f"colour sigma {sigma:g} is larger than the image's longer side ({side} px)"

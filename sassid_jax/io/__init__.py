@@ -2,6 +2,7 @@
 
 - `photos`: the one photo reader and writer (PNG, JPEG, TIFF; 8/16 bit, EXIF orientation, ICC).
 - `photo_codecs`: the format decoders and encoders behind `photos` (imagecodecs, tifffile, Pillow).
+- `photo_checks`: structure checks before decoding (one frame or page, data that fills the header).
 - `checkpoints`: the run-folder layout and `load_network` from a run folder or a `.pth`.
 - `torch_format`: a weights-only `.pth` reader (no PyTorch, no pickled code).
 - `torch_params`: the authors' state_dict keys and layouts -> our Flax parameter trees.

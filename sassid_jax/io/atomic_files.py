@@ -1,8 +1,10 @@
 """The one atomic writer: a whole file at the target path, or nothing.
 
-Local paths: a temp file beside the target, fsync, rename (mode from the umask). Bucket URLs:
-the bytes built in memory, then one object write. JSON, panels, .mat files and photos all go
-through `atomic_write`. Details: docs/io.md#atomic-writes.
+Local paths: a temp file beside the target (`.<name>.<pid>.<random>.partial`), fsync, rename
+(mode from the umask); the temp files that killed writers of the same target left behind are
+removed on the next write. Bucket URLs: the bytes built in memory, then one object write.
+JSON, panels, .mat files and photos all go through `atomic_write`. Details:
+docs/io.md#atomic-writes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import IO, Any
 from etils import epath
 
 from sassid_jax.io.paths import PathLike, is_local
+from sassid_jax.io.workdir_lock import process_alive
 
 
 def _umask() -> int:
@@ -26,11 +29,34 @@ def _umask() -> int:
     return mask
 
 
+def remove_stale_partials(target: PathLike) -> list[str]:
+    """Remove the temp files of `target` (local) whose writer process is gone.
+
+    Args:
+      target: the file an `atomic_write` writes.
+    Returns:
+      the names removed.
+    """
+    target = epath.Path(target)
+    prefix = f".{target.name}."
+    removed = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(target.parent):
+            pid = name[len(prefix) :].split(".", 1)[0]
+            ours = name.startswith(prefix) and name.endswith(".partial") and pid.isdigit()
+            if ours and int(pid) != os.getpid() and not process_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(target.parent, name))
+                    removed.append(name)
+    return removed
+
+
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> epath.Path:
     """Call write(f) on a temp file beside `path`, fsync it, then rename it onto `path`
     (a bucket URL: write(f) on a memory buffer, then one object write).
 
-    Parent folders are created. On any exception (KeyboardInterrupt included) the temp file
+    Parent folders are created, and temp files of `path` left by killed writers removed
+    (`remove_stale_partials`). On any exception (KeyboardInterrupt included) the temp file
     is removed, `path` is left as it was and the exception propagates.
 
     Args:
@@ -47,7 +73,10 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> epath.Pa
         return target
     target = epath.Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    remove_stale_partials(target)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -362,11 +362,28 @@ def _load_orbax(path: epath.Path, network: str) -> tuple[nn.Module, Any]:
         {k: np.asarray(v, np.float32) for k, v in flax.traverse_util.flatten_dict(params).items()}
     )
     got = {k: v.shape for k, v in flax.traverse_util.flatten_dict(params).items()}
-    if got != expected_shapes(module):
+    want = expected_shapes(module)
+    if got != want:
         raise CheckpointInputError(
-            f"{item}: {LABELS[network]} parameters do not match {config_path}"
+            f"{item}: {LABELS[network]} parameters do not match {config_path} "
+            f"({_first_difference(got, want, network)})"
         )
     return module, params
+
+
+def _first_difference(
+    got: dict[tuple[str, ...], tuple[int, ...]],
+    want: dict[tuple[str, ...], tuple[int, ...]],
+    network: str,
+) -> str:
+    """The first layer whose shape differs between a checkpoint and a config, in words."""
+    for key in sorted(set(got) | set(want)):
+        if got.get(key) != want.get(key):
+            name = "/".join(key)
+            here = got.get(key, "absent")
+            there = want.get(key, "absent")
+            return f"{name}: {here} in the checkpoint, {there} for its networks.{network}"
+    return "same shapes"
 
 
 def _holds(state: dict[str, np.ndarray], network: str, path: epath.Path) -> bool:

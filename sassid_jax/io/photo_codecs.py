@@ -8,8 +8,12 @@ raise `FormatError` (no path; `photos` adds it). Details: docs/io.md#photo-codec
 from __future__ import annotations
 
 import io
+import logging
 import struct
+import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
@@ -17,6 +21,8 @@ import imagecodecs
 import numpy as np
 import tifffile
 from PIL import Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
+
+from sassid_jax.io import photo_checks
 
 ORIENTATION_TAG = 0x0112
 EXIF_SUB_IFDS = (0x8769, 0x8825)  # ExifIFD (exposure, lens, ...), GPSInfo
@@ -115,11 +121,23 @@ def decode_png(f: IO[bytes], max_pixels: int) -> Decoded:
       eXIf bytes.
     """
     f.seek(0)
-    with PngImagePlugin.PngImageFile(f) as im:  # lazy: chunks up to the first IDAT only
+    try:
+        im = PngImagePlugin.PngImageFile(f)  # lazy: chunks up to the first IDAT only
+    except ValueError as e:
+        if "MAX_TEXT_CHUNK" not in str(e):
+            raise
+        limit = PngImagePlugin.MAX_TEXT_CHUNK / 2**20
+        raise FormatError(
+            f"its ICC profile or a text chunk decompresses to more than {limit:g} MiB, the "
+            "limit for metadata (a zip-bomb guard): save it with a smaller profile"
+        ) from e
+    with im:
         check_pixels(*im.size, max_pixels)
         icc, exif = im.info.get("icc_profile"), im.info.get("exif")
     f.seek(0)
-    pixels = _channels_last(imagecodecs.png_decode(f.read()))
+    data = f.read()
+    photo_checks.check_png(data)  # one frame, and data that can fill the header
+    pixels = _channels_last(imagecodecs.png_decode(data))
     return Decoded(pixels, orientation_of(exif), icc, exif)
 
 
@@ -151,6 +169,29 @@ def encode_png(pixels: np.ndarray, icc_profile: bytes | None, exif: bytes | None
 # ----------------------------------------------------------------------------------- JPEG
 
 
+def _draft(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """The JPEG decoded at 1/8 scale (libjpeg's DCT scaling: every coefficient is still
+    entropy-decoded, 1/64 of the pixels come out)."""
+    with JpegImagePlugin.JpegImageFile(io.BytesIO(data)) as im:
+        im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+        return np.asarray(im)
+
+
+def _check_jpeg_complete(data: bytes, size: tuple[int, int]) -> None:
+    """FormatError when a scan's data ends before the pixels the header declares: the draft
+    decodes of the file and of `photo_checks.jpeg_padded` differ (the decoder read past the
+    data, where it fills zeros and says nothing)."""
+    try:
+        padded = _draft(photo_checks.jpeg_padded(data), size)
+    except Exception:  # the padded copy does not decode: the load of the file itself decides
+        return
+    if not np.array_equal(_draft(data, size), padded):
+        raise FormatError(
+            f"its scan data ends before the {size[0]}x{size[1]} pixels its header declares "
+            "are coded (truncated or damaged)"
+        )
+
+
 def decode_jpeg(f: IO[bytes], max_pixels: int) -> Decoded:
     """Decode a JPEG (8 bit; grey or RGB, CMYK and YCCK converted to RGB).
 
@@ -162,8 +203,11 @@ def decode_jpeg(f: IO[bytes], max_pixels: int) -> Decoded:
       bytes.
     """
     f.seek(0)
-    with JpegImagePlugin.JpegImageFile(f) as im:  # lazy: markers only until load()
+    data = f.read()
+    with JpegImagePlugin.JpegImageFile(io.BytesIO(data)) as im:  # lazy: markers until load()
         check_pixels(*im.size, max_pixels)
+        photo_checks.check_jpeg(data)  # scans that can code the header's blocks
+        _check_jpeg_complete(data, im.size)
         icc, exif = im.info.get("icc_profile"), im.info.get("exif")
         im.load()
         if im.mode not in ("L", "RGB"):
@@ -195,20 +239,49 @@ def _tiff_exif(f: IO[bytes]) -> bytes | None:
     """EXIF bytes from a TIFF's descriptive main-IFD tags and its EXIF / GPS sub-IFDs."""
     try:
         f.seek(0)
-        with TiffImagePlugin.TiffImageFile(f) as im:  # lazy: tags only
-            source, exif = im.getexif(), Image.Exif()
-            for tag in (ORIENTATION_TAG, *DESCRIPTIVE_TAGS):
-                if tag in source:
-                    exif[tag] = source[tag]
-            for ifd in EXIF_SUB_IFDS:
-                exif.get_ifd(ifd).update(source.get_ifd(ifd))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's tag warnings: metadata, not pixels
+            with TiffImagePlugin.TiffImageFile(f) as im:  # lazy: tags only
+                source, exif = im.getexif(), Image.Exif()
+                for tag in (ORIENTATION_TAG, *DESCRIPTIVE_TAGS):
+                    if tag in source:
+                        exif[tag] = source[tag]
+                for ifd in EXIF_SUB_IFDS:
+                    exif.get_ifd(ifd).update(source.get_ifd(ifd))
     except Exception:  # metadata only: a TIFF Pillow cannot parse simply has no EXIF
         return None
     return exif.tobytes() if len(exif) or any(exif.get_ifd(i) for i in EXIF_SUB_IFDS) else None
 
 
+@contextmanager
+def _tiff_warnings_as_errors() -> Iterator[None]:
+    """FormatError when tifffile logs a warning or error while decoding (it fills the pixels
+    of a segment it could not decode and goes on)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = tifffile.logger()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if records:
+        message = " ".join(records[0].getMessage().split())[:200]
+        raise FormatError(f"corrupt TIFF data ({message})")
+
+
+def _full_pages(tif: tifffile.TiffFile) -> int:
+    """The pages of a TIFF that are images of their own (reduced-resolution previews, bit 0
+    of NewSubfileType, do not count)."""
+    return sum(1 for page in tif.pages if not getattr(page, "subfiletype", 0) & 1)
+
+
 def decode_tiff(f: IO[bytes], max_pixels: int) -> Decoded:
-    """Decode a TIFF's first page (8/16-bit unsigned; grey or RGB, with or without alpha).
+    """Decode a single-page TIFF (8/16-bit unsigned; grey or RGB, with or without alpha).
+
+    A multi-page TIFF is refused (FormatError naming the page count), and so is a page whose
+    strips do not fit in the file or cannot hold its pixels (`photo_checks`).
 
     Args:
       f: the open, seekable file (read from its start).
@@ -217,10 +290,17 @@ def decode_tiff(f: IO[bytes], max_pixels: int) -> Decoded:
       the Decoded image: (H, W, C) uint8 or uint16 (min-is-white inverted, planes
       interleaved), its orientation tag, ICC profile and EXIF bytes.
     """
+    file_bytes = f.seek(0, io.SEEK_END)
     f.seek(0)
     with tifffile.TiffFile(f) as tif:
         page = tif.pages.first
         check_pixels(page.imagewidth, page.imagelength, max_pixels)
+        pages = _full_pages(tif)
+        if pages > 1:
+            raise FormatError(
+                f"multi-page TIFF with {pages} pages: only single images are read (save the "
+                "page you want as a TIFF of its own)"
+            )
         if page.dtype not in (np.uint8, np.uint16):
             raise FormatError(
                 f"unsupported TIFF sample type {page.dtype} (8-bit or 16-bit unsigned only)"
@@ -230,7 +310,11 @@ def decode_tiff(f: IO[bytes], max_pixels: int) -> Decoded:
                 f"unsupported TIFF layout ({page.samplesperpixel} samples, photometric "
                 f"{page.photometric!r}); grey or RGB, with or without alpha, only"
             )
-        array = page.asarray()
+        photo_checks.check_tiff_data(
+            page.dataoffsets, page.databytecounts, int(page.compression), page.nbytes, file_bytes
+        )
+        with _tiff_warnings_as_errors():
+            array = page.asarray()
         if array.ndim == 3 and page.planarconfig == 2:  # separate planes: (C, H, W)
             array = np.moveaxis(array, 0, -1)
         if page.photometric == 0:  # min-is-white

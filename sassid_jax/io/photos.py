@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import io
+import logging
 import os
+import stat
 from collections.abc import Callable
+from typing import IO
 
 import numpy as np
 from etils import epath
 from PIL import Image
 
 from sassid_jax.errors import UserInputError
-from sassid_jax.io import photo_codecs
+from sassid_jax.io import photo_checks, photo_codecs
 from sassid_jax.io.atomic_files import write_bytes
+from sassid_jax.io.paths import is_local
 from sassid_jax.io.photo_codecs import ORIENTATION_TAG  # noqa: F401  (re-exported)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -113,8 +119,97 @@ def apply_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def is_image_file(path: epath.Path) -> bool:
-    """A regular file whose suffix is one of IMAGE_SUFFIXES (case-insensitive)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    """A regular file (a link to one too) whose suffix is one of IMAGE_SUFFIXES
+    (case-insensitive); a FIFO, device or folder named like a photo is not."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not_regular(path) is None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    kinds += ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _os_reason(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return "a loop of symbolic links"
+    if e.errno == errno.ENOENT:
+        return "no such file (or a link to nothing)"
+    return e.strerror or str(e)
+
+
+def not_regular(path: epath.Path) -> str | None:
+    """None for a regular file (or a link to one; any bucket object), else what it is
+    ('a FIFO', 'a folder', 'a loop of symbolic links', ...), without opening it."""
+    if not is_local(path):
+        return None if path.is_file() else "not a file"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return _os_reason(e)
+    return None if stat.S_ISREG(mode) else _file_kind(mode)
+
+
+def _name_error(path: epath.Path) -> PhotoError | None:
+    """A PhotoError for a file name that is not valid UTF-8 (the datasets key by name)."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path.name)
+        return PhotoError(
+            f"{os.fsencode(path.parent)!r}/{raw!r}: file name is not valid UTF-8; rename it"
+        )
+    return None
+
+
+def photo_files(folder: str | os.PathLike[str]) -> list[epath.Path]:
+    """The photos at the top level of a folder, sorted by name.
+
+    Files whose suffix is one of IMAGE_SUFFIXES; hidden files (a leading '.', macOS'
+    AppleDouble '._x.png' among them) are left out, and entries named like photos that are
+    no regular file (a FIFO, a folder, a broken link or a link loop) are skipped with a
+    warning, so that nothing blocks or stops on them.
+
+    Args:
+      folder: the folder, local or a bucket URL.
+    Returns:
+      the photo paths.
+    Raises:
+      PhotoError: a photo whose name is not valid UTF-8.
+    """
+    files = []
+    for path in sorted(epath.Path(folder).iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        error = _name_error(path)
+        if error is not None:
+            raise error
+        kind = not_regular(path)
+        if kind is not None:
+            logging.warning("skipping %s: %s, not a photo file", path, kind)
+            continue
+        files.append(path)
+    return files
+
+
+def _open_regular(path: epath.Path, stack: contextlib.ExitStack) -> IO[bytes]:
+    """`path` opened for reading, refused (PhotoError) unless it is a regular file: a local
+    path is opened without blocking and checked on its descriptor (a FIFO cannot hang the
+    read, nor a file swapped for one after a check)."""
+    if not is_local(path):
+        return stack.enter_context(path.open("rb"))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise PhotoError(f"{path}: cannot read ({_os_reason(e)})") from e
+    raw = io.FileIO(fd, "rb")
+    raw.name = os.fspath(path)  # decoders (tifffile) read the name
+    f = stack.enter_context(io.BufferedReader(raw))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        raise PhotoError(f"{path}: {_file_kind(mode)}, not a photo file")
+    os.set_blocking(fd, True)
+    return f
 
 
 def _limit(max_pixels: int | None) -> int:
@@ -141,16 +236,16 @@ def read_photo(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
     path, limit = epath.Path(path), _limit(max_pixels)
     with contextlib.ExitStack() as stack:
         try:
-            f = stack.enter_context(path.open("rb"))
+            f = _open_regular(path, stack)
             head = f.read(16)
         except OSError as e:
-            raise PhotoError(f"{path}: cannot read ({e.strerror or e})") from e
+            raise PhotoError(f"{path}: cannot read ({_os_reason(e)})") from e
         kind = photo_codecs.sniff(head)
         if kind is None:
             raise PhotoError(f"{path}: not a PNG, JPEG or TIFF image")
         try:
             decoded = _DECODERS[kind](f, limit)
-        except photo_codecs.FormatError as e:
+        except (photo_codecs.FormatError, photo_checks.StructureError) as e:
             raise PhotoError(f"{path}: {e}") from e
         except Exception as e:  # decoders raise OSError, ValueError, SyntaxError, PngError ...
             reason = " ".join(str(e).split()) or type(e).__name__

@@ -265,6 +265,11 @@ class _Reader:
         if duplicate is not None:
             self.fail(f"zip entry {duplicate!r} appears {counts[duplicate]} times")
         pickles = [n for n in names if n.endswith("/data.pkl")]
+        if not pickles and names and all(n.endswith(".npy") for n in names):
+            self.fail(
+                "a NumPy .npz archive, not a PyTorch .pth (give an authors' .pth or one of "
+                "our run folders)"
+            )
         if len(pickles) != 1:
             self.fail(f"expected one '<name>/data.pkl' zip entry, found {_short(pickles)}")
         self.pickle_name = pickles[0]

@@ -40,7 +40,8 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host is running (signal 0 reaches it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -66,7 +67,7 @@ def _is_stale(holder: dict[str, Any]) -> bool:
     if holder.get("host") != socket.gethostname():
         return False
     pid = holder.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
+    if not isinstance(pid, int) or not process_alive(pid):
         return True
     start = holder.get("pid_start")
     return start is not None and _process_start(pid) not in (None, start)

@@ -19,10 +19,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from sassid_jax.errors import UserInputError
 from sassid_jax.io.atomic_files import write_bytes, write_json
-from sassid_jax.io.photos import IMAGE_SUFFIXES, is_image_file, read_rgb8
+from sassid_jax.io.paths import check_writable_folder
+from sassid_jax.io.photos import IMAGE_SUFFIXES, not_regular, photo_files, read_rgb8
 from sassid_jax.noise.analysis import (
     LEAK_THRESHOLD,
     MAX_LAG,
+    MIN_BLOCK,
     NoiseAnalysis,
     NoiseAnalysisError,
     analyze_noise,
@@ -45,12 +47,13 @@ def input_photos(path: str | epath.PathLike) -> list[epath.Path]:
     URL), sorted."""
     source = epath.Path(path)
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if is_image_file(p))
+        files = photo_files(source)
         if not files:
             raise AnalyzeInputError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)})")
         return files
-    if not source.is_file():
-        raise AnalyzeInputError(f"{source}: no such file or directory")
+    what = not_regular(source)
+    if what is not None:
+        raise AnalyzeInputError(f"{source}: {what}")
     return [source]
 
 
@@ -162,8 +165,15 @@ def plot_png(a: NoiseAnalysis) -> bytes:
 def run_analyze(input_path: str, output_dir: str | None = None) -> int:
     """Analyse the photos of `input_path`, write the JSON and the plot into `output_dir`
     (default: the current folder), print the summary; returns 0."""
+    check_writable_folder(output_dir or ".", "--output")
     files = input_photos(input_path)
     images = [read_rgb8(f) for f in files]
+    for path, image in zip(files, images, strict=True):
+        if min(image.shape[:2]) < MIN_BLOCK:
+            raise AnalyzeInputError(
+                f"{path}: {image.shape[1]}x{image.shape[0]} px, too small for the noise "
+                f"analysis (at least {MIN_BLOCK} px on the short side); leave it out"
+            )
     pooled = analyze_noise(images)
     per_photo = {}
     for path, image in zip(files, images, strict=True):
@@ -174,8 +184,11 @@ def run_analyze(input_path: str, output_dir: str | None = None) -> int:
     folder = epath.Path(output_dir or ".")
     if folder.exists() and not folder.is_dir():
         raise AnalyzeInputError(f"{folder}: --output must be a folder")
-    json_path = write_json(folder / JSON_NAME, {"all": pooled.to_json(), "photos": per_photo})
-    plot_path = write_bytes(folder / PLOT_NAME, plot_png(pooled))
+    try:
+        json_path = write_json(folder / JSON_NAME, {"all": pooled.to_json(), "photos": per_photo})
+        plot_path = write_bytes(folder / PLOT_NAME, plot_png(pooled))
+    except OSError as e:
+        raise AnalyzeInputError(f"{e.filename or folder}: cannot write ({e.strerror or e})") from e
     print(pooled.summary())
     print(f"wrote {json_path} and {plot_path}")
     return 0

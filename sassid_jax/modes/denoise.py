@@ -21,16 +21,22 @@ from tqdm import tqdm
 
 from sassid_jax.errors import ConfigError, UserInputError
 from sassid_jax.inference import predict
-from sassid_jax.inference.colour_anchor import anchor_image, config_sigma
+from sassid_jax.inference.colour_anchor import (
+    anchor_image,
+    check_sigma,
+    check_sigma_fits,
+    config_sigma,
+)
 from sassid_jax.inference.predict import DEFAULT_MARGIN, MIN_SIZE
 from sassid_jax.inference.safeguard import config_mode, photo_check
 from sassid_jax.io.checkpoints import CheckpointInputError, load_network_or_hint, run_config_of
-from sassid_jax.io.paths import is_local, same_path
+from sassid_jax.io.paths import check_writable_folder, is_local, same_path
 from sassid_jax.io.photos import (
     Photo,
     check_output_suffix,
     check_writable,
-    is_image_file,
+    not_regular,
+    photo_files,
     read_photo,
     write_photo,
 )
@@ -85,7 +91,8 @@ def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> 
     and for outputs that would overwrite their inputs."""
     source, target = epath.Path(input_path), epath.Path(output_path)
     if not source.exists():
-        raise DenoiseInputError(f"{source}: no such file or directory")
+        what = not_regular(source) if is_local(source) else None
+        raise DenoiseInputError(f"{source}: {what or 'no such file or directory'}")
     if source.is_dir():
         if target.exists() and not target.is_dir():
             raise DenoiseInputError(
@@ -96,10 +103,13 @@ def plan_jobs(input_path: str | os.PathLike, output_path: str | os.PathLike) -> 
                 f"{target}: output folder is the input folder; the results "
                 "would overwrite the inputs"
             )
-        files = sorted(p for p in source.iterdir() if is_image_file(p))
+        files = photo_files(source)
         if not files:
             raise DenoiseInputError(f"{source}: no PNG, JPEG or TIFF images in this folder")
         return [Job(p, target / p.name) for p in files]
+    what = not_regular(source)
+    if what is not None:
+        raise DenoiseInputError(f"{source}: {what}, not a photo file")
     if target.is_dir():
         target = target / source.name
     if same_path(source, target):
@@ -186,6 +196,9 @@ def _process(
             f"denoise (need at least {MIN_SIZE}x{MIN_SIZE})"
         )
     check_writable(photo, job.target)
+    too_wide = check_sigma_fits(sigma, h, w)
+    if too_wide is not None:
+        raise DenoiseInputError(f"{job.source}: {too_wide}; lower --colour_sigma")
     result = denoise_photo(
         apply_fn,
         photo,
@@ -250,6 +263,8 @@ def run_denoise(
                 f"--tile {tile}: must be a multiple of 32, at least "
                 f"{smallest} (two {DEFAULT_MARGIN}-pixel margins + 32)"
             )
+        if colour_sigma is not None:
+            colour_sigma = check_sigma(colour_sigma, "--colour_sigma")
         if max_pixels is not None and max_pixels <= 0:
             raise DenoiseInputError(f"--max_pixels {max_pixels}: must be a positive pixel count")
         jobs = plan_jobs(input_path, output_path)
@@ -259,12 +274,11 @@ def run_denoise(
                 print(f"skip {job.target}: already exists (use --overwrite to redo it)")
         if not todo:
             return EXIT_OK
+        check_writable_folder(todo[0].target.parent, "--output")  # before any photo's work
         module, params = load_denoiser(checkpoint, network)
         run_sigma, run_safeguard = denoiser_settings(checkpoint)
         colour_sigma = run_sigma if colour_sigma is None else colour_sigma
         safeguard = run_safeguard if safeguard is None else safeguard
-        if not colour_sigma >= 0:
-            raise DenoiseInputError(f"--colour_sigma {colour_sigma}: must be >= 0 (0 = off)")
         if safeguard not in ("blend", "off", "none"):
             raise DenoiseInputError(f"--safeguard {safeguard}: must be blend, off or none")
         todo[0].target.parent.mkdir(parents=True, exist_ok=True)  # folder mode: may be new

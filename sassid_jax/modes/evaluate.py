@@ -22,6 +22,7 @@ from sassid_jax.inference.colour_anchor import config_sigma
 from sassid_jax.inference.predict import denoise_images, jit_apply
 from sassid_jax.io.atomic_files import write_json
 from sassid_jax.io.checkpoints import load_network_or_hint
+from sassid_jax.io.paths import check_writable_folder
 
 
 def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
@@ -40,6 +41,7 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
     """
 
     validate_eval_config(config, "eval")  # also when called from Python, not the CLI
+    check_writable_folder(output, "--output")  # before the work, not after it
     examples = limit(sources.load_eval_examples(config.dataset), config.eval.max_images)
     name = config.dataset.get("eval_name") or config.dataset.name
     missing = [e["name"] for e in examples if e["clean"] is None]

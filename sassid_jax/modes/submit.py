@@ -24,6 +24,7 @@ from sassid_jax.inference.colour_anchor import config_sigma
 from sassid_jax.inference.predict import BatchFn, denoise_images, jit_apply
 from sassid_jax.io.checkpoints import load_network_or_hint
 from sassid_jax.io.matfiles import write_atomic_mat
+from sassid_jax.io.paths import check_writable_folder
 
 
 def write_sidd_submission(
@@ -145,9 +146,11 @@ def run_submit(config: Any, checkpoint: str, output: str) -> epath.Path:
       `output` may be bucket URLs (gs://...).
     """
     validate_eval_config(config, "submit")  # also when called from Python, not the CLI
+    check_writable_folder(output, "--output")  # before the work, not after it
     name = config.dataset.name
     module, params = load_network_or_hint(checkpoint, config.eval.network, "--config.eval.network=")
     apply_fn = jit_apply(module, params)
+    sources.prepared_builder(name, config.dataset)  # its files first: no output without them
     out = epath.Path(output)
     out.mkdir(parents=True, exist_ok=True)
     sigma, ensemble = config_sigma(config), config.eval.ensemble

@@ -27,7 +27,8 @@ MAX_LAG = 6  # reported lags 0..MAX_LAG; largest blind size 2 * MAX_LAG + 1
 WINDOW = 2 * MAX_LAG  # the 2-D autocorrelation is estimated for |dy|, |dx| <= WINDOW
 LEAK_THRESHOLD = 0.1  # ring correlation that "matters" (see blind_size_from_acf)
 MIN_BLIND_SIZE = 3
-TEXTURE_WARNING = 0.05  # long-range correlation above which texture leaks into the estimate
+TEXTURE_WARNING = 0.05  # |long-range correlation| above which texture leaks into the estimate
+NO_NOISE_STD = 0.05  # 8-bit levels: flat blocks this smooth in every channel hold no noise
 
 
 class NoiseAnalysisError(UserInputError, ValueError):
@@ -251,9 +252,11 @@ def analyze_noise(images: Sequence[np.ndarray]) -> NoiseAnalysis:
       images: (H, W, 3) uint8 RGB photos, each at least MIN_BLOCK px on its short side.
     Returns:
       the NoiseAnalysis (std in 8-bit levels, correlations in [-1, 1]); logs a warning when
-      texture inflates it (long_range above TEXTURE_WARNING).
+      texture inflates it (|long_range| above TEXTURE_WARNING: periodic texture
+      correlates negatively too).
     Raises:
-      NoiseAnalysisError: no photos, too small, or every block over half clipped.
+      NoiseAnalysisError: no photos, too small, every block over half clipped, or no noise
+        measurable (flat photos: noise std below NO_NOISE_STD in every channel).
     """
     if not images:
         raise NoiseAnalysisError("noise analysis needs at least one photo")
@@ -293,7 +296,12 @@ def analyze_noise(images: Sequence[np.ndarray]) -> NoiseAnalysis:
             for row in acf[w - MAX_LAG : w + MAX_LAG + 1, w - MAX_LAG : w + MAX_LAG + 1]
         ),
     )
-    if analysis.long_range > TEXTURE_WARNING:
+    if max(analysis.std) < NO_NOISE_STD:
+        raise NoiseAnalysisError(
+            f"noise analysis: no noise measurable (std {max(analysis.std):.2g} 8-bit levels in "
+            f"its flattest blocks): the photos are flat or already clean"
+        )
+    if abs(analysis.long_range) > TEXTURE_WARNING:
         logging.warning(
             "noise analysis: long-range correlation %.2f: the photos have few flat regions, so "
             "texture inflates the estimates (noise level and blind size are upper bounds)",

@@ -69,6 +69,70 @@ def _try_restore(ctx: RunContext, stage: Stage, step: int, target: State) -> Sta
     return state
 
 
+def _steps(workdir: epath.Path, stage: str) -> list[int]:
+    """The finished checkpoint steps of `stage` (their folders), newest first."""
+    folder = checkpoints.stage_dir(workdir, stage)
+    if not folder.is_dir():
+        return []
+    return sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit()), reverse=True)
+
+
+def check_layouts(
+    workdir: epath.Path, stages: list[Stage], target_of: Callable[[Stage], State]
+) -> None:
+    """Refuse a resume whose restores would fail, before the run writes anything.
+
+    For each stage, the newest checkpoint whose metadata reads (the one `restore_newest`
+    would try first; damaged ones are its business) must hold the arrays of
+    `target_of(stage)`: so `config.json` is only rewritten (--allow_config_change) once the
+    restores it describes can succeed.
+
+    Args:
+      workdir: the run folder.
+      stages: the run's stages.
+      target_of: a stage's abstract state under the run's config (`abstract_stage_state`).
+    Raises:
+      CheckpointInputError: naming the checkpoint and the fields to look at.
+    """
+    for stage in stages:
+        steps = _steps(workdir, stage.name)
+        target = target_of(stage) if steps else None
+        for step in steps:
+            try:
+                _check_layout(_item(workdir, stage.name, step), target)
+            except checkpoints.CheckpointInputError as e:
+                raise checkpoints.CheckpointInputError(
+                    f"{e} (or resume without the changed networks / crop fields); "
+                    "nothing was changed in the run folder"
+                ) from e
+            except Exception:  # unreadable metadata: damaged, moved aside on restore
+                continue
+            break
+
+
+def interrupted_message(workdir: epath.Path, position: tuple[str, int] | None) -> str:
+    """The one line Ctrl-C prints: where the run stopped, its stage's newest checkpoint, and
+    how to resume.
+
+    Args:
+      workdir: the run folder.
+      position: (stage, step) reached, or None during set-up.
+    Returns:
+      the line (without 'interrupted: ').
+    """
+    if position is None:
+        return "during set-up, before any training step; nothing to resume (run it again)"
+    stage, step = position
+    if stage == "final evaluation":
+        return (
+            "during the final evaluation; every stage is checkpointed: run the same command "
+            "again to redo the evaluation"
+        )
+    steps = _steps(workdir, stage)
+    saved = f"newest checkpoint: step {steps[0]}" if steps else "no checkpoint of it yet"
+    return f"stage {stage} at step {step} ({saved}); run the same command again to resume"
+
+
 def move_aside(workdir: epath.Path, stage: str, step: int) -> epath.Path:
     """Move a checkpoint to workdir/damaged/<stage>/<step> (<step>.<n> when taken).
 

@@ -39,29 +39,70 @@ class Preempted(SystemExit):
         self.stage, self.step = stage, step
 
 
+class Interrupted(SystemExit):
+    """Ctrl-C (SIGINT) during a run; str() is the one line saying where it stopped, whether a
+    checkpoint holds that stage's work and how to resume. Exit code 130."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(128 + signal.SIGINT)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class TrainingDivergedError(UserInputError):
     """The loss or the weights became NaN or inf; the last finite state is checkpointed."""
 
 
 class SigtermFlag:
-    """Context manager: SIGTERM sets `requested` instead of killing the process."""
+    """Context manager: SIGTERM sets `requested` instead of killing the process; once
+    `training_done` is set (the final evaluation), SIGTERM raises Preempted at once, since
+    every stage is checkpointed and the evaluation is redone by the next run.
+
+    Ctrl-C (SIGINT) inside a stage's step loop (`in_loop`) sets `requested` and `interrupted`
+    the same way (the loop checkpoints its step and stops: no save is cut short); a second
+    Ctrl-C, or one outside the loop, raises KeyboardInterrupt as usual.
+    """
 
     def __init__(self) -> None:
         self.requested = False
+        self.training_done = False
+        self.in_loop = False
+        self.interrupted = False
         self._previous: Any = None
+        self._previous_int: Any = None
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        if not self.in_loop or self.interrupted:
+            raise KeyboardInterrupt
+        logging.warning(
+            "Ctrl-C: checkpointing the current step, then exiting (Ctrl-C again: at once)"
+        )
+        self.interrupted = self.requested = True
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self.training_done:
+            logging.warning(
+                "SIGTERM received during the final evaluation: stopping now (every stage is "
+                "checkpointed; the same command redoes the evaluation)"
+            )
+            raise Preempted("final evaluation", 0)
         logging.warning("SIGTERM received: checkpointing the current step, then exiting")
         self.requested = True
 
     def __enter__(self) -> SigtermFlag:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._previous_int = signal.signal(signal.SIGINT, self._interrupt)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+        if self._previous_int is not None:
+            signal.signal(signal.SIGINT, self._previous_int)
 
 
 @dataclasses.dataclass
@@ -85,6 +126,8 @@ class RunContext:
     heldout: np.ndarray | None = None  # (N, crop, crop, 3) uint8 held-out crops (selection.py)
     # {(stage, step): learner params} of the final checkpoints restored so far (`final_params`)
     restored: dict[tuple[str, int], Any] = dataclasses.field(default_factory=dict)
+    # (stage, step) the run has reached, for the line Ctrl-C prints (None: still setting up)
+    position: tuple[str, int] | None = None
 
     @property
     def total_steps(self) -> int:
@@ -119,11 +162,7 @@ class RunContext:
 
     def abstract_state(self, stage: Stage) -> State:
         """Shapes, dtypes and (replicated) shardings of a stage's state, for restoring."""
-        tx = make_optimizer(self.config, stage.name)
-        return checkpoints.abstract_state(
-            lambda: init_state(self.networks, stage, tx, jax.random.key(0), self.config.crop_size),
-            sharding.replicated(self.mesh),
-        )
+        return abstract_stage_state(self.config, self.networks, stage, self.mesh)
 
     def restore(self, stage: Stage, step: int, mgr: ocp.CheckpointManager | None = None) -> State:
         """The stage's state at `step` (through `mgr` if given, else a manager of its own)."""
@@ -150,6 +189,29 @@ class RunContext:
             stage = next(s for s in self.stages if s.name == key[0])
             self.keep_restored(*key, self.restore(stage, key[1]))
         return self.restored[key][name]
+
+
+def abstract_stage_state(
+    config: ml_collections.ConfigDict,
+    networks: dict[str, nn.Module],
+    stage: Stage,
+    mesh: jax.sharding.Mesh,
+) -> State:
+    """Shapes, dtypes and (replicated) shardings of a stage's state (nothing computed).
+
+    Args:
+      config: the run's config.
+      networks: the run's networks (`train_step.build_networks`).
+      stage: the stage.
+      mesh: the device mesh.
+    Returns:
+      the abstract State, a restore target.
+    """
+    tx = make_optimizer(config, stage.name)
+    return checkpoints.abstract_state(
+        lambda: init_state(networks, stage, tx, jax.random.key(0), config.crop_size),
+        sharding.replicated(mesh),
+    )
 
 
 def _check_crop(images: list[np.ndarray] | tiles.TileSource, config: Any) -> None:

@@ -21,7 +21,7 @@ from jax._src import clusters as jax_clusters  # JAX's cluster detectors (no pub
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from sassid_jax.errors import UserInputError
+from sassid_jax.errors import ConfigError, UserInputError
 
 DATA_AXIS = "data"
 
@@ -74,10 +74,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def check_global_batch(batch_size: int, mesh: Mesh) -> None:
-    """Raise ValueError unless the global batch of `batch_size` crops splits evenly over the
-    devices of `mesh`."""
+    """Raise ConfigError (a ValueError) unless the global batch of `batch_size` crops splits
+    evenly over the devices of `mesh`."""
     if batch_size % mesh.size:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size: the global batch {batch_size} does not divide over {mesh.size} "
             f"devices ({jax.process_count()} processes); use a multiple of {mesh.size}"
         )
