@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import subprocess
 import sys
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,27 +234,46 @@ def inputs(tmp_path_factory) -> Path:
     return d
 
 
+@dataclass(frozen=True)
+class Finished:
+    returncode: int
+    stderr: str
+    peak_bytes: int  # this command's peak resident memory (its own rusage, from wait4)
+
+
+def _run_measured(command: list[str], env: dict[str, str]) -> Finished:
+    """Run `command` from the repository root; killed after SECONDS. The peak memory is this
+    process's own (os.wait4), not the largest of every child the test process ever had."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err
+        )
+        timer = threading.Timer(SECONDS, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    assert proc.returncode != -9, f"killed after {SECONDS} s: {stderr[-2000:]}"
+    return Finished(proc.returncode, stderr, usage.ru_maxrss * 1024)  # Linux: KiB
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_user_error_is_one_line_exit_2_and_writes_nothing(inputs, name):
     case, d = CASES[name], str(inputs)
     args = [a.format(d=d) for a in case.args]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **case.env}
-    run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "launch.py"), *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=SECONDS,
-        env=env,
-    )
+    run = _run_measured([sys.executable, str(REPO_ROOT / "launch.py"), *args], env)
     lines = [x for x in run.stderr.splitlines() if x.strip() and not LOG_LINE.match(x)]
     assert run.returncode == 2, run.stderr[-3000:]
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: " + case.message.format(d=d)), lines
     for path in case.absent:
         assert not (inputs / path).exists(), path
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
-    assert peak < MAX_RSS
+    assert run.peak_bytes < MAX_RSS, run.peak_bytes
 
 
 @pytest.fixture
