@@ -207,7 +207,8 @@ def define_flags(argv: list[str]) -> None:
         "unet",
         list(NETWORK_NAMES),
         "denoise: which network of --checkpoint runs (a run folder: the last stage training "
-        "it; a .pth must hold it; a .pth BNN runs with blind size 9, the authors').",
+        "it; a .pth must hold it; a .pth BNN runs with blind size 9, the authors'); default: "
+        "--config's eval.network (configs/default.py: unet).",
     )
     flags.DEFINE_bool("ensemble", False, "denoise: average the 8 flips/rotations (x8 slower).")
     flags.DEFINE_float(
@@ -336,7 +337,9 @@ def dispatch(mode: str) -> int:
             max_pixels=FLAGS.max_pixels,
             colour_sigma=FLAGS.colour_sigma,
             safeguard=FLAGS.safeguard,
-            network=FLAGS.network,
+            # --network, else the method's eval.network; --config: the method's procedure
+            network=FLAGS.network if FLAGS["network"].present else None,
+            config=FLAGS.config if FLAGS["config"].present else None,
         )
     if mode == "analyze":
         # late import: only the mode that runs loads its stack (TensorFlow, ...)

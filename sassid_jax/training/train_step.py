@@ -146,13 +146,17 @@ def make_train_step(
     """
     teacher_cache.check_mode(teachers_mode, "teachers_mode")
     given = stage.teachers if teachers_mode == "precomputed" else ()
+    if given and not stage.plain_teachers:
+        raise ValueError(
+            f"stage {stage.name!r}: its losses run the teachers {list(given)} other than "
+            "plainly (PD, several blind sizes): use train.teachers='online'"
+        )
 
     def loss_fn(params: Mapping[str, Any], teachers: Mapping[str, Any], x: jax.Array):
         x, outputs = teacher_cache.split_batch(x, given)
         every = {**teachers, **params}
-        outputs.update(
-            {n: networks[n].apply({"params": every[n]}, x) for n in stage.uses if n not in outputs}
-        )
+        run = [n for n in stage.uses if n not in outputs]
+        outputs.update({n: stage.forward(n)(networks[n], every[n], x) for n in run})
         return stage.loss(outputs, x)
 
     def step(state: State, teachers: Mapping[str, Any], x: jax.Array, finite: jax.Array):

@@ -1,0 +1,37 @@
+"""AP-BSN (Lee et al., CVPR 2022): DBSNl trained through PD 5, tested with PD 2 and R3.
+
+  python launch.py --config configs/apbsn.py --workdir runs/apbsn
+
+One stage: DBSNl (role bnn, blind to the pixel itself) runs on the pixel-shuffle mosaic of
+factor 5 (2 px of zeros between sub-images) and learns with L1 to the noisy input. At test
+time: PD with factor 2, then R3 (8 passes at full resolution, each with 16% of the elements
+reset to the noisy value, averaged; masks from config.seed); --config.inference.r3_repeats=0
+gives the deterministic PD-2 output. The authors' raw output (no colour anchor, no safeguard).
+Expected: not measured yet.
+Published recipe (wooseoklee4/AP-BSN, conf/APBSN_SIDD.yaml): DBSNl width 128 with 9 modules
+(3.66 M parameters), 120x120 crops, batch 8, Adam (0.9, 0.999) at 1e-4, x0.1 every 8 of 20
+epochs of SIDD-Medium patches. This short CPU recipe has the main job's size: width 32 with
+9 modules (0.23 M; a train step at width 128 costs ~20x more on a 2-core CPU), 60x60 crops
+(multiples of 5), batch 4, 400 steps at 1e-3 (cosine).
+"""
+
+import ml_collections
+
+from sassid_jax.configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = default.get_config()
+    c.crop_size = 60
+    c.networks.bnn = ml_collections.ConfigDict(
+        {"arch": "dbsnl", "width": 32, "num_blocks": 9, "normalize": True}
+    )
+    c.stage_order = ("apbsn",)
+    c.stages = ml_collections.ConfigDict(
+        {"apbsn": {"learners": ("bnn",), "losses": ("apbsn",), "steps": 400, "lr": 1e-3}}
+    )
+    c.eval.network = "bnn"
+    c.eval.bnn_block = 0  # whole images, through the test-time procedure
+    c.inference.update({"pd_factor": 2, "r3_repeats": 8, "r3_prob": 0.16})
+    c.postprocess.update({"colour_sigma": 0.0, "safeguard": "off"})  # the authors' raw output
+    return c
