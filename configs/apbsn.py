@@ -7,7 +7,10 @@ factor 5 (2 px of zeros between sub-images) and learns with L1 to the noisy inpu
 time: PD with factor 2, then R3 (8 passes at full resolution, each with 16% of the elements
 reset to the noisy value, averaged; masks from config.seed); --config.inference.r3_repeats=0
 gives the deterministic PD-2 output. The authors' raw output (no colour anchor, no safeguard).
-Expected: not measured yet.
+Expected (measured 2026-12-03 on this project's 2-core CPU shared with other jobs, load ~5:
+8 min 13 s, 1.6 GB): held-out PD 2 + R3 18.96 dB / SSIM 0.5270 from a noisy 17.23 dB, with a
+colour shift of 15.5/12.4/19.5 levels (R3 off: 19.64 dB / 0.4913; DBSNl without PD: 20.05 /
+0.5703): this short recipe leaves DBSNl far from converged and biased in colour.
 Published recipe (wooseoklee4/AP-BSN, conf/APBSN_SIDD.yaml): DBSNl width 128 with 9 modules
 (3.66 M parameters), 120x120 crops, batch 8, Adam (0.9, 0.999) at 1e-4, x0.1 every 8 of 20
 epochs of SIDD-Medium patches. This short CPU recipe has the main job's size: width 32 with
