@@ -143,6 +143,18 @@ def _check_crop_multiple(config: ml_collections.ConfigDict, stages: list[Stage])
             )
 
 
+def _check_schedule(sc: ml_collections.ConfigDict, name: str) -> None:
+    """stages.<name>.schedule: "cosine" (absent: that) or "step" with decay_every and decay."""
+    schedule = sc.get("schedule", "cosine")
+    if schedule not in ("cosine", "step"):
+        raise ConfigError(f"stages.{name}.schedule must be 'cosine' or 'step', got {schedule!r}")
+    if schedule == "step":
+        _positive_int(sc.get("decay_every"), f"stages.{name}.decay_every")
+        decay = sc.get("decay")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+            raise ConfigError(f"stages.{name}.decay must be in (0, 1], got {decay!r}")
+
+
 def check_inference(config: ml_collections.ConfigDict) -> None:
     """config.inference (`inference.procedure.check`), ConfigError naming the field."""
     procedure.check(config)
@@ -190,6 +202,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _positive_int(sc.steps, f"stages.{name}.steps")
         if not sc.lr > 0:
             raise ConfigError(f"stages.{name}.lr must be positive, got {sc.lr!r}")
+        _check_schedule(sc, name)
         with _as_config_error():
             stages.append(make_stage(name, sc.learners, sc.losses))
     _check_crop_multiple(config, stages)

@@ -19,7 +19,7 @@ from sassid_jax.inference import procedure
 from sassid_jax.methods import apbsn, atbsn
 from sassid_jax.methods.stages import make_stage
 from sassid_jax.nn import BNN, ATBSNStudent, DBSNl
-from sassid_jax.training.train_step import build_networks
+from sassid_jax.training.train_step import build_networks, learning_rate
 
 
 def _x(shape=(2, 32, 32, 3), seed=0):
@@ -110,6 +110,12 @@ def test_one_network_run_two_ways_in_one_stage_is_refused():
         (apbsn_config, lambda c: setattr(c.inference, "blind_size", 2), "blind_size must be"),
         (apbsn_config, lambda c: setattr(c.inference, "r3_prob", 1.5), "r3_prob must be a num"),
         (apbsn_config, lambda c: setattr(c.inference, "pd_factor", 0), "pd_factor must be"),
+        (apbsn_config, lambda c: setattr(c.stages.apbsn, "schedule", "linear"), "'cosine' or"),
+        (
+            apbsn_config,
+            lambda c: c.stages.apbsn.update({"schedule": "step", "decay": 0.0}),
+            r"stages.apbsn.decay must be in \(0, 1\]",
+        ),
         (
             atbsn_distill,
             lambda c: setattr(c.train, "teachers", "precomputed"),
@@ -160,3 +166,12 @@ def test_tiny_apbsn_run_evaluates_with_pd_and_r3(data_dir, tmp_path):
     results = train.train_and_evaluate(config, tmp_path / "run")
     assert set(results["table"]) == {"noisy", "bnn"}
     assert np.isfinite(results["table"]["bnn"]["psnr"])
+
+
+def test_step_schedule_multiplies_by_decay_every_decay_every_steps():
+    config = apbsn_config.get_config()
+    assert learning_rate(config, "apbsn", 200) == pytest.approx(1e-3 * 0.5)  # cosine: half-way
+    config.stages.apbsn.schedule = "step"
+    validate_config(config)
+    rates = [learning_rate(config, "apbsn", s) for s in (0, 159, 160, 319, 320)]
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5])

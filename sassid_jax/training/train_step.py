@@ -51,7 +51,9 @@ def build_stages(config: ml_collections.ConfigDict) -> list[Stage]:
 
 
 def lr_schedule(config: ml_collections.ConfigDict, stage: str) -> optax.Schedule:
-    """The learning rate of a stage: stages.<stage>.lr cosine-annealed to 0 over its steps.
+    """The learning rate of a stage: stages.<stage>.lr cosine-annealed to 0 over its steps, or
+    with stages.<stage>.schedule = "step" multiplied by `decay` every `decay_every` steps
+    (AP-BSN's published schedule).
 
     Args:
       config: the run's config.
@@ -60,6 +62,8 @@ def lr_schedule(config: ml_collections.ConfigDict, stage: str) -> optax.Schedule
       An optax schedule of the stage step.
     """
     sc = config.stages[stage]
+    if sc.get("schedule", "cosine") == "step":
+        return optax.exponential_decay(sc.lr, sc.decay_every, sc.decay, staircase=True)
     return optax.cosine_decay_schedule(sc.lr, sc.steps)
 
 
