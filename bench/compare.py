@@ -181,11 +181,12 @@ def parameter_count(params: Any) -> int:
 
 
 def panels(runs: dict[str, Path], path: Path) -> Path:
-    """noisy | each method | clean on the same PANEL_CROP crop of the first evaluation photo."""
+    """noisy | each method | clean on the same PANEL_CROP crop of the first evaluation photo,
+    each output as the final report makes it (a BNN on eval.bnn_block blocks)."""
     from sassid_jax.data import sources
     from sassid_jax.evaluation import panels as panel_lib
     from sassid_jax.evaluation.metrics import psnr, quantize
-    from sassid_jax.inference.predict import predict_image
+    from sassid_jax.inference.predict import predict_blocks, predict_image
     from sassid_jax.inference.procedure import jit_procedure
 
     first = next(iter(runs.values()))
@@ -205,8 +206,12 @@ def panels(runs: dict[str, Path], path: Path) -> Path:
 
     columns = [(label("noisy", example["noisy"]), example["noisy"][window])]
     for method, workdir in runs.items():
-        _, module, params, proc = test_network(workdir)
-        out = predict_image(jit_procedure(module, params, proc), example["noisy"])
+        run_config, module, params, proc = test_network(workdir)
+        fn, block = jit_procedure(module, params, proc), run_config.eval.bnn_block
+        if run_config.eval.network == "bnn" and block:  # as the final report scores a BNN
+            out = predict_blocks(fn, example["noisy"], block)
+        else:
+            out = predict_image(fn, example["noisy"])
         columns.append((label(METHODS[method][1], out), quantize(out)[window]))
     if clean is not None:
         columns.append(("clean", clean[window]))
