@@ -268,7 +268,17 @@ def run_denoise(
                 print(f"skip {job.target}: already exists (use --overwrite to redo it)")
         if not todo:
             return EXIT_OK
-        method = dict(config if config is not None else run_config_of(checkpoint) or {})
+        run_config = run_config_of(checkpoint) or {}
+        method = dict(config if config is not None else run_config)
+        if config is not None and run_config.get("inference") not in (
+            None,
+            dict(method.get("inference") or {}),
+        ):
+            print(
+                f"warning: {checkpoint} was trained with inference {run_config['inference']}; "
+                f"running with --config's {dict(method['inference'])}",
+                file=sys.stderr,
+            )
         network = network or (method.get("eval") or {}).get("network", "unet")
         try:
             proc = procedure.from_config(method, network)
