@@ -8,7 +8,8 @@
 - Records: `write_record` writes a JSON record atomically (`sassid_jax.io.atomic_files`),
   `record_path` names it in bench/results/.
 - Tables: `markdown_table` and `text_table`.
-- Child processes: `run_child` runs a Python script and returns the JSON of its last line.
+- Child processes: `run_child` runs a Python script and returns the JSON of its last line;
+  `launch_run` trains (or reads) one resumable launch.py run.
 """
 
 from __future__ import annotations
@@ -192,6 +193,34 @@ def run_child(
         timeout=timeout,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def launch_run(args: Sequence[str], workdir: Path, log: Path) -> dict[str, Any]:
+    """Train (or read) one `launch.py` run in a child process, resumable.
+
+    Args:
+      args: launch.py's arguments but --workdir (e.g. --config=..., --config.X=V).
+      workdir: the run folder; a finished run (workdir/bench_run.json) is read, not rerun.
+      log: the file the child's output is appended to.
+    Returns:
+      {"results": the run's results.json, "wall_seconds": the child's wall time, "command"}.
+    """
+    done = workdir / "bench_run.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    cmd = [sys.executable, "launch.py", *args, f"--workdir={workdir}"]
+    print("+", " ".join(cmd[1:]), flush=True)
+    start = time.perf_counter()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as stream:
+        subprocess.run(cmd, cwd=REPO, stdout=stream, stderr=subprocess.STDOUT, check=True)
+    record = {
+        "results": json.loads((workdir / "results.json").read_text()),
+        "wall_seconds": time.perf_counter() - start,
+        "command": " ".join(cmd[1:]),
+    }
+    done.write_text(json.dumps(record))
+    return record
 
 
 def print_json_line(payload: Any) -> None:

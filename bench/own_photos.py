@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -134,23 +131,9 @@ def run_args(name: str, out: Path, shared: Path) -> list[str]:
 
 def train(name: str, variant: str, out: Path, shared: Path, extra: list[str]) -> dict[str, Any]:
     """Train (or read) one run; {"results": results.json, "wall_seconds": ...}."""
-    workdir = out / "runs" / f"{name}_{variant}"
-    done = workdir / "bench_run.json"
-    if done.exists():
-        return json.loads(done.read_text())
     args = [*run_args(name, out, shared), *(BEFORE if variant == "before" else ()), *extra]
-    cmd = [sys.executable, "launch.py", *args, f"--workdir={workdir}"]
-    print("+", " ".join(cmd), flush=True)
-    start = time.perf_counter()
-    with open(out / f"{name}_{variant}.log", "a") as log:
-        subprocess.run(cmd, cwd=common.REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
-    record = {
-        "results": json.loads((workdir / "results.json").read_text()),
-        "wall_seconds": time.perf_counter() - start,
-        "command": " ".join(cmd[1:]),
-    }
-    done.write_text(json.dumps(record))
-    return record
+    workdir = out / "runs" / f"{name}_{variant}"
+    return common.launch_run(args, workdir, out / f"{name}_{variant}.log")
 
 
 def _excess_shift(per_image: dict[str, Any], network: str) -> float | None:

@@ -116,6 +116,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.ensemble = False
     c.eval.batch = 8
 
+    # The test-time procedure (evaluation, eval/submit/denoise; sassid_jax/inference/procedure.py):
+    # blind_size: the blind size every BNN runs at (-1: its own, as trained; AT-BSN: 3);
+    # pd_factor, r3_repeats, r3_prob: pixel-shuffle downsampling of the test-time network's
+    # input (1: none; AP-BSN: 2) and random-replacing refinement after it (0 passes: none;
+    # AP-BSN: 8 at p = 0.16). These values leave SASL's networks as they are.
+    c.inference = ml_collections.ConfigDict(
+        {"blind_size": -1, "pd_factor": 1, "r3_repeats": 0, "r3_prob": 0.16}
+    )
+
     # Applied to every output (evaluation, eval/submit/denoise modes), not to training.
     # colour_sigma: the output keeps the noisy input's local mean colour, blurred with a
     # Gaussian of this std in pixels (inference/colour_anchor.py: removes the colour shift

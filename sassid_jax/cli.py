@@ -73,6 +73,7 @@ FLAG_GROUPS = {
     "multi-process (train, prepare)": ("coordinator_address", "num_processes", "process_id"),
 }
 DEFAULT_CONFIG = "configs/default.py"
+_COMMAND_LINE: list[str] = []  # the argv of `run` (denoise: were --config.* overrides given?)
 # The config files: the repository's configs/ folder, or the installed package's copy of it.
 CONFIG_DIR = Path(sassid_jax.configs.__path__[0])
 EXIT_USER_ERROR = 2
@@ -208,7 +209,8 @@ def define_flags(argv: list[str]) -> None:
         "unet",
         list(NETWORK_NAMES),
         "denoise: which network of --checkpoint runs (a run folder: the last stage training "
-        "it; a .pth must hold it; a .pth BNN runs with blind size 9, the authors').",
+        "it; a .pth must hold it; a .pth BNN runs with blind size 9, the authors'); default: "
+        "--config's eval.network (configs/default.py: unet).",
     )
     flags.DEFINE_bool("ensemble", False, "denoise: average the 8 flips/rotations (x8 slower).")
     flags.DEFINE_float(
@@ -338,7 +340,9 @@ def dispatch(mode: str) -> int:
             max_pixels=FLAGS.max_pixels,
             colour_sigma=FLAGS.colour_sigma,
             safeguard=FLAGS.safeguard,
-            network=FLAGS.network,
+            # --network, else the method's eval.network; --config: the method's procedure
+            network=FLAGS.network if FLAGS["network"].present else None,
+            config=FLAGS.config if FLAGS["config"].present or _overrides() else None,
         )
     if mode == "analyze":
         # late import: only the mode that runs loads its stack (TensorFlow, ...)
@@ -380,6 +384,12 @@ def dispatch(mode: str) -> int:
     return 0
 
 
+def _overrides() -> bool:
+    """Whether the command line gives `--config.FIELD=VALUE` overrides (they make --config's
+    config, the default one when no file is named, the one denoise uses)."""
+    return any(a.lstrip("-").startswith(("config.", "noconfig.")) for a in _COMMAND_LINE[1:])
+
+
 def _fail(error: Exception) -> int:
     print(f"error: {error}", file=sys.stderr)
     return EXIT_USER_ERROR
@@ -405,6 +415,7 @@ def run(argv: list[str] | None = None) -> None:
     """Entry point of `sassid` and launch.py: parse argv (default sys.argv), run, exit."""
     quiet_native_logs()  # before anything loads TensorFlow
     argv = list(sys.argv if argv is None else argv)
+    _COMMAND_LINE[:] = argv
     try:
         parsed = _define_and_parse(argv)
     except UserInputError as e:

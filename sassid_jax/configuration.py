@@ -17,9 +17,10 @@ import ml_collections
 
 from sassid_jax.data.sources import SUBMIT_DATASETS, check_dataset_name, check_evaluable
 from sassid_jax.errors import ConfigError
+from sassid_jax.inference import procedure
 from sassid_jax.inference.colour_anchor import config_sigma
 from sassid_jax.inference.safeguard import config_mode
-from sassid_jax.methods.stages import check_order, make_stage
+from sassid_jax.methods.stages import Stage, check_order, make_stage
 from sassid_jax.nn import ARCHITECTURES, NETWORK_NAMES, role_architecture
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
 from sassid_jax.noise.blind_size import blind_size_value
@@ -27,6 +28,8 @@ from sassid_jax.training import pretrained
 from sassid_jax.training.selection import check_config as check_selection
 from sassid_jax.training.teacher_cache import check_mode as check_teacher_mode
 
+# Architectures with five 2x2 poolings: their inputs are multiples of SIZE_MULTIPLE.
+POOLING_ARCHITECTURES = {"bnn", "unet", "atbsn_student"}
 # Fields that may differ between a run and its resumption (they change no result).
 RESUMABLE_FIELDS = (
     "dataset.max_pixels",
@@ -44,9 +47,13 @@ RESUMABLE_FIELDS = (
     "eval.batch",
     "postprocess.colour_sigma",
     "postprocess.safeguard",
+    "inference.blind_size",
+    "inference.pd_factor",
+    "inference.r3_repeats",
+    "inference.r3_prob",
 )
 # Config blocks added later: a run folder whose config.json lacks them resumes with them.
-NEW_BLOCKS = ("selection",)
+NEW_BLOCKS = ("selection", "inference")
 
 # Fields that configs written before they existed lack: absent means this value.
 ABSENT_DEFAULTS = {f"pretrained.{name}": "" for name in NETWORK_NAMES} | {
@@ -123,7 +130,42 @@ def validate_eval_config(config: ml_collections.ConfigDict, mode: str = "eval") 
     else:
         check_evaluable(config.dataset)
     _check_eval_fields(config)
+    check_inference(config)
     config_sigma(config)
+
+
+def _check_crop_multiple(config: ml_collections.ConfigDict, stages: list[Stage]) -> None:
+    """crop_size: a multiple of 32 when a stage runs a network with five 2x2 poolings (BNN,
+    U-Net, AT-BSN's student), and of each stage's own multiple (AP-BSN: its PD factor 5)."""
+    archs = {role_architecture(n, config.networks[n]) for s in stages for n in s.uses}
+    if archs & POOLING_ARCHITECTURES and config.crop_size % SIZE_MULTIPLE:
+        raise ConfigError(
+            f"crop_size must be a multiple of {SIZE_MULTIPLE} (five 2x2 poolings), "
+            f"got {config.crop_size}"
+        )
+    for stage in stages:
+        if config.crop_size % stage.crop_multiple:
+            raise ConfigError(
+                f"crop_size must be a multiple of {stage.crop_multiple} for stage "
+                f"{stage.name!r} (losses {list(stage.losses)}), got {config.crop_size}"
+            )
+
+
+def _check_schedule(sc: ml_collections.ConfigDict, name: str) -> None:
+    """stages.<name>.schedule: "cosine" (absent: that) or "step" with decay_every and decay."""
+    schedule = sc.get("schedule", "cosine")
+    if schedule not in ("cosine", "step"):
+        raise ConfigError(f"stages.{name}.schedule must be 'cosine' or 'step', got {schedule!r}")
+    if schedule == "step":
+        _positive_int(sc.get("decay_every"), f"stages.{name}.decay_every")
+        decay = sc.get("decay")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+            raise ConfigError(f"stages.{name}.decay must be in (0, 1], got {decay!r}")
+
+
+def check_inference(config: ml_collections.ConfigDict) -> None:
+    """config.inference (`inference.procedure.check`), ConfigError naming the field."""
+    procedure.check(config)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -136,13 +178,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.dataset.get("eval_name"):
         check_dataset_name(config.dataset.eval_name, "dataset.eval_name")
     _positive_int(config.crop_size, "crop_size")
-    if config.crop_size % SIZE_MULTIPLE:
-        raise ConfigError(
-            f"crop_size must be a multiple of {SIZE_MULTIPLE} (five 2x2 poolings), "
-            f"got {config.crop_size}"
-        )
+    check_inference(config)
     _positive_int(config.batch_size, "batch_size")
-    blind_size_value(config.networks.bnn.blind_size)  # odd int or "auto" (from the noise)
+    if "blind_size" in config.networks.bnn:  # odd int or "auto" (from the noise)
+        blind_size_value(config.networks.bnn.blind_size)
     _odd_blind_size(config.networks.lan.blind_size, "networks.lan.blind_size")
     for name in NETWORK_NAMES:
         arch = role_architecture(name, config.networks[name])
@@ -172,12 +211,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _positive_int(sc.steps, f"stages.{name}.steps")
         if not sc.lr > 0:
             raise ConfigError(f"stages.{name}.lr must be positive, got {sc.lr!r}")
+        _check_schedule(sc, name)
         with _as_config_error():
             stages.append(make_stage(name, sc.learners, sc.losses))
+    _check_crop_multiple(config, stages)
     pretrained.check_fields(config)
     with _as_config_error():
         check_order(stages, pretrained.paths(config))
         check_teacher_mode(config.train.get("teachers", "online"))
+    precomputed = config.train.get("teachers") == "precomputed"
+    for stage in stages:
+        if precomputed and stage.teachers and not stage.plain_teachers:
+            raise ConfigError(
+                f"train.teachers='precomputed': stage {stage.name!r} runs its teachers "
+                f"{list(stage.teachers)} other than plainly (PD, several blind sizes); use 'online'"
+            )
     if config.train.get("teachers") == "precomputed" and config.dataset.name == "sidd_medium_srgb":
         raise ConfigError(
             "train.teachers='precomputed' keeps teacher outputs of every training "

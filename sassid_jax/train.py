@@ -138,6 +138,10 @@ def _initial_state(ctx: RunContext, stage_index: int, state: State | None, start
     key = jax.random.fold_in(jax.random.key(cfg.seed), stage_index)
     tx = make_optimizer(cfg, stage.name)
     state = init_state(ctx.networks, stage, tx, key, cfg.crop_size)
+    if stage.starts_from_teachers:  # e.g. AT-BSN(D)'s student from its teacher's trunk
+        teachers = {t: ctx.final_params(t, stage_index) for t in stage.teachers}
+        params = stage.start(state["params"], jax.device_get(teachers))
+        state = {**state, "params": params, "opt_state": tx.init(params)}
     state = pretrained.start_from(ctx.pretrained, cfg, stage_index, state, tx)  # config.pretrained
     return sharding.replicate(state, ctx.mesh)
 

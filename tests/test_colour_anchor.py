@@ -97,7 +97,9 @@ def test_denoise_images_and_denoise_mode_anchor(tmp_path, monkeypatch, capsys):
     (run / "config.json").write_text(json.dumps({"postprocess": {"colour_sigma": 8.0}}))
     assert dn.denoiser_settings(run)[0] == 8.0
     assert dn.denoiser_settings(tmp_path / "authors.pth")[0] == 0.0
-    monkeypatch.setattr(dn, "load_denoiser", lambda checkpoint, network="unet": (None, None))
+    monkeypatch.setattr(
+        dn, "load_denoiser", lambda checkpoint, network="unet", arch=None: (None, None)
+    )
     monkeypatch.setattr(predict, "jit_apply", lambda module, params: apply_fn)
     Image.fromarray(noisy).save(tmp_path / "in.png")
     for sigma, name, limit in ((None, "a.png", 1.0), (0.0, "b.png", 9.0)):

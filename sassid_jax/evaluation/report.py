@@ -23,7 +23,7 @@ from etils import epath
 from sassid_jax.data.sources import evaluates_training_images
 from sassid_jax.evaluation import panels
 from sassid_jax.evaluation.scoring import predict_all, score_outputs
-from sassid_jax.inference import safeguard
+from sassid_jax.inference import procedure, safeguard
 from sassid_jax.inference.colour_anchor import config_sigma
 from sassid_jax.inference.predict import predict_blocks
 from sassid_jax.logs import ProgressLog, count, format_seconds
@@ -123,7 +123,10 @@ def final_report(
     block = config.eval.bnn_block
     logging.info("final report: %s on %s", ", ".join(params), count(len(examples), "image"))
     progress = ProgressLog("final report", len(params) * len(examples), "predictions")
-    outputs = predict_all(networks, params, examples, block, config_sigma(config), progress.advance)
+    procedures = {n: procedure.from_config(config, n) for n in params}  # config.inference
+    outputs = predict_all(
+        networks, params, examples, block, config_sigma(config), progress.advance, procedures
+    )
     # the estimate costs a few network Jacobians per photo: process 0, which reports, alone
     quality = None
     if jax.process_index() == 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -22,6 +23,7 @@ import tqdm
 from sassid_jax.evaluation import metrics
 from sassid_jax.inference.colour_anchor import anchor_image
 from sassid_jax.inference.predict import predict_blocks, predict_image
+from sassid_jax.inference.procedure import Procedure, network_fn
 
 
 def limit(examples: list[dict[str, Any]], max_images: int) -> list[dict[str, Any]]:
@@ -43,6 +45,7 @@ def predict_all(
     bnn_block: int = 0,
     colour_sigma: float = 0.0,
     progress: Callable[[], None] | None = None,
+    procedures: Mapping[str, Procedure] | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Every network's outputs on every example.
 
@@ -56,6 +59,8 @@ def predict_all(
         images.
       colour_sigma: > 0: every output keeps its input's local mean colour (`colour_anchor`).
       progress: called after each prediction (len(params) x len(examples) calls), if given.
+      procedures: {network name: its test-time procedure (`inference.procedure`)}; a network
+        without one runs as it is.
     Returns:
       {network name: [(H, W, 3) float32 output on [0, 255] per example]}, not rounded.
     """
@@ -64,10 +69,18 @@ def predict_all(
     local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     outputs = {}
     for name, p in params.items():
-        apply = jax.jit(networks[name].apply, in_shardings=local, out_shardings=local)
+        procedure = (procedures or {}).get(name, Procedure())
+        if procedure.plain:
+            apply = jax.jit(networks[name].apply, in_shardings=local, out_shardings=local)
 
-        def run(x, p=p, apply=apply):
-            return apply({"params": p}, x)
+            def run(x, p=p, apply=apply):
+                return apply({"params": p}, x)
+        else:
+            fn = partial(network_fn, networks[name], procedure=procedure)
+            jitted = jax.jit(lambda p, x, fn=fn: fn(p)(x), in_shardings=local, out_shardings=local)
+
+            def run(x, p=p, jitted=jitted):
+                return jitted(p, x)
 
         outputs[name] = []
         for e in examples:
@@ -121,13 +134,14 @@ def evaluate_networks(
     bnn_block: int = 0,
     colour_sigma: float = 0.0,
     progress: Callable[[], None] | None = None,
+    procedures: Mapping[str, Procedure] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`score_outputs` of `predict_all`: the arguments are `predict_all`'s.
 
     Returns:
       {"noisy" or network name: `score`'s dict}; {} without clean references.
     """
-    outputs = predict_all(networks, params, examples, bnn_block, colour_sigma, progress)
+    outputs = predict_all(networks, params, examples, bnn_block, colour_sigma, progress, procedures)
     return score_outputs(examples, outputs)
 
 

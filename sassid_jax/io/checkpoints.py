@@ -446,7 +446,9 @@ def load_network(
     return _load_pth(path, network, arch)
 
 
-def load_network_or_hint(checkpoint: PathLike, network: str, flag: str) -> tuple[nn.Module, Any]:
+def load_network_or_hint(
+    checkpoint: PathLike, network: str, flag: str, arch: str | None = None
+) -> tuple[nn.Module, Any]:
     """`load_network`, whose error, when `checkpoint` holds other networks but not `network`,
     ends with the option that picks them.
 
@@ -454,11 +456,12 @@ def load_network_or_hint(checkpoint: PathLike, network: str, flag: str) -> tuple
       checkpoint: a run folder, a folder inside its checkpoints/ or an authors' `.pth`.
       network: 'bnn', 'lan' or 'unet'.
       flag: how the user names the network, e.g. "--network " or "--config.eval.network=".
+      arch: for a `.pth`, the architecture it holds (`load_network`; None: the role's own).
     Raises:
       CheckpointInputError: one line naming the path (and the fix).
     """
     try:
-        return load_network(checkpoint, network)
+        return load_network(checkpoint, network, arch)
     except CheckpointInputError as e:
         held = networks_in(checkpoint)[::-1]  # the last trained (the better denoiser) first
         if not held or network in held:

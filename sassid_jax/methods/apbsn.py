@@ -9,7 +9,9 @@ value. All images are NHWC float32 on the [0, 255] scale. Details: docs/peers.md
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -137,3 +139,16 @@ def train_forward(bsn: Denoiser, x: jax.Array) -> jax.Array:
       (N, H, W, 3); the loss is L1 to x.
     """
     return pd_forward(bsn, x, TRAIN_PD_FACTOR, PD_PAD)
+
+
+def train_apply(module: nn.Module, params: Any, x: jax.Array) -> jax.Array:
+    """`train_forward` of a network and its parameters (AP-BSN's stage runs its network so).
+
+    Args:
+      module: the blind-spot network (e.g. `DBSNl`).
+      params: its parameters.
+      x: (N, H, W, 3) on [0, 255], H and W multiples of 5.
+    Returns:
+      (N, H, W, 3).
+    """
+    return train_forward(lambda z: module.apply({"params": params}, z), x)

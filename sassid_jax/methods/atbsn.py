@@ -8,8 +8,10 @@ float32 on the [0, 255] scale. Details: docs/peers.md#at-bsn.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -46,3 +48,59 @@ def distillation_loss(student_out: jax.Array, teacher_outs: Sequence[jax.Array])
     """
     student = student_out.astype(jnp.float32)
     return sum(jnp.mean(jnp.abs(student - t.astype(jnp.float32))) for t in teacher_outs)
+
+
+# The student's trunk convolutions the authors do not copy from the teacher (dec1 differs).
+STUDENT_OWN = ("dec1_0", "dec1_1")
+
+
+def teacher_forward(module: nn.Module, params: Any, x: jax.Array) -> jax.Array:
+    """The frozen teacher of AT-BSN(D)'s stage, stacked over DISTILL_BLIND_SIZES.
+
+    Args:
+      module: the teacher, a `BNN` (blind size per call).
+      params: its parameters.
+      x: (N, H, W, 3) noisy batch on [0, 255].
+    Returns:
+      (7, N, H, W, 3), one output per blind size (gradients stopped).
+    """
+    outs = teacher_outputs(lambda z, b: module.apply({"params": params}, z, b), x)
+    return jnp.stack(outs)
+
+
+def student_from_teacher(student: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict[str, Any]:
+    """The student's parameters with the teacher's trunk copied in (the authors'
+    `load_network_bsn2nbsn`): every trunk convolution but dec1's.
+
+    Args:
+      student: `ATBSNStudent` parameters ({"trunk": ...}).
+      teacher: `BNN` parameters ({"trunk": ..., "head_*": ...}) of the same width.
+    Returns:
+      the student's parameters, its dec1 convolutions kept.
+    Raises:
+      ValueError: the widths differ (naming the convolution and both shapes).
+    """
+    trunk = dict(student["trunk"])
+    for name, conv in teacher["trunk"].items():
+        if name in STUDENT_OWN:
+            continue
+        theirs, ours = jnp.shape(conv["kernel"]), jnp.shape(trunk[name]["kernel"])
+        if theirs != ours:
+            raise ValueError(
+                f"AT-BSN(D): the student starts from the teacher's trunk, but trunk/{name} is "
+                f"{theirs} in the teacher and {ours} in the student: give both one width"
+            )
+        trunk[name] = conv
+    return {**student, "trunk": trunk}
+
+
+def student_start(learners: Mapping[str, Any], teachers: Mapping[str, Any]) -> dict[str, Any]:
+    """AT-BSN(D)'s stage start: the student (role unet) from the teacher's (role bnn) trunk.
+
+    Args:
+      learners: {"unet": fresh student params, ...}.
+      teachers: {"bnn": trained teacher params, ...}.
+    Returns:
+      the learners with the student's trunk taken from the teacher.
+    """
+    return {**learners, "unet": student_from_teacher(learners["unet"], teachers["bnn"])}

@@ -12,7 +12,7 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from etils import epath
 from tqdm import tqdm
 
 from sassid_jax.errors import ConfigError, UserInputError
-from sassid_jax.inference import predict
+from sassid_jax.inference import predict, procedure
 from sassid_jax.inference.colour_anchor import (
     anchor_image,
     check_sigma,
@@ -51,15 +51,18 @@ class DenoiseInputError(UserInputError):
 # ============================================================================ checkpoints
 
 
-def load_denoiser(checkpoint: str | os.PathLike, network: str = "unet") -> tuple[Any, Any]:
+def load_denoiser(
+    checkpoint: str | os.PathLike, network: str = "unet", arch: str | None = None
+) -> tuple[Any, Any]:
     """(module, params) of `network` ('unet', 'lan' or 'bnn') from a run folder (the last stage
-    training it), a folder inside its checkpoints/, or an authors' `.pth`.
+    training it), a folder inside its checkpoints/, or an authors' `.pth` holding `arch`
+    (None: the role's own).
 
     Raises DenoiseInputError, one line naming the path and, when the checkpoint holds other
     networks but not this one, the `--network` that runs them.
     """
     try:
-        return load_network_or_hint(checkpoint, network, "--network ")
+        return load_network_or_hint(checkpoint, network, "--network ", arch)
     except CheckpointInputError as e:
         raise DenoiseInputError(str(e)) from e
 
@@ -231,7 +234,8 @@ def run_denoise(
     max_pixels: int | None = None,
     colour_sigma: float | None = None,
     safeguard: str | None = None,
-    network: str = "unet",
+    network: str | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> int:
     """Denoise a file or every image of a folder (top level) with one network.
 
@@ -251,7 +255,12 @@ def run_denoise(
         estimated from the noisy photo alone, a warning (and with "blend", a blend with the
         input) when it is <= 0 dB; "none": no estimate. None: the run's
         postprocess.safeguard ("off" for a `.pth`).
-      network: 'unet', 'lan' or 'bnn' (see `load_denoiser`).
+      network: 'unet', 'lan' or 'bnn' (see `load_denoiser`); None: the config's
+        eval.network ('unet' without one).
+      config: the method's config (--config): its test-time procedure (config.inference,
+        `inference.procedure`), its eval.network and, for a `.pth`, the architecture the
+        file holds (networks.<role>.arch). None: the run folder's config.json (a `.pth`:
+        the network as it is).
     Returns:
       The exit code: 0 done (or skipped); 2 bad input (one line per problem naming the file;
       in folder mode the other photos are still done); 130 Ctrl-C (no partial file left).
@@ -275,12 +284,36 @@ def run_denoise(
         if not todo:
             return EXIT_OK
         check_writable_folder(todo[0].target.parent, "--output")  # before any photo's work
-        module, params = load_denoiser(checkpoint, network)
+        run_config = run_config_of(checkpoint) or {}
+        method = dict(config if config is not None else run_config)
+        if config is not None and run_config.get("inference") not in (
+            None,
+            dict(method.get("inference") or {}),
+        ):
+            print(
+                f"warning: {checkpoint} was trained with inference {run_config['inference']}; "
+                f"running with --config's {dict(method['inference'])}",
+                file=sys.stderr,
+            )
+        network = network or (method.get("eval") or {}).get("network", "unet")
+        try:
+            proc = procedure.from_config(method, network)
+        except ConfigError as e:
+            raise DenoiseInputError(str(e)) from e
+        arch = procedure.architecture(method, network)
+        module, params = load_denoiser(checkpoint, network, arch)
         run_sigma, run_safeguard = denoiser_settings(checkpoint)
         colour_sigma = run_sigma if colour_sigma is None else colour_sigma
         safeguard = run_safeguard if safeguard is None else safeguard
         if safeguard not in ("blend", "off", "none"):
             raise DenoiseInputError(f"--safeguard {safeguard}: must be blend, off or none")
+        if not proc.plain:  # the estimate takes the plain network's Jacobian
+            if safeguard == "blend":
+                raise DenoiseInputError(
+                    "--safeguard blend: not with a test-time procedure (inference: blind "
+                    "size, PD, R3); use --safeguard none"
+                )
+            safeguard = "none"
         todo[0].target.parent.mkdir(parents=True, exist_ok=True)  # folder mode: may be new
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -288,7 +321,10 @@ def run_denoise(
     except OSError as e:  # e.g. the output folder cannot be created
         print(f"error: {e.filename or output_path}: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    apply_fn = predict.jit_apply(module, params)  # looked up here: tests replace it
+    if proc.plain:
+        apply_fn = predict.jit_apply(module, params)  # looked up here: tests replace it
+    else:
+        apply_fn = procedure.jit_procedure(module, params, proc)
     bars, failed = _Progress(len(todo)), 0
     check = None
     if safeguard != "none":

@@ -18,8 +18,9 @@ from sassid_jax.configuration import validate_eval_config
 from sassid_jax.data import sources
 from sassid_jax.errors import ConfigError
 from sassid_jax.evaluation.scoring import format_scores, limit, progress_bar, score_examples
+from sassid_jax.inference import procedure
 from sassid_jax.inference.colour_anchor import config_sigma
-from sassid_jax.inference.predict import denoise_images, jit_apply
+from sassid_jax.inference.predict import denoise_images
 from sassid_jax.io.atomic_files import write_json
 from sassid_jax.io.checkpoints import load_network_or_hint
 from sassid_jax.io.paths import check_writable_folder
@@ -50,8 +51,10 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
             f"dataset {name!r}: {len(missing)} images have no clean reference "
             f"(first: {missing[0]}); use --mode submit or --mode denoise"
         )
-    module, params = load_network_or_hint(checkpoint, config.eval.network, "--config.eval.network=")
-    apply_fn = jit_apply(module, params)
+    network = config.eval.network  # and the method's procedure (config.inference) around it
+    arch = procedure.architecture(config, network)
+    module, params = load_network_or_hint(checkpoint, network, "--config.eval.network=", arch)
+    apply_fn = procedure.jit_procedure(module, params, procedure.from_config(config, network))
     sigma = config_sigma(config)
     start = time.perf_counter()
     with progress_bar(len(examples), "img") as bar:

@@ -20,8 +20,9 @@ from sassid_jax.configuration import validate_eval_config
 from sassid_jax.data import dnd, sources
 from sassid_jax.evaluation import metrics
 from sassid_jax.evaluation.scoring import progress_bar
+from sassid_jax.inference import procedure
 from sassid_jax.inference.colour_anchor import config_sigma
-from sassid_jax.inference.predict import BatchFn, denoise_images, jit_apply
+from sassid_jax.inference.predict import BatchFn, denoise_images
 from sassid_jax.io.checkpoints import load_network_or_hint
 from sassid_jax.io.matfiles import write_atomic_mat
 from sassid_jax.io.paths import check_writable_folder
@@ -148,8 +149,10 @@ def run_submit(config: Any, checkpoint: str, output: str) -> epath.Path:
     validate_eval_config(config, "submit")  # also when called from Python, not the CLI
     check_writable_folder(output, "--output")  # before the work, not after it
     name = config.dataset.name
-    module, params = load_network_or_hint(checkpoint, config.eval.network, "--config.eval.network=")
-    apply_fn = jit_apply(module, params)
+    network = config.eval.network  # and the method's procedure (config.inference) around it
+    arch = procedure.architecture(config, network)
+    module, params = load_network_or_hint(checkpoint, network, "--config.eval.network=", arch)
+    apply_fn = procedure.jit_procedure(module, params, procedure.from_config(config, network))
     sources.prepared_builder(name, config.dataset)  # its files first: no output without them
     out = epath.Path(output)
     out.mkdir(parents=True, exist_ok=True)

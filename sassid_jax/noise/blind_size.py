@@ -89,9 +89,12 @@ def resolve_config_blind_size(config: Any, train_images: Any) -> Any:
       train_images: the noisy training photos ((H, W, 3) uint8 each) or a TileSource;
         analysed (and the analysis line logged) only for "auto".
     Returns:
-      config itself when the size is an int already, else a deep copy with the int set.
+      config itself when the size is an int already (or role bnn has none), else a deep
+      copy with the int set.
     """
-    value = config.networks.bnn.blind_size
+    value = config.networks.bnn.get("blind_size")
+    if value is None:  # role bnn is another architecture (AP-BSN's DBSNl): no blind size
+        return config
     resolved = blind_size_value(value)
     if resolved == value and resolved != AUTO:
         return config

@@ -87,7 +87,7 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
                 f"trains or reads the {checkpoints.LABELS[name]}; remove it "
                 f"(--config.pretrained.{name}='')"
             )
-    if "bnn" in paths(config) and config.networks.bnn.blind_size == "auto":
+    if "bnn" in paths(config) and config.networks.bnn.get("blind_size") == "auto":
         raise ConfigError(
             "networks.bnn.blind_size: 'auto' measures the noise for a BNN to train, but "
             "pretrained.bnn gives one already; set its blind size (the authors' BNN: "

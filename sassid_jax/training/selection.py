@@ -171,8 +171,7 @@ def make_heldout_loss(networks: dict[str, Any], stage: Stage, mesh: jax.sharding
 
     def loss(params: dict[str, Any], teachers: dict[str, Any], x: jax.Array) -> jax.Array:
         every = {**teachers, **params}
-        outputs = {n: networks[n].apply({"params": every[n]}, x) for n in stage.uses}
-        return stage.loss(outputs, x)
+        return stage.loss(stage.outputs(networks, every, x), x)
 
     repl = sharding.replicated(mesh)
     return jax.jit(loss, in_shardings=(repl, repl, repl), out_shardings=repl)

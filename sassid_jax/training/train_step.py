@@ -51,7 +51,9 @@ def build_stages(config: ml_collections.ConfigDict) -> list[Stage]:
 
 
 def lr_schedule(config: ml_collections.ConfigDict, stage: str) -> optax.Schedule:
-    """The learning rate of a stage: stages.<stage>.lr cosine-annealed to 0 over its steps.
+    """The learning rate of a stage: stages.<stage>.lr cosine-annealed to 0 over its steps, or
+    with stages.<stage>.schedule = "step" multiplied by `decay` every `decay_every` steps
+    (AP-BSN's published schedule).
 
     Args:
       config: the run's config.
@@ -60,6 +62,8 @@ def lr_schedule(config: ml_collections.ConfigDict, stage: str) -> optax.Schedule
       An optax schedule of the stage step.
     """
     sc = config.stages[stage]
+    if sc.get("schedule", "cosine") == "step":
+        return optax.exponential_decay(sc.lr, sc.decay_every, sc.decay, staircase=True)
     return optax.cosine_decay_schedule(sc.lr, sc.steps)
 
 
@@ -146,13 +150,17 @@ def make_train_step(
     """
     teacher_cache.check_mode(teachers_mode, "teachers_mode")
     given = stage.teachers if teachers_mode == "precomputed" else ()
+    if given and not stage.plain_teachers:
+        raise ValueError(
+            f"stage {stage.name!r}: its losses run the teachers {list(given)} other than "
+            "plainly (PD, several blind sizes): use train.teachers='online'"
+        )
 
     def loss_fn(params: Mapping[str, Any], teachers: Mapping[str, Any], x: jax.Array):
         x, outputs = teacher_cache.split_batch(x, given)
         every = {**teachers, **params}
-        outputs.update(
-            {n: networks[n].apply({"params": every[n]}, x) for n in stage.uses if n not in outputs}
-        )
+        run = [n for n in stage.uses if n not in outputs]
+        outputs.update({n: stage.forward(n)(networks[n], every[n], x) for n in run})
         return stage.loss(outputs, x)
 
     def step(state: State, teachers: Mapping[str, Any], x: jax.Array, finite: jax.Array):
