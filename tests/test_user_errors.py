@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,27 +237,38 @@ def inputs(tmp_path_factory) -> Path:
 class Finished:
     returncode: int
     stderr: str
-    peak_bytes: int  # this command's peak resident memory (its own rusage, from wait4)
+    peak_bytes: int  # this command's own peak resident memory
+
+
+# Started by _run_measured: runs the command and writes its peak memory (KiB) to argv[1]. A
+# child's ru_maxrss counts the memory of the process it was forked from until its exec, so the
+# command is forked from this small launcher, not from the (large) pytest worker.
+LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 def _run_measured(command: list[str], env: dict[str, str]) -> Finished:
-    """Run `command` from the repository root; killed after SECONDS. The peak memory is this
-    process's own (os.wait4), not the largest of every child the test process ever had."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err
+    """Run `command` from the repository root (killed after SECONDS), with its own peak
+    memory, measured through LAUNCHER."""
+    with tempfile.TemporaryDirectory() as folder:
+        peak_file = os.path.join(folder, "peak")
+        run = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, peak_file, *command],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            timeout=SECONDS,
         )
-        timer = threading.Timer(SECONDS, proc.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        stderr = err.read().decode(errors="replace")
-    assert proc.returncode != -9, f"killed after {SECONDS} s: {stderr[-2000:]}"
-    return Finished(proc.returncode, stderr, usage.ru_maxrss * 1024)  # Linux: KiB
+        peak_kib = int(Path(peak_file).read_text())
+    return Finished(run.returncode, run.stderr, peak_kib * 1024)  # Linux: KiB
 
 
 @pytest.mark.parametrize("name", list(CASES))
