@@ -122,6 +122,18 @@ def _name_groups(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
+def launch():
+    """`launch(*args, cwd=REPO_ROOT, env=None, timeout=300)`: `python launch.py ARGS` as a
+    Finished (returncode, stdout, stderr, peak_bytes), forked from one warm server per session
+    (per xdist worker) that has imported the command line once (tests/launcher.py)."""
+    from tests.launcher import Launcher
+
+    launcher = Launcher({**os.environ, "JAX_PLATFORMS": "cpu"})
+    yield launcher
+    launcher.close()
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path of ../shared/data; the test is skipped (with the reason) when it is absent."""
     if not SHARED_DATA.is_dir():

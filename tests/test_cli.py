@@ -14,21 +14,17 @@ from sassid_jax.errors import UserInputError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _launch(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def _sassid(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The console script's entry point (`sassid ARGS`), run as the installed script runs it,
+    in a process of its own with environment `env`."""
+    code = "import sys\nfrom sassid_jax.cli import run\nrun(['sassid', *sys.argv[1:]])\n"
     return subprocess.run(
-        [sys.executable, str(REPO / "launch.py"), *args],
-        cwd=cwd,
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
-    )
-
-
-def _sassid(*args: str) -> subprocess.CompletedProcess:
-    """The console script's entry point (`sassid ARGS`), run as the installed script runs it."""
-    code = "import sys\nfrom sassid_jax.cli import run\nrun(['sassid', *sys.argv[1:]])\n"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True, timeout=300
     )
 
 
@@ -94,9 +90,9 @@ def _sassid(*args: str) -> subprocess.CompletedProcess:
         ),
     ],
 )
-def test_bad_command_line_is_one_line_and_exit_2(tmp_path, args, message):
+def test_bad_command_line_is_one_line_and_exit_2(launch, tmp_path, args, message):
     args = [a.replace("=W", f"={tmp_path / 'w'}") for a in args]
-    run = _launch(*args)
+    run = launch(*args)
     assert run.returncode == 2, run.stderr[-3000:]
     # INFO log lines (e.g. prepare's one-line runtime description) may come first.
     lines = [x for x in run.stderr.splitlines() if not re.match(r"\d\d:\d\d:\d\d \w+\] ", x)]
@@ -104,9 +100,9 @@ def test_bad_command_line_is_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "w").exists()  # failed before any work
 
 
-def test_config_found_from_another_directory(tmp_path):
+def test_config_found_from_another_directory(launch, tmp_path):
     """--config configs/dnd.py run outside the checkout resolves under the install root."""
-    run = _launch(
+    run = launch(
         "--mode=submit",
         "--config=configs/dnd.py",
         "--checkpoint=C",
@@ -117,7 +113,7 @@ def test_config_found_from_another_directory(tmp_path):
     assert run.returncode == 2 and "eval.batch must be a positive integer" in run.stderr
     (tmp_path / "configs").mkdir()  # the current directory comes first
     (tmp_path / "configs" / "dnd.py").write_text("def get_config():\n    return {'a': 1}\n")
-    run = _launch("--config=configs/dnd.py", "--config.b=1", "--workdir=w", cwd=tmp_path)
+    run = launch("--config=configs/dnd.py", "--config.b=1", "--workdir=w", cwd=tmp_path)
     assert run.returncode == 2
     assert "error: --config.b: configs/dnd.py has no field 'b'" in run.stderr
 
@@ -148,8 +144,8 @@ def test_jax_flags_take_effect():
     assert run.stdout.split() == ["denoise", "cpu", "3", "highest"]
 
 
-def test_help_is_one_text_for_every_entry_point_and_lists_every_flag():
-    runs = [_launch("--help"), _sassid("--help"), _launch("-h")]
+def test_help_is_one_text_for_every_entry_point_and_lists_every_flag(launch):
+    runs = [launch("--help"), _sassid("--help", env=launch.env), launch("-h")]
     assert [r.returncode for r in runs] == [0, 0, 0], runs[0].stderr[-3000:]
     assert runs[0].stdout == runs[1].stdout == runs[2].stdout
     text = runs[0].stdout
@@ -170,12 +166,12 @@ def test_help_is_one_text_for_every_entry_point_and_lists_every_flag():
     assert ours <= shown, ours - shown
 
 
-def test_helpfull_lists_jax_flags_and_help_ours():
-    full = _launch("--helpfull")
+def test_helpfull_lists_jax_flags_and_help_ours(launch):
+    full = launch("--helpfull")
     assert full.returncode == 0
     assert "--jax_platforms" in full.stdout and "--jax_compilation_cache_dir" in full.stdout
-    assert _sassid("--helpfull").stdout == full.stdout
-    run = _launch("--help")
+    assert _sassid("--helpfull", env=launch.env).stdout == full.stdout
+    run = launch("--help")
     assert run.returncode == 0
     short = run.stdout
     assert "--mode: <train|denoise|eval|submit|prepare|analyze>" in short

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +54,7 @@ def test_scores_equal_numpy_and_scikit_image():
     assert "S6" in scoring.format_scores("x", result)
 
 
-def launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "launch.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-
-
-def test_official_lan_on_a_validation_mat_from_the_sidd_pair(shared_data, tmp_path):
+def test_official_lan_on_a_validation_mat_from_the_sidd_pair(launch, shared_data, tmp_path):
     """The authors' LAN through `--mode eval`, against a direct computation."""
     from sassid_jax.io.torch_params import load_torch_params
     from sassid_jax.nn import LAN
@@ -94,7 +86,7 @@ def test_official_lan_on_a_validation_mat_from_the_sidd_pair(shared_data, tmp_pa
 
 
 @pytest.mark.parametrize("case", ["unprepared", "missing_flag"])
-def test_eval_errors_exit_2(tmp_path, case):
+def test_eval_errors_exit_2(launch, tmp_path, case):
     base = [
         f"--checkpoint={tmp_path / 'x.pth'}",
         f"--output={tmp_path / 'out'}",

@@ -11,7 +11,6 @@ import scipy.io
 
 from sassid_jax.modes import submit
 from tests.test_denoise import _unet_state_dict, write_torch_zip
-from tests.test_evaluate import launch
 from tests.test_sidd import fake_blocks, write_blocks
 
 
@@ -38,7 +37,7 @@ def test_sidd_submission_file():
     assert mat["TimeMPSrgb"].item() == 0.25
 
 
-def test_submit_mode_writes_sidd_submission_from_a_pth(tmp_path, monkeypatch):
+def test_submit_mode_writes_sidd_submission_from_a_pth(launch, tmp_path, monkeypatch):
     noisy, _ = fake_blocks(images=1, blocks=2, size=32)
     write_blocks(tmp_path / "dl", noisy, prefix="Benchmark")
     ckpt = tmp_path / "unet.pth"
@@ -57,7 +56,7 @@ def test_submit_mode_writes_sidd_submission_from_a_pth(tmp_path, monkeypatch):
     assert mat["DenoisedBlocksSrgb"].dtype == np.uint8
 
 
-def test_submit_mode_refuses_a_dataset_without_submission(tmp_path):
+def test_submit_mode_refuses_a_dataset_without_submission(launch, tmp_path):
     run = launch(
         "--mode=submit",
         "--config=configs/sidd_validation.py",

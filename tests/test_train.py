@@ -337,21 +337,9 @@ def test_bad_config_names_field_and_value(field, value, message):
     assert message in str(err.value)
 
 
-def test_bad_config_fails_before_any_work_from_the_command_line(tmp_path):
+def test_bad_config_fails_before_any_work_from_the_command_line(launch, tmp_path):
     workdir = tmp_path / "w"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "launch.py",
-            "--workdir",
-            str(workdir),
-            "--config.networks.bnn.blind_size=4",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = launch("--workdir", str(workdir), "--config.networks.bnn.blind_size=4")
     assert proc.returncode == 2
     assert "networks.bnn.blind_size must be an odd integer >= 1 or 'auto', got 4" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -2,9 +2,10 @@
 
 A table of commands that fail before any training or denoising (no network is compiled):
 hostile or damaged photos, FIFOs and link loops, folders that cannot make a dataset, unbounded
-settings, missing benchmark files, workdirs that cannot hold a run. Each runs `launch.py` in a
-subprocess, bounded in time and memory, and must print exactly one line on stderr (log lines
-aside), no traceback, and leave no output, workdir or dataset behind.
+settings, missing benchmark files, workdirs that cannot hold a run. Each runs `launch.py` in its
+own process (forked from a warm one: tests/launcher.py), bounded in time and memory, and must
+print exactly one line on stderr (log lines aside), no traceback, and leave no output, workdir
+or dataset behind.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO_ROOT
 from tests.test_denoise import _unet_state_dict, write_torch_zip
 
 SECONDS = 120  # one command; they take 2-10 s
@@ -233,50 +231,12 @@ def inputs(tmp_path_factory) -> Path:
     return d
 
 
-@dataclass(frozen=True)
-class Finished:
-    returncode: int
-    stderr: str
-    peak_bytes: int  # this command's own peak resident memory
-
-
-# Started by _run_measured: runs the command and writes its peak memory (KiB) to argv[1]. A
-# child's ru_maxrss counts the memory of the process it was forked from until its exec, so the
-# command is forked from this small launcher, not from the (large) pytest worker.
-LAUNCHER = """
-import os, subprocess, sys
-proc = subprocess.Popen(sys.argv[2:])
-_, status, usage = os.wait4(proc.pid, 0)
-open(sys.argv[1], "w").write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def _run_measured(command: list[str], env: dict[str, str]) -> Finished:
-    """Run `command` from the repository root (killed after SECONDS), with its own peak
-    memory, measured through LAUNCHER."""
-    with tempfile.TemporaryDirectory() as folder:
-        peak_file = os.path.join(folder, "peak")
-        run = subprocess.run(
-            [sys.executable, "-c", LAUNCHER, peak_file, *command],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-            timeout=SECONDS,
-        )
-        peak_kib = int(Path(peak_file).read_text())
-    return Finished(run.returncode, run.stderr, peak_kib * 1024)  # Linux: KiB
-
-
 @pytest.mark.parametrize("name", list(CASES))
-def test_user_error_is_one_line_exit_2_and_writes_nothing(inputs, name):
+def test_user_error_is_one_line_exit_2_and_writes_nothing(launch, inputs, name):
     case, d = CASES[name], str(inputs)
     args = [a.format(d=d) for a in case.args]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", **case.env}
-    run = _run_measured([sys.executable, str(REPO_ROOT / "launch.py"), *args], env)
+    env = {**launch.env, **case.env}
+    run = launch(*args, env=env, timeout=SECONDS)
     lines = [x for x in run.stderr.splitlines() if x.strip() and not LOG_LINE.match(x)]
     assert run.returncode == 2, run.stderr[-3000:]
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
@@ -307,7 +267,7 @@ def read_only_dir(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["workdir", "data_dir", "analyze", "denoise"])
-def test_unwritable_folders_are_one_line_before_any_work(inputs, read_only_dir, mode):
+def test_unwritable_folders_are_one_line_before_any_work(launch, inputs, read_only_dir, mode):
     d, ro = str(inputs), str(read_only_dir)
     args = {
         "workdir": ["--workdir=" + ro + "/w", *TINY],
@@ -316,13 +276,7 @@ def test_unwritable_folders_are_one_line_before_any_work(inputs, read_only_dir, 
         "analyze": ["--mode=analyze", f"--input={d}/ok.png", f"--output={ro}/a"],
         "denoise": [*DENOISE, f"--input={d}/ok.png", f"--output={ro}/o.png"],
     }[mode]
-    run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "launch.py"), *(a.format(d=d) for a in args)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=SECONDS,
-    )
+    run = launch(*(a.format(d=d) for a in args), timeout=SECONDS)
     lines = [x for x in run.stderr.splitlines() if x.strip() and not LOG_LINE.match(x)]
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: ") and ro in lines[0], lines
