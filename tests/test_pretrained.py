@@ -22,11 +22,10 @@ UNET_STEPS = 2
 
 
 @pytest.fixture(scope="module")
-def source_run(data_dir, tmp_path_factory) -> Path:
-    """A tiny three-stage run folder whose networks the other runs take."""
-    workdir = tmp_path_factory.mktemp("source")
-    train.train_and_evaluate(tiny_config(data_dir, {"bnn": 2, "lan": 2, "unet": 2}), workdir)
-    return workdir
+def source_run(single_process_run) -> Path:
+    """A tiny three-stage run folder whose networks the other runs take: the session's
+    single-process run (tests/conftest.py), read-only."""
+    return single_process_run
 
 
 def unet_only(data_dir: Path, **paths: str):
