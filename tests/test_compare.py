@@ -23,6 +23,7 @@ TINY = (
 )
 
 
+@pytest.mark.slow
 def test_compare_writes_one_table_json_and_panel(data_dir, tmp_path, capsys):
     out = tmp_path / "cmp"
     extra = [f"--extra={e}" for e in (*TINY, f"--config.dataset.data_dir={data_dir}")]
