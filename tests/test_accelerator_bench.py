@@ -35,6 +35,7 @@ def tiny_run(tmp_path_factory):
     return json.loads(path.read_text()), path.with_suffix(".md").read_text()
 
 
+@pytest.mark.slow  # the whole bench in a child process (a nested pytest of the parity tests)
 def test_tiny_run_has_every_section_with_positive_numbers(tiny_run):
     record, table = tiny_run
     sections = record["sections"]

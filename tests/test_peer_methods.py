@@ -59,29 +59,37 @@ def test_distill_stage_reads_the_teacher_at_seven_blind_sizes():
     assert stage.teachers == ("bnn",) and not stage.plain_teachers
     teacher, student = BNN(width=4), ATBSNStudent(width=4)
     x = _x()
-    tp = teacher.init(jax.random.key(1), x)["params"]
-    sp = student.init(jax.random.key(2), x)["params"]
-    outs = stage.outputs({"bnn": teacher, "unet": student}, {"bnn": tp, "unet": sp}, x)
+    # jitted: one compiled program each instead of op-by-op dispatch of 7 BNN passes
+    tp = jax.jit(teacher.init)(jax.random.key(1), x)["params"]
+    sp = jax.jit(student.init)(jax.random.key(2), x)["params"]
+    networks = {"bnn": teacher, "unet": student}
+    outs = jax.jit(lambda p, x: stage.outputs(networks, p, x))({"bnn": tp, "unet": sp}, x)
     assert outs["bnn"].shape == (7, 2, 32, 32, 3)
-    np.testing.assert_array_equal(outs["bnn"][2], teacher.apply({"params": tp}, x, 3))
-    expected = atbsn.distillation_loss(
-        student.apply({"params": sp}, x),
-        atbsn.teacher_outputs(lambda z, b: teacher.apply({"params": tp}, z, b), x),
-    )
-    np.testing.assert_allclose(stage.loss(outs, x), expected, rtol=1e-6)
+    at3 = jax.jit(lambda p, x: teacher.apply({"params": p}, x, 3))(tp, x)
+    np.testing.assert_array_equal(outs["bnn"][2], at3)
+
+    @jax.jit
+    def expected(tp, sp, x):
+        return atbsn.distillation_loss(
+            student.apply({"params": sp}, x),
+            atbsn.teacher_outputs(lambda z, b: teacher.apply({"params": tp}, z, b), x),
+        )
+
+    np.testing.assert_allclose(stage.loss(outs, x), expected(tp, sp, x), rtol=1e-6)
 
 
 def test_student_starts_from_the_teachers_trunk_but_dec1():
     stage = make_stage("distill", ("unet",), ("atbsn_distill",))
     x = _x()
-    tp = BNN(width=4).init(jax.random.key(1), x)["params"]
-    sp = ATBSNStudent(width=4).init(jax.random.key(2), x)["params"]
+    tp = jax.jit(BNN(width=4).init)(jax.random.key(1), x)["params"]
+    sp = jax.jit(ATBSNStudent(width=4).init)(jax.random.key(2), x)["params"]
     started = stage.start({"unet": sp}, {"bnn": tp})["unet"]["trunk"]
     for name, conv in started.items():
         source = sp if name in atbsn.STUDENT_OWN else tp
         np.testing.assert_array_equal(conv["kernel"], source["trunk"][name]["kernel"])
-    wider = ATBSNStudent(width=8).init(jax.random.key(2), x)["params"]
-    with pytest.raises(ValueError, match=r"trunk/enc1_0 is .* give both one width"):
+    wider = jax.jit(ATBSNStudent(width=8).init)(jax.random.key(2), x)["params"]
+    shapes = r"is \(3, 3, \d+, 8\) in the teacher and \(3, 3, \d+, 16\) in the student"
+    with pytest.raises(ValueError, match=rf"trunk/\w+ {shapes}: give both one width"):
         stage.start({"unet": wider}, {"bnn": tp})
 
 
@@ -89,9 +97,11 @@ def test_apbsn_stage_runs_its_network_through_pd5():
     stage = make_stage("apbsn", ("bnn",), ("apbsn",))
     net = DBSNl(width=8, num_blocks=1)
     x = _x((2, 30, 30, 3))
-    p = net.init(jax.random.key(0), x)["params"]
-    out = stage.outputs({"bnn": net}, {"bnn": p}, x)["bnn"]
-    expected = apbsn.train_forward(lambda z: net.apply({"params": p}, z), x)
+    p = jax.jit(net.init)(jax.random.key(0), x)["params"]
+    out = jax.jit(lambda p, x: stage.outputs({"bnn": net}, {"bnn": p}, x)["bnn"])(p, x)
+    expected = jax.jit(lambda p, x: apbsn.train_forward(lambda z: net.apply({"params": p}, z), x))(
+        p, x
+    )
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_allclose(stage.loss({"bnn": out}, x), jnp.mean(jnp.abs(out - x)), rtol=1e-6)
     assert stage.crop_multiple == 5
