@@ -189,7 +189,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(
                 f"networks.{name}.arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}"
             )
-        _positive_int(config.networks[name].width, f"networks.{name}.width")
+        size = "dim" if arch == "tbsn" else "width"  # TBSN keeps its authors' name
+        _positive_int(config.networks[name].get(size), f"networks.{name}.{size}")
     if config.compute_dtype not in ("float32", "bfloat16"):
         raise ConfigError(
             f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}"

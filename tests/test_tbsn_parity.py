@@ -29,14 +29,7 @@ UNET_FILE = "tbsn_unet_c16_seed4.pth"
 REFERENCE = "tbsn_reference.npz"
 # The fixture's TBSN: TBSN(dim=16, num_blocks=[1, 1, 1], num_refinement_blocks=1,
 # channel_heads=[1, 2, 4], spatial_heads=[1, 1, 2], spatial_dim_head=8), other arguments default.
-SMALL = {
-    "dim": 16,
-    "num_blocks": (1, 1, 1),
-    "num_refinement_blocks": 1,
-    "channel_heads": (1, 2, 4),
-    "spatial_heads": (1, 1, 2),
-    "spatial_dim_head": 8,
-}
+SMALL = tbsn_method.SMALL_SIZE
 # Each hooked module of the fixture (manifest.json): our module and its parameters' path.
 BLOCKS = {
     "OverlapPatchEmbed": (blocks.Conv(16, 3, centre_masked=True), ("patch_embed",)),

@@ -3,7 +3,8 @@
 Every config carries `inference.blind_size` (-1: each BNN as trained), `inference.pd_factor` (1:
 no PD), `inference.r3_repeats` (0: no R3) and `inference.r3_prob`; those values leave SASL's
 networks as they are. AT-BSN runs its BNN at blind size 3; AP-BSN runs PD with factor 2, then
-R3 (8 passes, p = 0.16, masks drawn from config.seed). Images are NHWC float32 on [0, 255].
+R3 (8 passes, p = 0.16, masks drawn from config.seed); TBSN the same, its PD sub-images on
+the batch axis without gaps and R3 unpadded. Images are NHWC float32 on [0, 255].
 Details: docs/peers.md#test-time-procedures.
 """
 
@@ -18,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from sassid_jax.errors import ConfigError
-from sassid_jax.methods import apbsn
-from sassid_jax.nn import BNN, role_architecture
+from sassid_jax.methods import apbsn, tbsn
+from sassid_jax.nn import BNN, TBSN, role_architecture
 
 ApplyFn = Callable[[jax.Array], jax.Array]
 AS_TRAINED = -1  # inference.blind_size: each BNN at its own (training) blind size
@@ -109,7 +110,8 @@ def network_fn(module: nn.Module, params: Any, procedure: Procedure) -> ApplyFn:
       procedure: the test-time procedure.
     Returns:
       (N, H, W, 3) float32 on [0, 255] -> (N, H, W, 3), any H and W the network takes
-      (PD pads to multiples of the factor and crops back).
+      (PD pads to multiples of the factor and crops back; a TBSN's PD, to multiples of 32 x
+      the factor, by reflection: `methods.tbsn.denoise`).
     Raises:
       ValueError: a blind size for a network that is not a BNN.
     """
@@ -125,8 +127,9 @@ def network_fn(module: nn.Module, params: Any, procedure: Procedure) -> ApplyFn:
 
     def fn(x: jax.Array) -> jax.Array:
         key = jax.random.key(procedure.seed)
-        if procedure.pd_factor > 1:
-            return apbsn.denoise(
+        is_tbsn = isinstance(module, TBSN)  # its own PD (stacked, no gaps) at any factor
+        if is_tbsn or procedure.pd_factor > 1:
+            return (tbsn.denoise if is_tbsn else apbsn.denoise)(
                 net,
                 x,
                 factor=procedure.pd_factor,

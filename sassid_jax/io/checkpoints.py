@@ -23,7 +23,12 @@ from etils import epath
 from sassid_jax.errors import UserInputError
 from sassid_jax.io.paths import PathLike, absolute
 from sassid_jax.io.torch_format import read_state_dict
-from sassid_jax.io.torch_params import check_finite, convert_state_dict, expected_shapes
+from sassid_jax.io.torch_params import (
+    check_finite,
+    convert_state_dict,
+    expected_shapes,
+    tbsn_sizes,
+)
 from sassid_jax.nn import NETWORK_NAMES, make_network, network_for_role
 
 LABELS = {"bnn": "BNN", "lan": "LAN", "unet": "U-Net"}
@@ -198,7 +203,16 @@ def _first(state: dict[str, np.ndarray], *keys: str) -> np.ndarray | None:
 
 
 def _peer_pth_module(state: dict[str, np.ndarray], arch: str, path: epath.Path) -> nn.Module:
-    """The peers' module (AT-BSN's teacher or student, AP-BSN's DBSNl) a state_dict fits."""
+    """The peers' module (AT-BSN's teacher or student, AP-BSN's DBSNl, TBSN) a state_dict
+    fits."""
+    if arch == "tbsn":
+        sizes = tbsn_sizes(state)
+        if sizes is None:
+            raise CheckpointInputError(
+                f"{path}: not a TBSN checkpoint (no 'patch_embed.proj.weight' or a level "
+                "without blocks)"
+            )
+        return make_network("tbsn", **sizes)
     if arch == "dbsnl":
         head = _first(state, "bsn.head.0.weight", "head.0.weight")
         blocks = {
@@ -233,7 +247,7 @@ def _pth_module(
     """
     arch = arch or network
     atbsn_teacher = arch == "bnn" and any(k.endswith("unet.intro.conv.weight") for k in state)
-    if arch in ("dbsnl", "atbsn_student") or atbsn_teacher:
+    if arch in ("dbsnl", "atbsn_student", "tbsn") or atbsn_teacher:
         return _peer_pth_module(state, arch, path)
     label = LABELS[network]
     if arch != network:
@@ -427,7 +441,7 @@ def load_network(
       checkpoint: that path, local or a bucket URL.
       network: 'bnn', 'lan' or 'unet'.
       arch: for a `.pth`, the architecture the file holds (None: the role's own; 'bnn' reads
-        SASL's and AT-BSN's forms, 'atbsn_student' and 'dbsnl' the peers'). A run folder
+        SASL's and AT-BSN's forms, 'atbsn_student', 'dbsnl' and 'tbsn' the peers'). A run folder
         records its own (`networks.<role>.arch` of its config.json).
     Returns:
       (module, params): the Linen module built as it was trained (a `.pth`: sizes from the

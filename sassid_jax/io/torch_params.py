@@ -170,6 +170,61 @@ def tbsn_param_path(key: str) -> PathTuple | None:
     return (f"{m[1]}_{m[2]}", *inner) if inner else None
 
 
+def tbsn_sizes(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """TBSN's constructor arguments read from a state_dict's tensor shapes.
+
+    Args:
+      state: {torch key: array} (a `bsn.` prefix is optional).
+    Returns:
+      the `nn.tbsn.TBSN` attributes (dim, num_blocks, num_refinement_blocks, channel_heads,
+      spatial_heads, overlap_ratio, window_size, spatial_dim_head, bias,
+      ffn_expansion_factor, layer_norm_type), or None when the file is no TBSN (no
+      `patch_embed.proj.weight`, or a level without blocks).
+    """
+    shapes = {k.removeprefix("bsn."): tuple(np.shape(v)) for k, v in state.items()}
+    embed = shapes.get("patch_embed.proj.weight")
+    if embed is None or len(embed) != 4:
+        return None
+
+    def count(seq: str) -> int:
+        found = {m[1] for k in shapes if (m := re.fullmatch(rf"{seq}\.(\d+)\..*", k))}
+        return len(found)
+
+    levels = ("encoder_level1", "encoder_level2", "latent")
+    first = [f"{seq}.0" for seq in levels]
+    needed = [
+        f"{b}.{leaf}"
+        for b in first
+        for leaf in (
+            "channel_attn.temperature",
+            "spatial_attn.qkv.weight",
+            "spatial_attn.rel_pos_emb.rel_height",
+        )
+    ]
+    if not all(k in shapes for k in needed):
+        return None
+    dim_head = shapes[f"{first[0]}.spatial_attn.rel_pos_emb.rel_height"][1]
+    mask = shapes.get(f"{first[0]}{WINDOW_MASK}", (1, 64, 144))
+    window = round(mask[1] ** 0.5)
+    keys = [(shapes[f"{b}.spatial_attn.rel_pos_emb.rel_height"][0] + 1) // 2 for b in first]
+    dim = embed[0]
+    return {
+        "dim": dim,
+        "num_blocks": tuple(count(seq) for seq in levels),
+        "num_refinement_blocks": count("refinement"),
+        "channel_heads": tuple(shapes[f"{b}.channel_attn.temperature"][0] for b in first),
+        "spatial_heads": tuple(
+            shapes[f"{b}.spatial_attn.qkv.weight"][0] // (3 * dim_head) for b in first
+        ),
+        "overlap_ratio": tuple((k - window) / window for k in keys),
+        "window_size": window,
+        "spatial_dim_head": dim_head,
+        "bias": "output.bias" in shapes,
+        "ffn_expansion_factor": shapes[f"{first[0]}.channel_ffn.project_in.weight"][0] / dim,
+        "layer_norm_type": "WithBias" if f"{first[0]}.norm1.body.bias" in shapes else "BiasFree",
+    }
+
+
 def _check_tbsn_buffers(
     state: dict[str, np.ndarray], module: nn.Module, path: str
 ) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from sassid_jax.methods import apbsn, atbsn, sasl
+from sassid_jax.methods import apbsn, atbsn, sasl, tbsn
 from sassid_jax.nn import NETWORK_NAMES
 
 Outputs = Mapping[str, jax.Array]
@@ -51,6 +51,10 @@ def _apbsn(out: Outputs, x: jax.Array, stage: Stage) -> jax.Array:
     return sasl.l1(out["bnn"], x)
 
 
+def _tbsn(out: Outputs, x: jax.Array, stage: Stage) -> jax.Array:
+    return sasl.l1(out["bnn"], tbsn.train_input(x))
+
+
 def plain_forward(module: nn.Module, params: Any, x: jax.Array) -> jax.Array:
     """The network on x as it is: module.apply({"params": params}, x)."""
     return module.apply({"params": params}, x)
@@ -65,7 +69,8 @@ class Loss:
       reads: the networks whose outputs it reads.
       forwards: {network: how the loss runs it} where not `plain_forward`.
       start: how the stage's learners start from its teachers (None: from their init).
-      crop_multiple: the training crop side must be a multiple of it (AP-BSN's PD factor).
+      crop_multiple: the training crop side must be a multiple of it (AP-BSN's PD factor,
+        TBSN's PD factor x 32).
     """
 
     fn: LossFn
@@ -89,6 +94,10 @@ LOSSES: dict[str, Loss] = {
     # AP-BSN: the blind-spot network (role bnn) through PD factor 5, L1 to the noisy input
     "apbsn": Loss(
         _apbsn, ("bnn",), forwards={"bnn": apbsn.train_apply}, crop_multiple=apbsn.TRAIN_PD_FACTOR
+    ),
+    # TBSN: the network (role bnn) on the first PD-5 sub-image of each crop, L1 to that image
+    "tbsn": Loss(
+        _tbsn, ("bnn",), forwards={"bnn": tbsn.train_apply}, crop_multiple=tbsn.CROP_MULTIPLE
     ),
 }
 

@@ -9,6 +9,9 @@ Details: docs/peers.md#tbsn.
 
 from __future__ import annotations
 
+from typing import Any
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -20,6 +23,17 @@ TRAIN_PD_FACTOR = 5
 TEST_PD_FACTOR = 2
 R3_REPEATS = 8
 R3_PROB = 0.16
+CROP_MULTIPLE = TRAIN_PD_FACTOR * SIZE_MULTIPLE  # the PD-5 sub-image a multiple of 32
+# The reduced TBSN of the parity fixture and of the short CPU recipe (configs/tbsn.py):
+# 368,747 parameters against the published 12.75 M.
+SMALL_SIZE = {
+    "dim": 16,
+    "num_blocks": (1, 1, 1),
+    "num_refinement_blocks": 1,
+    "channel_heads": (1, 2, 4),
+    "spatial_heads": (1, 1, 2),
+    "spatial_dim_head": 8,
+}
 
 
 def train_input(x: jax.Array, factor: int = TRAIN_PD_FACTOR) -> jax.Array:
@@ -32,6 +46,19 @@ def train_input(x: jax.Array, factor: int = TRAIN_PD_FACTOR) -> jax.Array:
       (N, H / factor, W / factor, C): x[:, 0::factor, 0::factor].
     """
     return pd_stack(x, factor)[: x.shape[0]]
+
+
+def train_apply(module: nn.Module, params: Any, x: jax.Array) -> jax.Array:
+    """The training forward: the network on `train_input(x)` (TBSN's stage runs it so).
+
+    Args:
+      module: the blind-spot network (`TBSN`).
+      params: its parameters.
+      x: (N, H, W, 3) on [0, 255], H and W multiples of 160 (`CROP_MULTIPLE`).
+    Returns:
+      (N, H / 5, W / 5, 3); the loss is L1 to `train_input(x)`.
+    """
+    return module.apply({"params": params}, train_input(x))
 
 
 def pd_forward(bsn: apbsn.Denoiser, x: jax.Array, factor: int = TEST_PD_FACTOR) -> jax.Array:

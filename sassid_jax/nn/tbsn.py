@@ -381,6 +381,8 @@ class TBSN(nn.Module):
                 f"{self.layer_norm_type!r}"
             )
         for field in ("num_blocks", "channel_heads", "spatial_heads", "overlap_ratio"):
+            # tuples (hashable) also when a config.json gave lists
+            object.__setattr__(self, field, tuple(getattr(self, field)))
             if len(getattr(self, field)) != 3:
                 raise ValueError(
                     f"TBSN: {field} needs one value per level (3), got {getattr(self, field)!r}"
