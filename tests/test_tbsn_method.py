@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from configs import tbsn as tbsn_config
+from sassid_jax import train
 from sassid_jax.configuration import validate_config
 from sassid_jax.inference import predict, procedure
 from sassid_jax.io.checkpoints import load_network
@@ -20,6 +21,7 @@ from sassid_jax.methods.stages import LOSSES
 from sassid_jax.modes.denoise import run_denoise
 from sassid_jax.nn import TBSN
 from sassid_jax.training.train_step import make_optimizer
+from tests.test_peer_methods import _tiny
 from tests.test_peer_parity import _max_diff, _npz
 from tests.test_tbsn_parity import PEERS, REFERENCE, SMALL, TBSN_FILE
 
@@ -83,3 +85,14 @@ def test_denoise_runs_tbsns_procedure_on_the_authors_file(tmp_path):
     got = np.asarray(Image.open(out), np.float32)
     assert got.shape == noisy.shape
     assert np.abs(got - np.clip(np.floor(expected + 0.5), 0, 255)).max() <= 1
+
+
+@pytest.mark.slow  # ~75 s on the shared 2-core CPU: compiles TBSN's train step, PD 2 and R3
+def test_tiny_tbsn_run_trains_and_evaluates_with_pd_and_r3(data_dir, tmp_path):
+    config = _tiny(tbsn_config.get_config(), data_dir)
+    config.networks.bnn.update({"dim": 8, "spatial_dim_head": 4, "spatial_heads": (1, 1, 1)})
+    config.inference.r3_repeats = 1
+    results = train.train_and_evaluate(config, tmp_path / "run")
+    assert set(results["table"]) == {"noisy", "bnn"}
+    assert np.isfinite(results["table"]["bnn"]["psnr"])
+    assert all(np.isfinite(loss) for _, loss in results["loss_history"]["tbsn"])
