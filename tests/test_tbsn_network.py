@@ -17,13 +17,16 @@ from jax import lax
 
 from sassid_jax.io.torch_format import read_state_dict
 from sassid_jax.io.torch_params import (
+    TBSN_LEVELS,
     CheckpointMismatchError,
     convert_state_dict,
     expected_shapes,
     load_torch_params,
     tbsn_param_path,
+    tbsn_sizes,
 )
 from sassid_jax.nn import TBSN, make_network
+from sassid_jax.nn.tbsn import overlap_window_size, window_mask
 from tests.test_tbsn_parity import PEERS, SMALL, TBSN_FILE
 
 PIXEL = (29, 34)  # an output pixel away from the borders of a 64 x 64 input
@@ -205,3 +208,74 @@ def test_published_layout_loads_at_full_width():
             state[f"bsn.{name}"] = value
     assert ours.keys() == expected.keys()
     _assert_same(convert_state_dict(state, "tbsn", module), flax.traverse_util.unflatten_dict(ours))
+
+
+def _torch_key(path: tuple[str, ...]) -> str:
+    """The authors' state_dict key of one of our TBSN parameter paths (inverse of the loader)."""
+    *module, leaf = path
+    torch_leaf = {"kernel": "weight", "scale": "weight"}.get(leaf, leaf)
+    head, *rest = module
+    if head == "patch_embed":
+        return "patch_embed.proj.weight"
+    if head.startswith(("down", "up")):
+        return f"{head}.body.0.weight"
+    if not rest:
+        return f"{head}.{torch_leaf}"
+    seq, _, index = head.rpartition("_")
+    if rest[0].startswith("norm"):
+        return f"{seq}.{index}.{rest[0]}.body.{torch_leaf}"
+    if leaf in ("rel_height", "rel_width"):
+        return f"{seq}.{index}.spatial_attn.rel_pos_emb.{leaf}"
+    return ".".join([seq, index, *rest, torch_leaf])
+
+
+def _authors_state(module: TBSN, params: dict) -> dict[str, np.ndarray]:
+    """Our parameters in the authors' layout (OIHW kernels, (h, 1, 1) temperatures), with
+    the frozen buffers their code keeps: the centre mask and every block's window mask."""
+    state = {}
+    for path, value in flax.traverse_util.flatten_dict(params).items():
+        value = np.asarray(value)
+        if path[-1] == "kernel":
+            value = value.transpose(3, 2, 0, 1)
+        elif path[-1] == "temperature":
+            value = value.reshape(-1, 1, 1)
+        state[_torch_key(path)] = value
+        if path[-1] == "rel_height":
+            seq = path[0].rpartition("_")[0]
+            level = TBSN_LEVELS[seq]
+            keys = overlap_window_size(module.window_size, module.overlap_ratio[level])
+            mask = window_mask(module.window_size, keys)[None]
+            state[
+                _torch_key(path).replace("rel_pos_emb.rel_height", "fixed_pos_emb.attention_mask")
+            ] = mask
+    mask = np.ones_like(state["patch_embed.proj.weight"])
+    mask[:, :, 1, 1] = 0.0
+    state["patch_embed.proj.mask"] = mask
+    return state
+
+
+def test_sizes_and_weights_round_trip_through_the_authors_layout():
+    """Every constructor argument is read back from the tensors (`tbsn_sizes`), biases, the
+    with-bias layer norm and a second overlap ratio included, and every weight comes back."""
+    module = TBSN(
+        dim=8,
+        num_blocks=(1, 2, 1),
+        num_refinement_blocks=2,
+        channel_heads=(2, 2, 4),
+        spatial_heads=(1, 2, 1),
+        overlap_ratio=(0.5, 0.25, 0.5),
+        spatial_dim_head=4,
+        bias=True,
+        ffn_expansion_factor=2.0,
+        layer_norm_type="WithBias",
+    )
+    rng = np.random.default_rng(0)  # random values of our shapes (no init compiled)
+    flat = {
+        p: rng.standard_normal(s).astype(np.float32) for p, s in expected_shapes(module).items()
+    }
+    params = flax.traverse_util.unflatten_dict(flat)
+    state = _authors_state(module, params)
+    assert all(tbsn_param_path(k) for k in state if not k.endswith("mask"))
+    assert TBSN(**tbsn_sizes(state)) == module
+    assert TBSN(**tbsn_sizes({f"bsn.{k}": v for k, v in state.items()})) == module
+    _assert_same(convert_state_dict(state, "tbsn", module), params)

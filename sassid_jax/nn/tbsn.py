@@ -9,6 +9,7 @@ so the blind region of pixel p is p + 2Z^2. Details: docs/peers.md#tbsn.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -25,7 +26,7 @@ from sassid_jax.nn.layers import (
     kernel_initializer,
 )
 
-SIZE_MULTIPLE = 32  # two downsamplings by 4 pixels' worth, then 8x8 windows
+SIZE_MULTIPLE = 32  # at the default window size 8: two downsamplings, then 8x8 windows
 LAYER_NORM_EPS = 1e-5
 L2_EPS = 1e-12  # torch.nn.functional.normalize's eps
 
@@ -350,7 +351,8 @@ class TBSN(nn.Module):
       overlap_ratio: per level; key windows are window_size * (1 + ratio) wide.
       window_size: query window side.
       spatial_dim_head: channels per window-attention head.
-      bias: convolutions with biases (the authors: none).
+      bias: biases in the blocks', the level-2 reduction's and the output's convolutions (the
+        authors: none; their first conv and the down/upsampling convs never have one).
       ffn_expansion_factor: hidden width of the feed-forwards, x C.
       layer_norm_type: 'BiasFree' (the authors') or 'WithBias'.
       dtype: computation dtype; parameters stay float32.
@@ -407,11 +409,11 @@ class TBSN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_rgb_batch(x, network="TBSN", size_multiple=SIZE_MULTIPLE)
+        # two downsamplings (H % 8), then windows at a quarter of the size (H % 4 window)
+        size_multiple = math.lcm(8, 4 * self.window_size)
+        check_rgb_batch(x, network="TBSN", size_multiple=size_multiple)
         d, nb = self.dim, self.num_blocks
-        embed = Conv(
-            d, 3, centre_masked=True, use_bias=self.bias, dtype=self.dtype, name="patch_embed"
-        )
+        embed = Conv(d, 3, centre_masked=True, dtype=self.dtype, name="patch_embed")
         enc1 = self._blocks(embed(x), 0, nb[0], "encoder_level1")
         enc2 = self._blocks(
             Downsample(self.dtype, name="down1_2")(enc1), 1, nb[1], "encoder_level2"
