@@ -222,7 +222,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         check_teacher_mode(config.train.get("teachers", "online"))
     precomputed = config.train.get("teachers") == "precomputed"
     for stage in stages:
-        if precomputed and stage.teachers and not stage.plain_teachers:
+        if precomputed and stage.teachers and not stage.precomputable_teachers:
             raise ConfigError(
                 f"train.teachers='precomputed': stage {stage.name!r} runs its teachers "
                 f"{list(stage.teachers)} other than plainly (PD, several blind sizes); use 'online'"

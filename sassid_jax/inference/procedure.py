@@ -56,7 +56,9 @@ def from_config(config: Mapping[str, Any] | Any, network: str | None = None) -> 
     Args:
       config: a run config (ConfigDict or its dict; no `inference` section: plain).
       network: the role it is for; PD and R3 are the test-time network's (config.eval.network)
-        only, the blind size every BNN's (architecture 'bnn'). None: the test-time network.
+        only, the blind size every BNN's (architecture 'bnn'); a TBSN that is not the
+        test-time network (the teacher of TBSN's U-Net) runs at PD 2 without R3. None: the
+        test-time network.
     Returns:
       the Procedure (checked: `check`).
     """
@@ -65,10 +67,11 @@ def from_config(config: Mapping[str, Any] | Any, network: str | None = None) -> 
     test_network = (config.get("eval") or {}).get("network", "unet")
     network = network or test_network
     full = network == test_network
-    is_bnn = architecture(config, network) == "bnn"
+    arch = architecture(config, network)
+    teacher_pd = tbsn.TEST_PD_FACTOR if arch == "tbsn" else 1  # its own PD, not the U-Net's
     return Procedure(
-        blind_size=int(cfg.get("blind_size", AS_TRAINED)) if is_bnn else AS_TRAINED,
-        pd_factor=int(cfg.get("pd_factor", 1)) if full else 1,
+        blind_size=int(cfg.get("blind_size", AS_TRAINED)) if arch == "bnn" else AS_TRAINED,
+        pd_factor=int(cfg.get("pd_factor", 1)) if full else teacher_pd,
         r3_repeats=int(cfg.get("r3_repeats", 0)) if full else 0,
         r3_prob=float(cfg.get("r3_prob", apbsn.R3_PROB)),
         seed=int(config.get("seed", 0)),
@@ -176,3 +179,21 @@ def architecture(config: Mapping[str, Any] | Any, network: str) -> str:
       a key of `nn.ARCHITECTURES`.
     """
     return role_architecture(network, dict((config.get("networks") or {}).get(network) or {}))
+
+
+# Module attributes an authors' `.pth` cannot tell from its tensors, taken from the config.
+CONFIG_ATTRIBUTES = ("input_scale",)
+
+
+def pth_attributes(config: Mapping[str, Any] | Any, network: str) -> dict[str, Any]:
+    """The attributes of config.networks.<network> a `.pth` given with this config takes
+    (`CONFIG_ATTRIBUTES`: TBSN's U-Net is SASL's with input_scale=1/255, same keys).
+
+    Args:
+      config: a run config (ConfigDict or dict).
+      network: a role, 'bnn', 'lan' or 'unet'.
+    Returns:
+      {attribute: value} for those the block sets (empty: none).
+    """
+    block = dict((config.get("networks") or {}).get(network) or {})
+    return {k: block[k] for k in CONFIG_ATTRIBUTES if k in block}

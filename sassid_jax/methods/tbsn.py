@@ -3,7 +3,8 @@
 Training feeds the network the first sub-image x[:, 0::5, 0::5] of each crop (L1 to itself); at
 test time the four PD-2 sub-images go through the network on the batch axis (no gaps between
 them: the network's blind region is its own PD-2 lattice), then R3 averages 8 full-resolution
-passes with 16% of the pixels reset to the noisy value. NHWC float32 on [0, 255].
+passes with 16% of the pixels reset to the noisy value. The distillation U-Net learns the
+PD-2 output followed by one full-resolution pass (`distill_target`). NHWC float32 on [0, 255].
 Details: docs/peers.md#tbsn.
 """
 
@@ -73,6 +74,12 @@ def pd_forward(bsn: apbsn.Denoiser, x: jax.Array, factor: int = TEST_PD_FACTOR) 
     return pd_unstack(bsn(pd_stack(x, factor)), factor)
 
 
+def _pad(x: jax.Array, multiple: int) -> jax.Array:
+    """x reflect-padded at the bottom and right to multiples of `multiple`."""
+    _, h, w, _ = x.shape
+    return jnp.pad(x, ((0, 0), (0, -h % multiple), (0, -w % multiple), (0, 0)), mode="reflect")
+
+
 def denoise(
     bsn: apbsn.Denoiser,
     x: jax.Array,
@@ -100,8 +107,7 @@ def denoise(
       (N, H, W, 3).
     """
     _, h, w, _ = x.shape
-    m = SIZE_MULTIPLE * factor
-    padded = jnp.pad(x, ((0, 0), (0, -h % m), (0, -w % m), (0, 0)), mode="reflect")
+    padded = _pad(x, SIZE_MULTIPLE * factor)
     first = pd_forward(bsn, padded, factor)
     if uniforms is None and r3_repeats == 0:
         return first[:, :h, :w]
@@ -110,3 +116,34 @@ def denoise(
             raise ValueError("TBSN denoise: R3 is on (r3_repeats > 0) but no PRNG key is given")
         uniforms = apbsn.r3_uniforms(key, padded.shape, r3_repeats)
     return apbsn.r3_refine(bsn, padded, first, uniforms, r3_prob, pad=0)[:, :h, :w]
+
+
+def distill_target(bsn: apbsn.Denoiser, x: jax.Array, factor: int = TEST_PD_FACTOR) -> jax.Array:
+    """The target of TBSN's distillation U-Net: `pd_forward`, then one full-resolution pass.
+
+    The authors' R3 with T = 1 and p = 0 (no pixel reset to the noisy value). x is
+    reflect-padded at the bottom and right to multiples of 32 * factor, as in `denoise`.
+
+    Args:
+      bsn: the frozen TBSN.
+      x: (N, H, W, 3) noisy images on [0, 255].
+      factor: PD factor (2).
+    Returns:
+      (N, H, W, 3) on [0, 255].
+    """
+    _, h, w, _ = x.shape
+    padded = _pad(x, SIZE_MULTIPLE * factor)
+    return bsn(pd_forward(bsn, padded, factor))[:, :h, :w]
+
+
+def teacher_forward(module: nn.Module, params: Any, x: jax.Array) -> jax.Array:
+    """The frozen TBSN as its U-Net's distillation stage runs it (`distill_target`).
+
+    Args:
+      module: the TBSN.
+      params: its parameters.
+      x: (N, H, W, 3) noisy crops (or whole images) on [0, 255].
+    Returns:
+      (N, H, W, 3), the U-Net's L1 target.
+    """
+    return distill_target(lambda y: module.apply({"params": params}, y), x)

@@ -154,7 +154,7 @@ def make_train_step(
     """
     teacher_cache.check_mode(teachers_mode, "teachers_mode")
     given = stage.teachers if teachers_mode == "precomputed" else ()
-    if given and not stage.plain_teachers:
+    if given and not stage.precomputable_teachers:
         raise ValueError(
             f"stage {stage.name!r}: its losses run the teachers {list(given)} other than "
             "plainly (PD, several blind sizes): use train.teachers='online'"
