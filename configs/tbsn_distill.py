@@ -22,9 +22,11 @@ U-Net, 400 steps of AdamW at 3e-4 with x0.1 at steps 160 and 320, batch 4, both 
 160x160 crops: a multiple of 160 for TBSN's PD-5 sub-image, of 32 for the U-Net; the target
 pads by reflection to multiples of 64 where needed (one crop size, no per-stage override).
 The teacher's target is precomputed once per training photo (train.teachers='precomputed',
-on whole photos: ~16 M pixels of TBSN, minutes, against ~120 M pixels online for 400 steps
-of 4 x 160^2, as two passes of 4 x 192^2); selection.max_crops=4 because the held-out loss
-runs the teacher online. Expected: not measured yet.
+on whole photos, so its PD-2 sub-images and channel attention span the photo, not a crop as
+the authors'): measured 51 s for an 872x1000 photo (4.4 GB peak), ~8 min for the 21 photos,
+against ~9 s per step online (two TBSN passes of 4 x 192^2), ~1 h for 400 steps;
+selection.max_crops=4 because the held-out loss runs the teacher online. Expected: not
+measured yet.
 """
 
 import ml_collections

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 from PIL import Image
 
+from sassid_jax import train
 from sassid_jax.configs import tbsn_distill
 from sassid_jax.configuration import validate_config
 from sassid_jax.inference import procedure
@@ -21,6 +23,7 @@ from sassid_jax.modes import denoise as dn
 from sassid_jax.nn import TBSN, UNet
 from sassid_jax.training import teacher_cache
 from sassid_jax.training.train_step import build_stages
+from tests.test_peer_methods import _tiny
 from tests.test_peer_parity import PEERS, _max_diff, _npz, _require
 from tests.test_tbsn_parity import REFERENCE, TBSN_FILE, UNET_FILE
 
@@ -81,3 +84,19 @@ def test_denoise_with_config_runs_the_authors_unet_on_its_scale(tmp_path, monkey
     expected = np.asarray(module.apply({"params": params}, photo[None].astype(np.float32)))[0]
     got = np.asarray(Image.open(out), np.float32)
     assert np.abs(got - np.clip(expected, 0, 255)).max() <= 1.0
+
+
+@pytest.mark.slow  # ~35 s on the shared 2-core CPU: the U-Net's train step, TBSN's target
+def test_tiny_distill_run_from_the_authors_tbsn_trains_its_unet(data_dir, tmp_path):
+    """The distillation stage alone, the teacher the fixture .pth (`pretrained.bnn`); TBSN's
+    own stage runs in test_tbsn_method.py."""
+    _require(TBSN_FILE)
+    config = _tiny(tbsn_distill.get_config(), data_dir)
+    config.stage_order = ("distill",)
+    config.pretrained.bnn = str(PEERS / TBSN_FILE)
+    config.networks.unet.width = 8
+    config.train.teachers = "online"  # the whole photos' targets take minutes here
+    results = train.train_and_evaluate(config, tmp_path / "run")
+    assert set(results["table"]) == {"noisy", "unet"}  # a pretrained teacher is not scored
+    assert np.isfinite(results["table"]["unet"]["psnr"])
+    assert all(np.isfinite(loss) for _, loss in results["loss_history"]["distill"])
