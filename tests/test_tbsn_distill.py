@@ -1,8 +1,9 @@
 """TBSN(D): the U-Net's target, its precomputation, configs/tbsn_distill.py and its U-Net .pth.
 
 The target is the fixture TBSN on the authors' own PD-2 output (`tbsn_pd2_x128`), reached
-through the teacher cache; `--mode denoise --config configs/tbsn_distill.py` runs the authors'
-U-Net fixture on its [0, 1] scale (input_scale from the config), which its keys cannot tell.
+through the teacher cache; `--mode denoise` and `--mode eval` with configs/tbsn_distill.py
+build the authors' U-Net on its [0, 1] scale (input_scale from the config), which its keys
+cannot tell; a tiny distillation run from the authors' TBSN (slow).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sassid_jax.io.checkpoints import load_network
 from sassid_jax.methods import stages
 from sassid_jax.methods import tbsn as tbsn_method
 from sassid_jax.modes import denoise as dn
+from sassid_jax.modes import evaluate
 from sassid_jax.nn import TBSN, UNet
 from sassid_jax.training import teacher_cache
 from sassid_jax.training.train_step import build_stages
@@ -100,3 +102,17 @@ def test_tiny_distill_run_from_the_authors_tbsn_trains_its_unet(data_dir, tmp_pa
     assert set(results["table"]) == {"noisy", "unet"}  # a pretrained teacher is not scored
     assert np.isfinite(results["table"]["unet"]["psnr"])
     assert all(np.isfinite(loss) for _, loss in results["loss_history"]["distill"])
+
+
+def test_eval_with_config_runs_the_authors_unet_on_its_scale(data_dir, tmp_path, monkeypatch):
+    _require(UNET_FILE)
+    config = tbsn_distill.get_config()
+    config.dataset.data_dir, config.eval.max_images = str(data_dir), 1
+    built = []
+    jit = evaluate.procedure.jit_procedure
+    monkeypatch.setattr(
+        evaluate.procedure, "jit_procedure", lambda m, p, proc: built.append(m) or jit(m, p, proc)
+    )
+    result = evaluate.run_eval(config, str(PEERS / UNET_FILE), str(tmp_path / "eval"))
+    assert [m.input_scale for m in built] == [1 / 255]
+    assert np.isfinite(result["psnr"])
