@@ -225,7 +225,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if precomputed and stage.teachers and not stage.precomputable_teachers:
             raise ConfigError(
                 f"train.teachers='precomputed': stage {stage.name!r} runs its teachers "
-                f"{list(stage.teachers)} other than plainly (PD, several blind sizes); use 'online'"
+                f"{list(stage.teachers)} other than plainly or image-wise (several blind "
+                "sizes, AP-BSN's PD); use 'online'"
             )
     if config.train.get("teachers") == "precomputed" and config.dataset.name == "sidd_medium_srgb":
         raise ConfigError(

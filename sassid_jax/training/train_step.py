@@ -157,7 +157,7 @@ def make_train_step(
     if given and not stage.precomputable_teachers:
         raise ValueError(
             f"stage {stage.name!r}: its losses run the teachers {list(given)} other than "
-            "plainly (PD, several blind sizes): use train.teachers='online'"
+            "plainly or image-wise (several blind sizes): use train.teachers='online'"
         )
 
     def loss_fn(params: Mapping[str, Any], teachers: Mapping[str, Any], x: jax.Array):
