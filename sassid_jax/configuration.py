@@ -189,7 +189,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(
                 f"networks.{name}.arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}"
             )
-        _positive_int(config.networks[name].width, f"networks.{name}.width")
+        size = "dim" if arch == "tbsn" else "width"  # TBSN keeps its authors' name
+        _positive_int(config.networks[name].get(size), f"networks.{name}.{size}")
     if config.compute_dtype not in ("float32", "bfloat16"):
         raise ConfigError(
             f"compute_dtype must be 'float32' or 'bfloat16', got {config.compute_dtype!r}"
@@ -221,10 +222,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         check_teacher_mode(config.train.get("teachers", "online"))
     precomputed = config.train.get("teachers") == "precomputed"
     for stage in stages:
-        if precomputed and stage.teachers and not stage.plain_teachers:
+        if precomputed and stage.teachers and not stage.precomputable_teachers:
             raise ConfigError(
                 f"train.teachers='precomputed': stage {stage.name!r} runs its teachers "
-                f"{list(stage.teachers)} other than plainly (PD, several blind sizes); use 'online'"
+                f"{list(stage.teachers)} other than plainly or image-wise (several blind "
+                "sizes, AP-BSN's PD); use 'online'"
             )
     if config.train.get("teachers") == "precomputed" and config.dataset.name == "sidd_medium_srgb":
         raise ConfigError(

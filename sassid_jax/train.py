@@ -29,6 +29,7 @@ from sassid_jax.evaluation import report
 from sassid_jax.io import checkpoints, workdir_lock
 from sassid_jax.io.atomic_files import write_json
 from sassid_jax.io.paths import absolute, check_url, is_local
+from sassid_jax.methods.stages import plain_forward
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.noise.blind_size import resolve_config_blind_size
 from sassid_jax.training import monitoring, pretrained, resume, selection, sharding, teacher_cache
@@ -156,8 +157,15 @@ def _teachers(ctx: RunContext, stage_index: int) -> tuple[dict[str, Any], list[n
     if cfg.train.get("teachers", "online") != "precomputed" or not stage.teachers:
         return teachers, None
     t0 = time.perf_counter()
+    forwards = {t: stage.forward(t) for t in stage.teachers}  # image-wise (TBSN's target) or plain
+    procedures = {t: f for t, f in forwards.items() if f is not plain_forward}
     aux = teacher_cache.precompute(
-        ctx.networks, teachers, stage.teachers, ctx.train_images, bnn_block=cfg.crop_size
+        ctx.networks,
+        teachers,
+        stage.teachers,
+        ctx.train_images,
+        bnn_block=cfg.crop_size,
+        forwards=procedures,
     )
     logging.info(
         "stage %s: teachers %s precomputed on %d images in %.1f s",

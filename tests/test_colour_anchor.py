@@ -98,7 +98,9 @@ def test_denoise_images_and_denoise_mode_anchor(tmp_path, monkeypatch, capsys):
     assert dn.denoiser_settings(run)[0] == 8.0
     assert dn.denoiser_settings(tmp_path / "authors.pth")[0] == 0.0
     monkeypatch.setattr(
-        dn, "load_denoiser", lambda checkpoint, network="unet", arch=None: (None, None)
+        dn,
+        "load_denoiser",
+        lambda checkpoint, network="unet", arch=None, attributes=None: (None, None),
     )
     monkeypatch.setattr(predict, "jit_apply", lambda module, params: apply_fn)
     Image.fromarray(noisy).save(tmp_path / "in.png")

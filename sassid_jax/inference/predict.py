@@ -243,7 +243,8 @@ def denoise(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Run apply_fn on an image of any size, tile by tile; equals `predict_image` up to the
-    finite-margin error (exactly, when the padded image fits in one tile).
+    finite-margin error (exactly, when the padded image fits in one tile) for a network of
+    finite field, not for one with global attention (TBSN: docs/peers.md#tiling).
 
     Args:
       apply_fn: (N, th, tw, 3) -> (N, th, tw, 3) float, on the [0, 255] scale; best jitted

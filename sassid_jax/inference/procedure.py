@@ -3,7 +3,8 @@
 Every config carries `inference.blind_size` (-1: each BNN as trained), `inference.pd_factor` (1:
 no PD), `inference.r3_repeats` (0: no R3) and `inference.r3_prob`; those values leave SASL's
 networks as they are. AT-BSN runs its BNN at blind size 3; AP-BSN runs PD with factor 2, then
-R3 (8 passes, p = 0.16, masks drawn from config.seed). Images are NHWC float32 on [0, 255].
+R3 (8 passes, p = 0.16, masks drawn from config.seed); TBSN the same, its PD sub-images on
+the batch axis without gaps and R3 unpadded. Images are NHWC float32 on [0, 255].
 Details: docs/peers.md#test-time-procedures.
 """
 
@@ -18,8 +19,8 @@ import jax
 import jax.numpy as jnp
 
 from sassid_jax.errors import ConfigError
-from sassid_jax.methods import apbsn
-from sassid_jax.nn import BNN, role_architecture
+from sassid_jax.methods import apbsn, tbsn
+from sassid_jax.nn import BNN, TBSN, role_architecture
 
 ApplyFn = Callable[[jax.Array], jax.Array]
 AS_TRAINED = -1  # inference.blind_size: each BNN at its own (training) blind size
@@ -55,7 +56,9 @@ def from_config(config: Mapping[str, Any] | Any, network: str | None = None) -> 
     Args:
       config: a run config (ConfigDict or its dict; no `inference` section: plain).
       network: the role it is for; PD and R3 are the test-time network's (config.eval.network)
-        only, the blind size every BNN's (architecture 'bnn'). None: the test-time network.
+        only, the blind size every BNN's (architecture 'bnn'); a TBSN that is not the
+        test-time network (the teacher of TBSN's U-Net) runs at PD 2 without R3. None: the
+        test-time network.
     Returns:
       the Procedure (checked: `check`).
     """
@@ -64,10 +67,11 @@ def from_config(config: Mapping[str, Any] | Any, network: str | None = None) -> 
     test_network = (config.get("eval") or {}).get("network", "unet")
     network = network or test_network
     full = network == test_network
-    is_bnn = architecture(config, network) == "bnn"
+    arch = architecture(config, network)
+    teacher_pd = tbsn.TEST_PD_FACTOR if arch == "tbsn" else 1  # its own PD, not the U-Net's
     return Procedure(
-        blind_size=int(cfg.get("blind_size", AS_TRAINED)) if is_bnn else AS_TRAINED,
-        pd_factor=int(cfg.get("pd_factor", 1)) if full else 1,
+        blind_size=int(cfg.get("blind_size", AS_TRAINED)) if arch == "bnn" else AS_TRAINED,
+        pd_factor=int(cfg.get("pd_factor", 1)) if full else teacher_pd,
         r3_repeats=int(cfg.get("r3_repeats", 0)) if full else 0,
         r3_prob=float(cfg.get("r3_prob", apbsn.R3_PROB)),
         seed=int(config.get("seed", 0)),
@@ -109,7 +113,8 @@ def network_fn(module: nn.Module, params: Any, procedure: Procedure) -> ApplyFn:
       procedure: the test-time procedure.
     Returns:
       (N, H, W, 3) float32 on [0, 255] -> (N, H, W, 3), any H and W the network takes
-      (PD pads to multiples of the factor and crops back).
+      (PD pads to multiples of the factor and crops back; a TBSN's PD, to multiples of 32 x
+      the factor, by reflection: `methods.tbsn.denoise`).
     Raises:
       ValueError: a blind size for a network that is not a BNN.
     """
@@ -125,8 +130,9 @@ def network_fn(module: nn.Module, params: Any, procedure: Procedure) -> ApplyFn:
 
     def fn(x: jax.Array) -> jax.Array:
         key = jax.random.key(procedure.seed)
-        if procedure.pd_factor > 1:
-            return apbsn.denoise(
+        is_tbsn = isinstance(module, TBSN)  # its own PD (stacked, no gaps) at any factor
+        if is_tbsn or procedure.pd_factor > 1:
+            return (tbsn.denoise if is_tbsn else apbsn.denoise)(
                 net,
                 x,
                 factor=procedure.pd_factor,
@@ -173,3 +179,21 @@ def architecture(config: Mapping[str, Any] | Any, network: str) -> str:
       a key of `nn.ARCHITECTURES`.
     """
     return role_architecture(network, dict((config.get("networks") or {}).get(network) or {}))
+
+
+# Module attributes an authors' `.pth` cannot tell from its tensors, taken from the config.
+CONFIG_ATTRIBUTES = ("input_scale",)
+
+
+def pth_attributes(config: Mapping[str, Any] | Any, network: str) -> dict[str, Any]:
+    """The attributes of config.networks.<network> a `.pth` given with this config takes
+    (`CONFIG_ATTRIBUTES`: TBSN's U-Net is SASL's with input_scale=1/255, same keys).
+
+    Args:
+      config: a run config (ConfigDict or dict).
+      network: a role, 'bnn', 'lan' or 'unet'.
+    Returns:
+      {attribute: value} for those the block sets (empty: none).
+    """
+    block = dict((config.get("networks") or {}).get(network) or {})
+    return {k: block[k] for k in CONFIG_ATTRIBUTES if k in block}

@@ -23,7 +23,12 @@ from etils import epath
 from sassid_jax.errors import UserInputError
 from sassid_jax.io.paths import PathLike, absolute
 from sassid_jax.io.torch_format import read_state_dict
-from sassid_jax.io.torch_params import check_finite, convert_state_dict, expected_shapes
+from sassid_jax.io.torch_params import (
+    check_finite,
+    convert_state_dict,
+    expected_shapes,
+    tbsn_sizes,
+)
 from sassid_jax.nn import NETWORK_NAMES, make_network, network_for_role
 
 LABELS = {"bnn": "BNN", "lan": "LAN", "unet": "U-Net"}
@@ -198,7 +203,16 @@ def _first(state: dict[str, np.ndarray], *keys: str) -> np.ndarray | None:
 
 
 def _peer_pth_module(state: dict[str, np.ndarray], arch: str, path: epath.Path) -> nn.Module:
-    """The peers' module (AT-BSN's teacher or student, AP-BSN's DBSNl) a state_dict fits."""
+    """The peers' module (AT-BSN's teacher or student, AP-BSN's DBSNl, TBSN) a state_dict
+    fits."""
+    if arch == "tbsn":
+        sizes = tbsn_sizes(state)
+        if sizes is None:
+            raise CheckpointInputError(
+                f"{path}: not a TBSN checkpoint (no 'patch_embed.proj.weight' or a level "
+                "without blocks)"
+            )
+        return make_network("tbsn", **sizes)
     if arch == "dbsnl":
         head = _first(state, "bsn.head.0.weight", "head.0.weight")
         blocks = {
@@ -233,7 +247,7 @@ def _pth_module(
     """
     arch = arch or network
     atbsn_teacher = arch == "bnn" and any(k.endswith("unet.intro.conv.weight") for k in state)
-    if arch in ("dbsnl", "atbsn_student") or atbsn_teacher:
+    if arch in ("dbsnl", "atbsn_student", "tbsn") or atbsn_teacher:
         return _peer_pth_module(state, arch, path)
     label = LABELS[network]
     if arch != network:
@@ -265,9 +279,11 @@ def _read_pth(path: epath.Path) -> dict[str, np.ndarray]:
         raise CheckpointInputError(str(e)) from e
 
 
-def _load_pth(path: epath.Path, network: str, arch: str | None) -> tuple[nn.Module, Any]:
+def _load_pth(
+    path: epath.Path, network: str, arch: str | None, attributes: Mapping[str, Any]
+) -> tuple[nn.Module, Any]:
     state = _read_pth(path)
-    module = _pth_module(state, network, path, arch)
+    module = _pth_module(state, network, path, arch).clone(**attributes)
     try:
         params = convert_state_dict(state, arch or network, module, source=str(path))
     except UserInputError as e:  # mismatched keys/shapes, non-finite weights: named
@@ -418,7 +434,10 @@ def networks_in(checkpoint: PathLike) -> tuple[str, ...]:
 
 
 def load_network(
-    checkpoint: PathLike, network: str = "unet", arch: str | None = None
+    checkpoint: PathLike,
+    network: str = "unet",
+    arch: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, Any]:
     """A trained network from a run folder, a folder inside its checkpoints/, or an authors'
     `.pth`.
@@ -427,8 +446,10 @@ def load_network(
       checkpoint: that path, local or a bucket URL.
       network: 'bnn', 'lan' or 'unet'.
       arch: for a `.pth`, the architecture the file holds (None: the role's own; 'bnn' reads
-        SASL's and AT-BSN's forms, 'atbsn_student' and 'dbsnl' the peers'). A run folder
+        SASL's and AT-BSN's forms, 'atbsn_student', 'dbsnl' and 'tbsn' the peers'). A run folder
         records its own (`networks.<role>.arch` of its config.json).
+      attributes: for a `.pth`, module attributes its tensors do not tell (e.g. input_scale,
+        `inference.procedure.pth_attributes`); a run folder records its own.
     Returns:
       (module, params): the Linen module built as it was trained (a `.pth`: sizes from the
       tensor shapes, normalize=False) and its params, nested float32 numpy arrays, for
@@ -443,11 +464,15 @@ def load_network(
         raise CheckpointInputError(f"{path}: checkpoint not found")
     if path.is_dir():
         return _load_orbax(absolute(path), network)
-    return _load_pth(path, network, arch)
+    return _load_pth(path, network, arch, attributes or {})
 
 
 def load_network_or_hint(
-    checkpoint: PathLike, network: str, flag: str, arch: str | None = None
+    checkpoint: PathLike,
+    network: str,
+    flag: str,
+    arch: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, Any]:
     """`load_network`, whose error, when `checkpoint` holds other networks but not `network`,
     ends with the option that picks them.
@@ -457,11 +482,12 @@ def load_network_or_hint(
       network: 'bnn', 'lan' or 'unet'.
       flag: how the user names the network, e.g. "--network " or "--config.eval.network=".
       arch: for a `.pth`, the architecture it holds (`load_network`; None: the role's own).
+      attributes: for a `.pth`, attributes its tensors do not tell (`load_network`).
     Raises:
       CheckpointInputError: one line naming the path (and the fix).
     """
     try:
-        return load_network(checkpoint, network, arch)
+        return load_network(checkpoint, network, arch, attributes)
     except CheckpointInputError as e:
         held = networks_in(checkpoint)[::-1]  # the last trained (the better denoiser) first
         if not held or network in held:

@@ -23,12 +23,24 @@ from sassid_jax.errors import UserInputError
 from sassid_jax.io.torch_format import read_state_dict
 from sassid_jax.nn import make_network
 from sassid_jax.nn.layers import centre_mask
+from sassid_jax.nn.tbsn import overlap_window_size, window_mask
 
 PathTuple = tuple[str, ...]
 # What a file with unexpected or missing keys most likely is, per architecture.
 HINTS = {
     "lan": "wrong network, or a LAN of another blind size?",
     "dbsnl": "wrong network, or a DBSNl of another num_blocks?",
+    "tbsn": "wrong network, or a TBSN of other num_blocks or heads?",
+}
+WINDOW_MASK = ".fixed_pos_emb.attention_mask"  # TBSN's frozen window-attention masks
+# TBSN's block sequences (torch `name.i`, ours `name_i`) and the level of each.
+TBSN_LEVELS = {
+    "encoder_level1": 0,
+    "encoder_level2": 1,
+    "latent": 2,
+    "decoder_level2": 1,
+    "decoder_level1": 0,
+    "refinement": 0,
 }
 
 
@@ -120,6 +132,124 @@ def _dbsnl_path(torch_module: str, num_blocks: int) -> PathTuple | None:
     return (branch, fixed[index]) if index in fixed else None
 
 
+def _tbsn_block_path(rest: str) -> PathTuple | None:
+    """The inside of one of TBSN's transformer blocks: torch names -> ours, leaf included."""
+    weight = {"weight": "kernel", "bias": "bias"}
+    m = re.fullmatch(r"norm([1-4])\.body\.(weight|bias)", rest)
+    if m:
+        return (f"norm{m[1]}", "scale" if m[2] == "weight" else "bias")
+    if rest == "channel_attn.temperature":
+        return ("channel_attn", "temperature")
+    m = re.fullmatch(r"spatial_attn\.rel_pos_emb\.(rel_height|rel_width)", rest)
+    if m:
+        return ("spatial_attn", m[1])
+    m = re.fullmatch(
+        r"(channel_attn\.(?:qkv|qkv_dwconv|project_out)|spatial_attn\.(?:qkv|project_out)"
+        r"|(?:channel|spatial)_ffn\.project_(?:in|out))\.(weight|bias)",
+        rest,
+    )
+    return (*m[1].split("."), weight[m[2]]) if m else None
+
+
+def tbsn_param_path(key: str) -> PathTuple | None:
+    """TBSN's state_dict key (with or without `bsn.`) -> our path, leaf included (see
+    `nn.tbsn.TBSN`); None for a name that has no counterpart."""
+    key = key.removeprefix("bsn.")
+    if key == "patch_embed.proj.weight":
+        return ("patch_embed", "kernel")
+    m = re.fullmatch(r"(down1_2|down2_3|up3_2|up2_1)\.body\.0\.weight", key)
+    if m:
+        return (m[1], "conv", "kernel")
+    m = re.fullmatch(r"(reduce_chan_level2|output)\.(weight|bias)", key)
+    if m:
+        return (m[1], "kernel" if m[2] == "weight" else "bias")
+    m = re.fullmatch(r"([a-z_0-9]+)\.(\d+)\.(.+)", key)
+    if not m or m[1] not in TBSN_LEVELS:
+        return None
+    inner = _tbsn_block_path(m[3])
+    return (f"{m[1]}_{m[2]}", *inner) if inner else None
+
+
+def tbsn_sizes(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """TBSN's constructor arguments read from a state_dict's tensor shapes.
+
+    Args:
+      state: {torch key: array} (a `bsn.` prefix is optional).
+    Returns:
+      the `nn.tbsn.TBSN` attributes (dim, num_blocks, num_refinement_blocks, channel_heads,
+      spatial_heads, overlap_ratio, window_size, spatial_dim_head, bias,
+      ffn_expansion_factor, layer_norm_type), or None when the file is no TBSN (no
+      `patch_embed.proj.weight`, or a level without blocks).
+    """
+    shapes = {k.removeprefix("bsn."): tuple(np.shape(v)) for k, v in state.items()}
+    embed = shapes.get("patch_embed.proj.weight")
+    if embed is None or len(embed) != 4:
+        return None
+
+    def count(seq: str) -> int:
+        found = {m[1] for k in shapes if (m := re.fullmatch(rf"{seq}\.(\d+)\..*", k))}
+        return len(found)
+
+    levels = ("encoder_level1", "encoder_level2", "latent")
+    first = [f"{seq}.0" for seq in levels]
+    needed = [
+        f"{b}.{leaf}"
+        for b in first
+        for leaf in (
+            "channel_attn.temperature",
+            "spatial_attn.qkv.weight",
+            "spatial_attn.rel_pos_emb.rel_height",
+        )
+    ]
+    if not all(k in shapes for k in needed):
+        return None
+    dim_head = shapes[f"{first[0]}.spatial_attn.rel_pos_emb.rel_height"][1]
+    mask = shapes.get(f"{first[0]}{WINDOW_MASK}", (1, 64, 144))
+    window = round(mask[1] ** 0.5)
+    keys = [(shapes[f"{b}.spatial_attn.rel_pos_emb.rel_height"][0] + 1) // 2 for b in first]
+    dim = embed[0]
+    return {
+        "dim": dim,
+        "num_blocks": tuple(count(seq) for seq in levels),
+        "num_refinement_blocks": count("refinement"),
+        "channel_heads": tuple(shapes[f"{b}.channel_attn.temperature"][0] for b in first),
+        "spatial_heads": tuple(
+            shapes[f"{b}.spatial_attn.qkv.weight"][0] // (3 * dim_head) for b in first
+        ),
+        "overlap_ratio": tuple((k - window) / window for k in keys),
+        "window_size": window,
+        "spatial_dim_head": dim_head,
+        "bias": "output.bias" in shapes,
+        "ffn_expansion_factor": shapes[f"{first[0]}.channel_ffn.project_in.weight"][0] / dim,
+        "layer_norm_type": "WithBias" if f"{first[0]}.norm1.body.bias" in shapes else "BiasFree",
+    }
+
+
+def _check_tbsn_buffers(
+    state: dict[str, np.ndarray], module: nn.Module, path: str
+) -> dict[str, np.ndarray]:
+    """TBSN's frozen buffers checked against ours and dropped: the centre mask of
+    `patch_embed.proj` and every window attention's `fixed_pos_emb.attention_mask` (0 at even
+    offsets, -inf elsewhere: `nn.tbsn.window_mask`). Keys lose an optional `bsn.` prefix."""
+    state = _check_masks({k.removeprefix("bsn."): v for k, v in state.items()}, path)
+    for key in [k for k in state if k.endswith(WINDOW_MASK)]:
+        mask = np.asarray(state.pop(key))
+        level = TBSN_LEVELS.get(key.split(".")[0])
+        if level is None:
+            raise CheckpointMismatchError(
+                f"{path}: unexpected key '{key}' with shape {mask.shape} for a TBSN"
+            )
+        ws = module.window_size
+        ours = window_mask(ws, overlap_window_size(ws, module.overlap_ratio[level]))[None]
+        if mask.shape != ours.shape or not np.array_equal(mask, ours):
+            raise CheckpointMismatchError(
+                f"{path}: buffer '{key}' (shape {mask.shape}) is not the window mask of "
+                f"window_size={ws}, overlap_ratio={module.overlap_ratio[level]} (shape "
+                f"{ours.shape}; 0 at even offsets, -inf elsewhere)"
+            )
+    return state
+
+
 def _is_atbsn(state: Mapping[str, Any]) -> bool:
     """Whether a state_dict uses AT-BSN's names (`unet.intro.conv.weight`, ...)."""
     return "unet.intro.conv.weight" in state
@@ -165,7 +295,8 @@ def torch_module_to_path(network: str, torch_module: str, module: nn.Module) -> 
 
     Args:
       network: the architecture: 'bnn' (SASL's names, or AT-BSN's teacher's `unet.*` and
-        `nin_*`), 'lan', 'unet', 'atbsn_student' or 'dbsnl' (ValueError otherwise).
+        `nin_*`), 'lan', 'unet', 'atbsn_student' or 'dbsnl' (ValueError otherwise; TBSN's
+        keys, whose leaves differ, map through `tbsn_param_path`).
       torch_module: a state_dict key without its leaf, e.g. 'encode_block_1.0'.
       module: our module (the LAN's blind size, DBSNl's block count decide layer indices).
     Returns:
@@ -185,8 +316,19 @@ def torch_module_to_path(network: str, torch_module: str, module: nn.Module) -> 
     if network == "dbsnl":
         return _dbsnl_path(torch_module, module.num_blocks)
     raise ValueError(
-        f"unknown network {network!r}; expected 'bnn', 'lan', 'unet', 'atbsn_student' or 'dbsnl'"
+        f"unknown network {network!r}; expected 'bnn', 'lan', 'unet', 'atbsn_student', 'dbsnl' "
+        "or 'tbsn'"
     )
+
+
+def _target(network: str, key: str, module: nn.Module) -> PathTuple | None:
+    """Our full parameter path (leaf included) for a state_dict key, None if it has none."""
+    if network == "tbsn":
+        return tbsn_param_path(key)
+    torch_module, _, torch_leaf = key.rpartition(".")
+    prefix = torch_module_to_path(network, torch_module, module)
+    leaf = {"weight": "kernel", "bias": "bias"}.get(torch_leaf)
+    return (*prefix, leaf) if prefix is not None and leaf else None
 
 
 def expected_shapes(module: nn.Module, size: int = 64) -> dict[PathTuple, tuple[int, ...]]:
@@ -208,6 +350,8 @@ def expected_shapes(module: nn.Module, size: int = 64) -> dict[PathTuple, tuple[
 def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
     if leaf == "kernel":
         return np.ascontiguousarray(np.transpose(array, (2, 3, 1, 0)))  # OIHW -> HWIO
+    if leaf == "temperature":
+        return array.reshape(-1)  # TBSN's (heads, 1, 1) -> (heads,)
     return array
 
 
@@ -275,7 +419,9 @@ def convert_state_dict(
     Args:
       state: {torch key: array}, OIHW kernels (a `module.` prefix is stripped; for 'dbsnl'
         AP-BSN's `bsn.` prefix is optional and its `mask` buffers are checked against ours
-        and dropped; of AT-BSN(D)'s `DoubleNet`, 'atbsn_student' takes `nbsn.*`, 'bnn' `bsn.*`).
+        and dropped; of AT-BSN(D)'s `DoubleNet`, 'atbsn_student' takes `nbsn.*`, 'bnn' `bsn.*`;
+        for 'tbsn' `bsn.` is optional, the centre mask and the window masks are checked and
+        dropped).
       network: the architecture (see `torch_module_to_path`).
       module: the module the parameters are for.
       source: the file named in messages.
@@ -286,23 +432,24 @@ def convert_state_dict(
       CheckpointMismatchError: an unexpected key, a missing parameter or a shape mismatch
         (names the key and shapes). Both are UserInputErrors.
     """
-    check_finite(dict(state), source)
-    state = _drop_aliases(dict(state), network, source)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if network == "tbsn":  # first: the window masks hold -inf by design
+        state = _check_tbsn_buffers(state, module, source)
+    # TBSN's window masks left in a file given for another network are unexpected keys below.
+    check_finite({k: v for k, v in state.items() if not k.endswith(WINDOW_MASK)}, source)
+    state = _drop_aliases(state, network, source)
     expected = expected_shapes(module)
     desc = f"{type(module).__name__}({_module_summary(module)})"
     hint = HINTS.get(network, "wrong network?")
     converted: dict[PathTuple, np.ndarray] = {}
     for key, array in state.items():
-        torch_module, _, torch_leaf = key.rpartition(".")
-        prefix = torch_module_to_path(network, torch_module, module)
-        leaf = {"weight": "kernel", "bias": "bias"}.get(torch_leaf)
-        target = (*prefix, leaf) if prefix is not None and leaf else None
+        target = _target(network, key, module)
         if target not in expected:
             raise CheckpointMismatchError(
                 f"{source}: unexpected key '{key}' with shape {tuple(array.shape)} for {desc}: "
                 f"{hint}"
             )
-        value = _to_flax(np.asarray(array, dtype=np.float32), leaf)
+        value = _to_flax(np.asarray(array, dtype=np.float32), target[-1])
         if value.shape != expected[target]:
             torch_shape = tuple(array.shape)
             raise CheckpointMismatchError(
@@ -321,7 +468,7 @@ def convert_state_dict(
 
 
 def _module_summary(module: nn.Module) -> str:
-    fields = ("blind_size", "width", "num_blocks")
+    fields = ("blind_size", "width", "dim", "num_blocks")
     return ", ".join(f"{f}={getattr(module, f)}" for f in fields if hasattr(module, f))
 
 
@@ -333,7 +480,8 @@ def load_torch_params(path: str | Path, network: str, module: nn.Module | None =
         a checkpoint wrapping one (see `torch_format.read_state_dict`).
       network: the architecture (see `torch_module_to_path`).
       module: the module the parameters are for; default: the network with the papers'
-        defaults (BNN(9, 48), LAN(3, 64, 6), UNet(48), ATBSNStudent(48), DBSNl(128, 9)).
+        defaults (BNN(9, 48), LAN(3, 64, 6), UNet(48), ATBSNStudent(48), DBSNl(128, 9),
+        TBSN(48), the published 12.75 M-parameter network).
     Returns:
       nested dict of float32 numpy arrays (HWIO kernels).
     """

@@ -4,4 +4,5 @@
 - `sasl`: SASL (Li et al., CVPR 2023): the flatness map alpha and the BNN, LAN and U-Net losses.
 - `atbsn`: AT-BSN (Chen et al., CVPR 2024): the teacher at several blind sizes, distillation loss.
 - `apbsn`: AP-BSN (Lee et al., CVPR 2022): the PD-wrapped forward, R3, the test-time procedure.
+- `tbsn`: TBSN (Li et al., AAAI 2025): the PD-5 training input, PD 2 on the batch axis, R3.
 """

@@ -18,7 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from sassid_jax.methods import apbsn, atbsn, sasl
+from sassid_jax.methods import apbsn, atbsn, sasl, tbsn
 from sassid_jax.nn import NETWORK_NAMES
 
 Outputs = Mapping[str, jax.Array]
@@ -51,6 +51,14 @@ def _apbsn(out: Outputs, x: jax.Array, stage: Stage) -> jax.Array:
     return sasl.l1(out["bnn"], x)
 
 
+def _tbsn(out: Outputs, x: jax.Array, stage: Stage) -> jax.Array:
+    return sasl.l1(out["bnn"], tbsn.train_input(x))
+
+
+def _tbsn_distill(out: Outputs, x: jax.Array, stage: Stage) -> jax.Array:
+    return sasl.l1(out["unet"], out["bnn"])
+
+
 def plain_forward(module: nn.Module, params: Any, x: jax.Array) -> jax.Array:
     """The network on x as it is: module.apply({"params": params}, x)."""
     return module.apply({"params": params}, x)
@@ -65,7 +73,11 @@ class Loss:
       reads: the networks whose outputs it reads.
       forwards: {network: how the loss runs it} where not `plain_forward`.
       start: how the stage's learners start from its teachers (None: from their init).
-      crop_multiple: the training crop side must be a multiple of it (AP-BSN's PD factor).
+      crop_multiple: the training crop side must be a multiple of it (AP-BSN's PD factor,
+        TBSN's PD factor x 32).
+      image_forwards: the networks of `forwards` whose forward is an image-wise procedure
+        (any H x W, e.g. TBSN's distillation target): a frozen teacher run so may be
+        precomputed on whole training images (train.teachers='precomputed').
     """
 
     fn: LossFn
@@ -73,6 +85,7 @@ class Loss:
     forwards: Mapping[str, Forward] = dataclasses.field(default_factory=dict)
     start: Start | None = None
     crop_multiple: int = 1
+    image_forwards: tuple[str, ...] = ()
 
 
 LOSSES: dict[str, Loss] = {
@@ -89,6 +102,17 @@ LOSSES: dict[str, Loss] = {
     # AP-BSN: the blind-spot network (role bnn) through PD factor 5, L1 to the noisy input
     "apbsn": Loss(
         _apbsn, ("bnn",), forwards={"bnn": apbsn.train_apply}, crop_multiple=apbsn.TRAIN_PD_FACTOR
+    ),
+    # TBSN: the network (role bnn) on the first PD-5 sub-image of each crop, L1 to that image
+    "tbsn": Loss(
+        _tbsn, ("bnn",), forwards={"bnn": tbsn.train_apply}, crop_multiple=tbsn.CROP_MULTIPLE
+    ),
+    # TBSN's U-Net (role unet): L1 to the frozen TBSN at PD 2, then one full-resolution pass
+    "tbsn_distill": Loss(
+        _tbsn_distill,
+        ("unet", "bnn"),
+        forwards={"bnn": tbsn.teacher_forward},
+        image_forwards=("bnn",),
     ),
 }
 
@@ -182,8 +206,20 @@ class Stage:
 
     @property
     def plain_teachers(self) -> bool:
-        """Whether every teacher runs as `plain_forward` (train.teachers='precomputed' needs it)."""
+        """Whether every teacher runs as `plain_forward`."""
         return all(self.forward(t) is plain_forward for t in self.teachers)
+
+    def image_forward(self, network: str) -> bool:
+        """Whether `network` runs plainly or through an image-wise procedure
+        (`Loss.image_forwards`), so that its output on a whole image can be cropped."""
+        if self.forward(network) is plain_forward:
+            return True
+        return any(network in LOSSES[loss].image_forwards for loss in self.losses)
+
+    @property
+    def precomputable_teachers(self) -> bool:
+        """Whether every teacher is an `image_forward` (train.teachers='precomputed' needs it)."""
+        return all(self.image_forward(t) for t in self.teachers)
 
 
 def make_stage(

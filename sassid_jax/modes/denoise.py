@@ -52,17 +52,20 @@ class DenoiseInputError(UserInputError):
 
 
 def load_denoiser(
-    checkpoint: str | os.PathLike, network: str = "unet", arch: str | None = None
+    checkpoint: str | os.PathLike,
+    network: str = "unet",
+    arch: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """(module, params) of `network` ('unet', 'lan' or 'bnn') from a run folder (the last stage
     training it), a folder inside its checkpoints/, or an authors' `.pth` holding `arch`
-    (None: the role's own).
+    (None: the role's own) with `attributes` its tensors do not tell (input_scale).
 
     Raises DenoiseInputError, one line naming the path and, when the checkpoint holds other
     networks but not this one, the `--network` that runs them.
     """
     try:
-        return load_network_or_hint(checkpoint, network, "--network ", arch)
+        return load_network_or_hint(checkpoint, network, "--network ", arch, attributes)
     except CheckpointInputError as e:
         raise DenoiseInputError(str(e)) from e
 
@@ -301,7 +304,8 @@ def run_denoise(
         except ConfigError as e:
             raise DenoiseInputError(str(e)) from e
         arch = procedure.architecture(method, network)
-        module, params = load_denoiser(checkpoint, network, arch)
+        attributes = procedure.pth_attributes(method, network)  # a .pth's input_scale
+        module, params = load_denoiser(checkpoint, network, arch, attributes)
         run_sigma, run_safeguard = denoiser_settings(checkpoint)
         colour_sigma = run_sigma if colour_sigma is None else colour_sigma
         safeguard = run_safeguard if safeguard is None else safeguard

@@ -53,7 +53,10 @@ def run_eval(config: Any, checkpoint: str, output: str) -> dict[str, Any]:
         )
     network = config.eval.network  # and the method's procedure (config.inference) around it
     arch = procedure.architecture(config, network)
-    module, params = load_network_or_hint(checkpoint, network, "--config.eval.network=", arch)
+    attributes = procedure.pth_attributes(config, network)  # a .pth's input_scale
+    module, params = load_network_or_hint(
+        checkpoint, network, "--config.eval.network=", arch, attributes
+    )
     apply_fn = procedure.jit_procedure(module, params, procedure.from_config(config, network))
     sigma = config_sigma(config)
     start = time.perf_counter()

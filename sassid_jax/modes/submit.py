@@ -151,7 +151,10 @@ def run_submit(config: Any, checkpoint: str, output: str) -> epath.Path:
     name = config.dataset.name
     network = config.eval.network  # and the method's procedure (config.inference) around it
     arch = procedure.architecture(config, network)
-    module, params = load_network_or_hint(checkpoint, network, "--config.eval.network=", arch)
+    attributes = procedure.pth_attributes(config, network)  # a .pth's input_scale
+    module, params = load_network_or_hint(
+        checkpoint, network, "--config.eval.network=", arch, attributes
+    )
     apply_fn = procedure.jit_procedure(module, params, procedure.from_config(config, network))
     sources.prepared_builder(name, config.dataset)  # its files first: no output without them
     out = epath.Path(output)

@@ -5,6 +5,7 @@
 - `unet`: the U-Net, the denoiser used at test time.
 - `atbsn_student`: AT-BSN(D)'s student, the U-Net trunk ending in a 3x3 conv and LeakyReLU.
 - `dbsnl`: AP-BSN's DBSNl: centre-masked and dilated convolutions, blind to the pixel itself.
+- `tbsn`: TBSN's transformer: channel and masked window attention, blind to its PD-2 lattice.
 - `pd`: pixel-shuffle downsampling (PD) and its inverse, sub-images stacked or tiled.
 - `trunk`: the encoder-decoder shared by the BNN and the U-Net, and the input scaling.
 - `layers`: convolutions, shifts, pooling and initialisers as pure `lax` ops.
@@ -23,6 +24,7 @@ from sassid_jax.nn.atbsn_student import ATBSNStudent
 from sassid_jax.nn.bnn import BNN
 from sassid_jax.nn.dbsnl import DBSNl
 from sassid_jax.nn.lan import LAN
+from sassid_jax.nn.tbsn import TBSN
 from sassid_jax.nn.unet import UNet
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "DBSNl",
     "LAN",
     "NETWORK_NAMES",
+    "TBSN",
     "UNet",
     "make_network",
 ]
@@ -43,6 +46,7 @@ ARCHITECTURES = {
     "unet": UNet,
     "atbsn_student": ATBSNStudent,
     "dbsnl": DBSNl,
+    "tbsn": TBSN,
 }
 # The one tuple of network roles, in training order (BNN -> LAN -> U-Net).
 NETWORK_NAMES = ("bnn", "lan", "unet")
@@ -54,7 +58,7 @@ def make_network(arch: str, **kwargs: Any) -> nn.Module:
     """Build a network by architecture name.
 
     Args:
-      arch: a key of ARCHITECTURES ('bnn', 'lan', 'unet', 'atbsn_student', 'dbsnl').
+      arch: a key of ARCHITECTURES ('bnn', 'lan', 'unet', 'atbsn_student', 'dbsnl', 'tbsn').
       **kwargs: the module's attributes (e.g. width=32, normalize=True).
     Returns:
       the unbound Linen module; ValueError for an unknown name.

@@ -18,18 +18,26 @@ class UNet(nn.Module):
       width: base width C (the paper: 48; 1,084k parameters).
       normalize: scale inputs to [-0.5, 0.5] inside and outputs back (see BNN).
       dtype: computation dtype; parameters stay float32.
+      input_scale: inputs are multiplied by it inside and outputs divided by it (1 / 255:
+        TBSN's distillation U-Net, the same network trained on [0, 1]); 1 leaves them as
+        they are.
     Parameters: `trunk` (EncoderDecoder) and `out`, the final 1x1 conv (2C -> 3).
     """
 
     width: int = 48
     normalize: bool = False
     dtype: jnp.dtype | None = None
+    input_scale: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         check_rgb_batch(x, network="UNet", size_multiple=SIZE_MULTIPLE)
-        h = EncoderDecoder(self.width, upward=False, dtype=self.dtype, name="trunk")(
-            normalize_in(x, self.normalize)
-        )
+        x = normalize_in(x, self.normalize)
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
+        h = EncoderDecoder(self.width, upward=False, dtype=self.dtype, name="trunk")(x)
         y = Conv2D(3, 1, init_style="he_linear", dtype=self.dtype, name="out")(h)
-        return normalize_out(y.astype(jnp.float32), self.normalize)
+        y = y.astype(jnp.float32)
+        if self.input_scale != 1.0:
+            y = y / self.input_scale
+        return normalize_out(y, self.normalize)

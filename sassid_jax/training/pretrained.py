@@ -113,7 +113,7 @@ def _check_architecture(
     pth = not epath.Path(path).is_dir()
     have = _architecture(got)
     if pth and name == "bnn":
-        have.pop("blind_size")  # not stored in the authors' file: the config's is used
+        have.pop("blind_size", None)  # not stored in the authors' file: the config's is used
     label = checkpoints.LABELS[name]
     kind = f"an authors' {label} (.pth: raw [0, 255] inputs)" if pth else f"a {label}"
     shown = ", ".join(f"{k}={v}" for k, v in have.items())
@@ -141,7 +141,7 @@ def _digest(params: Any) -> str:
 
 def _source(path: str, name: str, config: ml_collections.ConfigDict) -> str:
     if not epath.Path(path).is_dir():
-        if name == "bnn":
+        if name == "bnn" and "blind_size" in config.networks.bnn:  # a BNN (not DBSNl, TBSN)
             blind = config.networks.bnn.blind_size
             return f"authors' .pth; blind size not stored, networks.bnn.blind_size={blind} used"
         return "authors' .pth"

@@ -8,14 +8,17 @@ apart inside the step). Details: docs/training.md#teacher-cache.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sassid_jax.inference import predict
+from sassid_jax.methods.stages import Forward
 from sassid_jax.nn.trunk import SIZE_MULTIPLE
 
 MODES = ("online", "precomputed")
@@ -55,6 +58,7 @@ def precompute(
     teachers: Sequence[str],
     images: Sequence[np.ndarray],
     bnn_block: int = 0,
+    forwards: Mapping[str, Forward] | None = None,
 ) -> list[np.ndarray]:
     """Teacher outputs of every training image.
 
@@ -65,6 +69,9 @@ def precompute(
       images: (H, W, 3) uint8 training images, held in memory (a sequence, not tiles).
       bnn_block: > 0: the BNN runs on isolated bnn_block x bnn_block blocks (the crop size it
         was trained on); 0: on the whole image.
+      forwards: {teacher: an image-wise forward (`stages.Loss.image_forwards`, e.g. TBSN's
+        distillation target)}, run once on each whole image (any H x W, no tiling); the
+        other teachers run plainly.
     Returns:
       One (H, W, 3T) float32 array on [0, 255] per image, teachers in `teachers` order.
     Raises:
@@ -75,9 +82,16 @@ def precompute(
             "train.teachers='precomputed' needs training images held in memory "
             f"(a list of arrays), got {type(images).__name__}; use 'online'"
         )
-    fns = {t: predict.jit_apply(networks[t], params[t]) for t in teachers}
+    forwards = forwards or {}
+    fns = {t: predict.jit_apply(networks[t], params[t]) for t in teachers if t not in forwards}
+    procedures = {
+        t: jax.jit(functools.partial(forwards[t], networks[t])) for t in teachers if t in forwards
+    }
 
     def run(t: str, image: np.ndarray) -> np.ndarray:
+        if t in procedures:
+            x = jnp.asarray(image, jnp.float32)[None]
+            return np.asarray(procedures[t](params[t], x)[0], np.float32)
         if t == "bnn" and bnn_block:  # isolated blocks: the context size it was trained at
             return predict.predict_blocks(fns[t], image, bnn_block)
         # The LAN takes any H x W: no padding, so its channel attention averages the image.

@@ -68,10 +68,14 @@ def lr_schedule(config: ml_collections.ConfigDict, stage: str) -> optax.Schedule
 
 
 def make_optimizer(config: ml_collections.ConfigDict, stage: str) -> optax.GradientTransformation:
-    """Adam (config.optimizer's b1, b2, eps) with `lr_schedule(config, stage)`; `stage` is
-    the stage's name."""
+    """Adam (config.optimizer's b1, b2, eps) with `lr_schedule(config, stage)`; AdamW with
+    decoupled weight decay (x lr, as PyTorch's) when config.optimizer.weight_decay > 0
+    (TBSN: 0.01, PyTorch's default); `stage` is the stage's name."""
     oc = config.optimizer
-    return optax.adam(lr_schedule(config, stage), b1=oc.b1, b2=oc.b2, eps=oc.eps)
+    lr, decay = lr_schedule(config, stage), float(oc.get("weight_decay", 0.0))
+    if decay > 0:
+        return optax.adamw(lr, b1=oc.b1, b2=oc.b2, eps=oc.eps, weight_decay=decay)
+    return optax.adam(lr, b1=oc.b1, b2=oc.b2, eps=oc.eps)
 
 
 def learning_rate(config: ml_collections.ConfigDict, stage: str, step: int) -> float:
@@ -150,10 +154,10 @@ def make_train_step(
     """
     teacher_cache.check_mode(teachers_mode, "teachers_mode")
     given = stage.teachers if teachers_mode == "precomputed" else ()
-    if given and not stage.plain_teachers:
+    if given and not stage.precomputable_teachers:
         raise ValueError(
             f"stage {stage.name!r}: its losses run the teachers {list(given)} other than "
-            "plainly (PD, several blind sizes): use train.teachers='online'"
+            "plainly or image-wise (several blind sizes): use train.teachers='online'"
         )
 
     def loss_fn(params: Mapping[str, Any], teachers: Mapping[str, Any], x: jax.Array):
