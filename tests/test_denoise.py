@@ -36,7 +36,9 @@ def identity(monkeypatch):
     """run_denoise with a denoiser that returns its input (or `scale` x input)."""
     state = {"scale": 1.0}
     monkeypatch.setattr(
-        dn, "load_denoiser", lambda checkpoint, network="unet", arch=None: (None, None)
+        dn,
+        "load_denoiser",
+        lambda checkpoint, network="unet", arch=None, attributes=None: (None, None),
     )
     monkeypatch.setattr(predict, "jit_apply", lambda module, params: lambda x: x * state["scale"])
     return state
@@ -261,7 +263,9 @@ def _striped(std: float, size: int = 64) -> np.ndarray:
 @pytest.mark.parametrize("safeguard", ["off", "blend", "none"])
 def test_estimated_gain_is_printed_for_every_photo(tmp_path, monkeypatch, capsys, safeguard):
     monkeypatch.setattr(
-        dn, "load_denoiser", lambda checkpoint, network="unet", arch=None: (_Blur(), None)
+        dn,
+        "load_denoiser",
+        lambda checkpoint, network="unet", arch=None, attributes=None: (_Blur(), None),
     )
     (tmp_path / "in").mkdir()
     Image.fromarray(_striped(25.0)).save(tmp_path / "in" / "noisy.png")  # the blur helps
@@ -428,7 +432,9 @@ def test_outputs_follow_the_umask(tmp_path, identity, capsys):
 
 def test_interrupt_during_run_exits_130_without_partial_file(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(
-        dn, "load_denoiser", lambda checkpoint, network="unet", arch=None: (None, None)
+        dn,
+        "load_denoiser",
+        lambda checkpoint, network="unet", arch=None, attributes=None: (None, None),
     )
 
     def interrupted(module, params):
