@@ -51,9 +51,10 @@ def test_config_validates_with_the_published_procedure():
 def test_stage_trains_on_the_first_pd5_sub_image():
     x = jax.random.uniform(jax.random.key(0), (2, 160, 160, 3), maxval=255.0)
     net = TBSN(dim=8, num_blocks=(1, 1, 1), num_refinement_blocks=1, spatial_dim_head=4)
-    params = net.init(jax.random.key(1), x[:, ::5, ::5])["params"]
+    # jitted: one compiled program each instead of op-by-op dispatch of a transformer
+    params = jax.jit(net.init)(jax.random.key(1), x[:, ::5, ::5])["params"]
     loss = LOSSES["tbsn"]
-    out = loss.forwards["bnn"](net, params, x)
+    out = jax.jit(lambda p, x: loss.forwards["bnn"](net, p, x))(params, x)
     assert out.shape == (2, 32, 32, 3)
     np.testing.assert_array_equal(tbsn.train_input(x), x[:, ::5, ::5])
     assert np.isfinite(float(loss.fn({"bnn": out}, x, None)))
