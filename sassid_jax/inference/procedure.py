@@ -128,11 +128,13 @@ def network_fn(module: nn.Module, params: Any, procedure: Procedure) -> ApplyFn:
             return module.apply({"params": params}, x)
         return module.apply({"params": params}, x, procedure.blind_size)
 
+    is_tbsn = isinstance(module, TBSN)  # its own PD (stacked, no gaps) at any factor
+    pd_denoise = tbsn.denoise if is_tbsn else apbsn.denoise
+
     def fn(x: jax.Array) -> jax.Array:
         key = jax.random.key(procedure.seed)
-        is_tbsn = isinstance(module, TBSN)  # its own PD (stacked, no gaps) at any factor
         if is_tbsn or procedure.pd_factor > 1:
-            return (tbsn.denoise if is_tbsn else apbsn.denoise)(
+            return pd_denoise(
                 net,
                 x,
                 factor=procedure.pd_factor,
