@@ -1,6 +1,6 @@
 """Shared fixtures: the real data beside the project (../shared/data), skipped when absent.
 
-Also one JAX compilation cache and light XLA optimisation for the whole test session
+Also a lasting JAX compilation cache and light XLA optimisation for the whole test session
 (`pytest_configure`)."""
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 CACHE_VARIABLE = "JAX_COMPILATION_CACHE_DIR"
+# Set to 1 for a session that starts from an empty cache (removed at its end): a cold timing.
+COLD_CACHE_VARIABLE = "SASSID_TESTS_COLD_CACHE"
+# The lasting cache's size limit: JAX evicts the least recently used entries beyond it.
+CACHE_MAX_BYTES = 2 << 30
 # The tests' networks are tiny: XLA's optimisation passes and its new CPU fusion emitters cost
 # more than they save (a tiny run compiles in about a quarter of the time). Semantics are
 # unchanged; every process of a session, subprocesses included (they inherit XLA_FLAGS),
@@ -26,33 +30,51 @@ TEST_XLA_FLAGS = (
 _CACHE_KEY = pytest.StashKey[str]()
 
 
+def default_cache_folder() -> Path:
+    """The lasting test cache: $XDG_CACHE_HOME (else ~/.cache)/sassid_jax/test-compilation-cache."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sassid_jax" / "test-compilation-cache"
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Point JAX's persistent compilation cache at a fresh folder for this session.
+    """Point JAX's persistent compilation cache at one folder for this session and the next.
 
     Many tests train the same tiny networks (same shapes, same programs) in this process, in
     the other pytest-xdist worker and in subprocesses (launch.py, the loopback cluster
     workers); each run builds new jitted functions, so without a cache every run compiles
     every program again, most of a tiny run's time. The folder goes through the environment
-    (xdist workers and every subprocess inherit it), starts empty (nothing from an earlier
-    session or another checkout is reused) and is removed at the end by the process that made
-    it. A cache the caller set (JAX_COMPILATION_CACHE_DIR) is used as it is and kept.
-    Every entry is cached (min compile time 0); a size limit turns on JAX's file lock, so
-    concurrent writers of one entry never expose a half-written file.
+    (xdist workers and every subprocess inherit it). It is, in this order: the caller's
+    JAX_COMPILATION_CACHE_DIR (kept); with SASSID_TESTS_COLD_CACHE=1 a fresh temporary folder
+    (removed at the end by the process that made it); else `default_cache_folder()`, kept
+    between sessions, so that the next run of the suite compiles only what changed (JAX keys
+    each entry by the program, the JAX version and the XLA flags). Every entry is cached (min
+    compile time 0); the size limit (CACHE_MAX_BYTES, least recently used entries evicted)
+    also turns on JAX's file lock, so concurrent writers of one entry never expose a
+    half-written file.
     """
     if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
-    if os.environ.get(CACHE_VARIABLE):
-        return
-    folder = tempfile.mkdtemp(prefix="sassid-tests-jax-cache-")
-    config.stash[_CACHE_KEY] = folder
-    os.environ[CACHE_VARIABLE] = folder
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(4 << 30)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(CACHE_MAX_BYTES))
+    folder = os.environ.get(CACHE_VARIABLE)
+    if not folder:
+        if os.environ.get(COLD_CACHE_VARIABLE) == "1":
+            folder = tempfile.mkdtemp(prefix="sassid-tests-jax-cache-")
+            config.stash[_CACHE_KEY] = folder
+        else:
+            folder = str(default_cache_folder())
+            os.makedirs(folder, exist_ok=True)
+        os.environ[CACHE_VARIABLE] = folder
     import jax  # may be imported already: its flags read the environment once, at import
 
     jax.config.update("jax_compilation_cache_dir", folder)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_compilation_cache_max_size", 4 << 30)
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+    )
+    jax.config.update(
+        "jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"])
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
