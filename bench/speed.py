@@ -367,11 +367,10 @@ def _worker(
         torch.set_num_threads(threads)
         import torch_parity
 
-        data = torch_parity.DEFAULT_DATA
         conn.send(
             {
                 # {} where the parity data is absent (a bare accelerator machine)
-                "parity": torch_parity.check(data) if check and (data / "parity").is_dir() else {},
+                "parity": torch_parity.check_all(torch_parity.DEFAULT_DATA) if check else {},
                 "version": torch.__version__,
                 "threads": torch.get_num_threads(),
                 "devices": device if device == "cpu" else torch.cuda.get_device_name(),

@@ -141,3 +141,24 @@ def test_torch_bfloat16_rows_run_under_autocast():
     assert conv_dtype(speed.Row("fwd/unet/f32/1x32", "fwd", "unet", "1x32")) == torch.float32
     run, _ = speed.build_torch(row, "cpu")
     run()  # forward and loss under autocast, backward and Adam outside
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
+def test_torch_tbsn_loads_the_fixture_strictly_and_matches_the_reference():
+    import torch
+    import torch_nets
+    import torch_parity
+
+    data = torch_parity.DEFAULT_DATA
+    for name in (torch_parity.TBSN_FIXTURE, torch_parity.TBSN_REFERENCE):
+        if not (data / name).is_file():
+            pytest.skip(f"TBSN parity fixture {data / name} is missing")
+    net = torch_parity.load_tbsn(data)  # load_state_dict(strict=True)
+    assert {"patch_embed.proj.mask", "latent.0.spatial_attn.fixed_pos_emb.attention_mask"} <= {
+        name for name, _ in net.named_buffers()
+    }
+    diff, tol = torch_parity.tbsn_max_diff(data)
+    assert diff <= tol, f"TorchTBSN: max|diff| = {diff:.3g} > {tol:.3g}"
+    with torch.device("meta"):  # shapes only, no memory
+        published = torch_nets.TorchTBSN()
+    assert sum(p.numel() for p in published.parameters()) == 12_746_780
