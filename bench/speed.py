@@ -12,7 +12,19 @@ Rows (paper widths: BNN C=48 b=9, LAN 64, U-Net C=48; shapes 1x256^2 and 8x128^2
                          (`make_train_step`): teachers run forward on every batch ("online",
                          the paper's form) or arrive precomputed with the batch
                          (sassid_jax/training/teacher_cache.py); PyTorch does the same two things;
+  fwd/tbsn/4x64          TBSN's forward (the published size: widths 48/96/192, 24 blocks)
+                         against bench/torch_nets.py's TorchTBSN;
+  train/tbsn/4x128       the stage step of configs/tbsn.py at that size: crops of 5x the
+                         side, the network on their first PD-5 sub-image (the row's shape), L1
+                         to it, AdamW at the config's lr and weight decay; PyTorch the same
+                         with torch.optim.AdamW;
+  mem/tbsn/1x256         the memory of one such train step (not timed): JAX the compiled
+                         step's memory_analysis() temp + argument + output bytes (nothing runs),
+                         PyTorch the peak RSS of a fresh worker process over one step minus its
+                         RSS before (on CUDA: torch.cuda.max_memory_allocated);
   ceil/matmul, ceil/conv3x3   the machine's ceilings in the same run.
+--tbsn-fwd/--tbsn-train/--tbsn-mem SHAPE set the TBSN rows' shapes, --tbsn-width/--tbsn-blocks
+a smaller TBSN (dim; blocks per level and refinement blocks) for smoke runs.
 Each side runs in its own worker process with the same number of threads (XLA's default is
 one per available core; torch.set_num_threads gets the same number), so neither thread pool
 disturbs the other. Per row both sides compile and warm up, then repeats alternate AB, BA, ...
@@ -35,6 +47,7 @@ import functools
 import gc
 import json
 import multiprocessing as mp
+import os
 import re
 import sys
 import time
@@ -49,6 +62,8 @@ NAMES = ("bnn", "lan", "unet")
 LR = 3e-4
 # The issue's targets: JAX/PyTorch time per row kind, and stage step / student step.
 TARGETS = {"fwd": 0.7, "train/bnn": 0.7, "train/lan": 1.0, "train/unet": 1.0}
+TBSN_SHAPES = {"fwd": "4x64", "train": "4x128", "mem": "1x256"}  # N x (network input side)
+MIB = 2**20
 STAGE_VS_STUDENT = 1.3
 STAGE_STUDENT = {"lan": "lan", "unet": "unet"}
 MATMUL_N = 2048
@@ -58,12 +73,13 @@ CONV_CEIL = (1, 128, 96)  # N, H=W, C_in = C_out of the 3x3 conv ceiling
 @dataclasses.dataclass(frozen=True)
 class Row:
     name: str
-    kind: str  # fwd | train | stage | ceil
+    kind: str  # fwd | train | stage | mem | ceil
     net: str = ""
     shape: str = ""
     mode: str = ""
     width: int = 0  # BNN and U-Net width; 0: the paper's (48)
     dtype: str = "float32"  # JAX compute dtype; "bfloat16": PyTorch under autocast
+    blocks: int = 0  # TBSN's blocks per level and refinement blocks; 0: the published 4
 
     @property
     def nhw(self) -> tuple[int, int]:
@@ -72,18 +88,39 @@ class Row:
         return int(n), int(size)
 
 
-def network_kwargs(name: str, width: int = 0, dtype: str = "float32") -> dict:
+def tbsn_size(width: int = 0, blocks: int = 0) -> dict:
+    """TBSN's attributes (ours and TorchTBSN's alike): the published network (dim 48, 4 blocks
+    per level, 4 refinement blocks), with dim = `width` and `blocks` blocks per level and
+    refinement blocks where they are > 0."""
+    size: dict = {"dim": width} if width else {}
+    if blocks:
+        size |= {"num_blocks": (blocks,) * 3, "num_refinement_blocks": blocks}
+    return size
+
+
+def network_kwargs(name: str, width: int = 0, dtype: str = "float32", blocks: int = 0) -> dict:
     """make_network's attributes: paper sizes, `width` for the BNN and U-Net when > 0 (the
-    LAN keeps 64), compute dtype `dtype` (float32: None, as `train.build_networks`)."""
+    LAN keeps 64), TBSN's `tbsn_size(width, blocks)`, compute dtype `dtype` (float32: None,
+    as `train.build_networks`)."""
     import jax.numpy as jnp
 
-    kwargs: dict = {"width": width} if width and name != "lan" else {}
+    if name == "tbsn":
+        kwargs = tbsn_size(width, blocks)
+    else:
+        kwargs = {"width": width} if width and name != "lan" else {}
     if dtype != "float32":
         kwargs["dtype"] = jnp.dtype(dtype)
     return kwargs
 
 
-def all_rows(shapes: list[str]) -> list[Row]:
+def all_rows(
+    shapes: list[str],
+    tbsn_shapes: dict[str, str] = TBSN_SHAPES,
+    tbsn_width: int = 0,
+    tbsn_blocks: int = 0,
+) -> list[Row]:
+    """The rows in run order. shapes: "<N>x<size>" of the SASL rows; tbsn_shapes: {kind: shape}
+    of the TBSN rows (kinds fwd, train, mem); tbsn_width, tbsn_blocks: `tbsn_size`."""
     rows = [Row("ceil/matmul", "ceil", "matmul"), Row("ceil/conv3x3", "ceil", "conv3x3")]
     for kind in ("fwd", "train"):
         for net in NAMES:
@@ -91,6 +128,10 @@ def all_rows(shapes: list[str]) -> list[Row]:
     for net in ("lan", "unet"):
         for mode in ("online", "precomputed"):
             rows += [Row(f"stage/{net}/{mode}/{s}", "stage", net, s, mode) for s in shapes]
+    rows += [
+        Row(f"{kind}/tbsn/{s}", kind, "tbsn", s, width=tbsn_width, blocks=tbsn_blocks)
+        for kind, s in tbsn_shapes.items()
+    ]
     # Ceilings again at the end: on a shared machine the load drifts during a run, and the
     # table uses the best of the two measurements.
     return rows + [
@@ -157,6 +198,44 @@ def stage_problem(
     return networks, stage, teachers, batch
 
 
+def tbsn_problem(row: Row):
+    """(networks, stage, tx, batch) of configs/tbsn.py's stage with the row's TBSN size
+    (`tbsn_size(row.width, row.blocks)`; the config's own is the parity fixture's).
+
+    The row's shape N x s is what the network sees, the first PD-5 sub-image: the batch is
+    (N, 5 s, 5 s, 3) crops, uniform in [0, 255]; tx the config's AdamW.
+    """
+    import ml_collections
+
+    from sassid_jax.configs import tbsn as tbsn_config
+    from sassid_jax.methods.tbsn import TRAIN_PD_FACTOR
+    from sassid_jax.training import train_step
+
+    n, size = row.nhw
+    config = tbsn_config.get_config()
+    size_attrs = tbsn_size(row.width, row.blocks)
+    config.networks.bnn = ml_collections.ConfigDict({"arch": "tbsn", **size_attrs})
+    networks = train_step.build_networks(config)
+    (stage,) = train_step.build_stages(config)
+    tx = train_step.make_optimizer(config, stage.name)
+    return networks, stage, tx, _jax_inputs(n, TRAIN_PD_FACTOR * size)
+
+
+def tbsn_adamw() -> dict:
+    """torch.optim.AdamW's arguments from configs/tbsn.py: its stage's lr (that of its first
+    step), betas, eps and weight decay."""
+    from sassid_jax.configs import tbsn as tbsn_config
+
+    c = tbsn_config.get_config()
+    oc = c.optimizer
+    return {
+        "lr": c.stages[c.stage_order[0]].lr,
+        "betas": (oc.b1, oc.b2),
+        "eps": oc.eps,
+        "weight_decay": oc.weight_decay,
+    }
+
+
 def random_init(shapes, seed: int = 0):
     """Arrays of `shapes` (a jax.eval_shape result of an init): under the top-level "params"
     key kernels (ndim >= 2) ~ N(0, 1 / fan_in) and biases 0; every other leaf (the step, Adam's
@@ -184,7 +263,6 @@ def build_jax(row: Row):
 
     from sassid_jax.nn import make_network
     from sassid_jax.nn.layers import conv2d
-    from sassid_jax.training import sharding, train_step
 
     if row.kind == "ceil":
         if row.net == "matmul":
@@ -201,15 +279,16 @@ def build_jax(row: Row):
         return (lambda: compiled(*args).block_until_ready()), _info(compiled)
 
     n, size = row.nhw
-    net = make_network(row.net, **network_kwargs(row.net, row.width, row.dtype))
+    net = make_network(row.net, **network_kwargs(row.net, row.width, row.dtype, row.blocks))
     x = _jax_inputs(n, size)
     if row.kind == "fwd":
         params = random_init(jax.eval_shape(net.init, jax.random.key(0), x[:1]))
         compiled = jax.jit(net.apply).lower(params, x).compile()
-        return (lambda: compiled(params, x).block_until_ready()), _info(compiled)
+        info = _info(compiled, params["params"])
+        return (lambda: compiled(params, x).block_until_ready()), info
 
     tx = optax.adam(LR)
-    if row.kind == "train":
+    if row.kind == "train" and row.net in NAMES:
         params = random_init(jax.eval_shape(net.init, jax.random.key(0), x[:1]))["params"]
         y = x if row.net == "bnn" else _jax_inputs(n, size, seed=1)
         step = _jax_student_step(net, tx)
@@ -220,30 +299,70 @@ def build_jax(row: Row):
             box["state"], loss = compiled(box["state"], x, y)
             loss.block_until_ready()
 
-        return run_train, _info(compiled)
+        return run_train, _info(compiled, params)
 
-    # stage rows: the library's own step
-    networks, stage, teachers, batch = stage_problem(
-        row.net, row.mode, (n, size, size), row.width, row.dtype
-    )
-    init = functools.partial(train_step.init_state, networks, stage, tx, crop=size)
-    state = random_init(jax.eval_shape(init, jax.random.key(0)))
-    step = train_step.make_train_step(networks, stage, tx, sharding.make_mesh(), row.mode)
+    # stage rows and TBSN's train row: the library's own step
+    lowered, (state, *rest) = lowered_stage(row)
+    compiled = lowered.compile()
     box = {"state": state}
-    finite = jnp.bool_(True)
-    compiled = step.lower(box["state"], teachers, batch, finite).compile()
 
     def run_stage():
-        box["state"], metrics = compiled(box["state"], teachers, batch, finite)
+        box["state"], metrics = compiled(box["state"], *rest)
         metrics["loss"].block_until_ready()
 
-    return run_stage, _info(compiled)
+    return run_stage, _info(compiled, state["params"])
 
 
-def _info(compiled) -> dict:
+def lowered_stage(row: Row):
+    """(lowered step, its arguments (state, teachers, batch, finite)): `train.make_train_step`
+    of a stage row (`stage_problem`, Adam) or of TBSN's train or mem row (`tbsn_problem`);
+    random parameters (`random_init`)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from sassid_jax.training import sharding, train_step
+
+    n, size = row.nhw
+    if row.net == "tbsn":
+        networks, stage, tx, batch = tbsn_problem(row)
+        teachers, mode = {}, "online"  # no teachers
+    else:
+        networks, stage, teachers, batch = stage_problem(
+            row.net, row.mode, (n, size, size), row.width, row.dtype
+        )
+        tx, mode = optax.adam(LR), row.mode
+    init = functools.partial(train_step.init_state, networks, stage, tx, crop=size)
+    state = random_init(jax.eval_shape(init, jax.random.key(0)))
+    step = train_step.make_train_step(networks, stage, tx, sharding.make_mesh(), mode)
+    args = (state, teachers, batch, jnp.bool_(True))
+    return step.lower(*args), args
+
+
+def jax_memory(row: Row) -> dict:
+    """The memory of a mem row's compiled step (compiled, not run): {"bytes": temp + argument +
+    output, and each of "temp", "argument", "output", "alias" (bytes of outputs that reuse a
+    donated argument's buffer, counted in both argument and output)}."""
+    lowered, _ = lowered_stage(row)
+    m = lowered.compile().memory_analysis()
+    parts = {
+        "temp": m.temp_size_in_bytes,
+        "argument": m.argument_size_in_bytes,
+        "output": m.output_size_in_bytes,
+        "alias": m.alias_size_in_bytes,
+    }
+    return {"bytes": parts["temp"] + parts["argument"] + parts["output"], **parts}
+
+
+def _info(compiled, params=None) -> dict:
+    """{"flops": XLA's cost analysis of `compiled`, "parameters": the elements of `params`
+    (0 without)}."""
+    import jax
+
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return {"flops": float(cost.get("flops", 0.0))}
+    count = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
+    return {"flops": float(cost.get("flops", 0.0)), "parameters": count}
 
 
 # ------------------------------------------------------------------------------- PyTorch side
@@ -275,8 +394,10 @@ def build_torch(row: Row, device: str = "cpu"):
     n, size = row.nhw
     torch.manual_seed(0)
     net = _torch_network(row, row.net, device)
-    x = _torch_inputs(n, size, device=device)
     cast = _autocast(row, device)
+    if row.net == "tbsn" and row.kind != "fwd":  # train and mem rows: configs/tbsn.py's step
+        return _torch_tbsn_step(net, n, size, device, cast), {}
+    x = _torch_inputs(n, size, device=device)
     if row.kind == "fwd":
         net.eval()
 
@@ -314,9 +435,60 @@ def build_torch(row: Row, device: str = "cpu"):
     return run_stage, {}
 
 
+def _torch_tbsn_step(net, n: int, size: int, device: str, cast):
+    """() -> None: one step of configs/tbsn.py's stage in PyTorch: (n, 3, 5 size, 5 size) NCHW
+    crops, the network on their first PD-5 sub-image x[:, :, ::5, ::5], L1 to it,
+    torch.optim.AdamW with the config's settings (`tbsn_adamw`)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from sassid_jax.methods.tbsn import TRAIN_PD_FACTOR
+
+    f = TRAIN_PD_FACTOR
+    crops = _torch_inputs(n, f * size, device=device)
+    opt = torch.optim.AdamW(net.parameters(), **tbsn_adamw())
+
+    def run_train():
+        sub = crops[:, :, ::f, ::f]
+        _torch_step(net, opt, lambda out: F.l1_loss(out, sub), sub, cast)
+
+    return run_train
+
+
+def _proc_status_bytes(field: str) -> int:
+    """A "kB" field of /proc/self/status (VmRSS: the resident set now, VmHWM: its peak), bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(f"/proc/self/status has no {field}")
+
+
+def torch_memory(row: Row, device: str) -> dict:
+    """The memory of one step of a mem row in this (fresh) process: {"bytes": the peak RSS
+    from building the network to the end of one step minus the RSS before, "before": that
+    RSS}. On CUDA: the growth of torch.cuda.max_memory_allocated instead. Linux: the peak
+    (VmHWM) is reset to the current RSS first (/proc/self/clear_refs), so the imports' own
+    transient peak is not counted against the step."""
+    import torch
+
+    import sassid_jax.configs.tbsn  # noqa: F401  (imported before the first reading)
+
+    if device != "cpu":
+        before = torch.cuda.max_memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _proc_status_bytes("VmRSS")
+    run, _ = build_torch(row, device)
+    _synchronised(run, device)()
+    after = torch.cuda.max_memory_allocated() if device != "cpu" else _proc_status_bytes("VmHWM")
+    return {"bytes": after - before, "before": before}
+
+
 def _torch_network(row: Row, name: str, device: str):
     import torch_nets
 
+    if name == "tbsn":
+        return torch_nets.TorchTBSN(**tbsn_size(row.width, row.blocks)).to(device)
     width = {"width": row.width} if row.width and name != "lan" else {}
     return torch_nets.NETWORKS[name](**width).to(device)
 
@@ -356,10 +528,11 @@ def _synchronised(run, device: str):
 def _worker(
     conn, backend: str, threads: int, device: str = "cpu", inner: int = 1, check: bool = True
 ) -> None:
-    """Serve ('setup', row) / ('run',) / ('drop',) / ('stop',) for one backend.
+    """Serve ('setup', row) / ('run',) / ('memory', row) / ('drop',) / ('stop',) for one backend.
 
-    A 'run' times `inner` consecutive calls. device matters to PyTorch only: JAX runs on its
-    default device. check: PyTorch checks its networks against the parity data first."""
+    A 'run' times `inner` consecutive calls; 'memory' answers `jax_memory` or `torch_memory`.
+    device matters to PyTorch only: JAX runs on its default device. check: PyTorch checks its
+    networks against the parity data first."""
     common.on_path()
     if backend == "torch":
         import torch
@@ -367,11 +540,10 @@ def _worker(
         torch.set_num_threads(threads)
         import torch_parity
 
-        data = torch_parity.DEFAULT_DATA
         conn.send(
             {
                 # {} where the parity data is absent (a bare accelerator machine)
-                "parity": torch_parity.check(data) if check and (data / "parity").is_dir() else {},
+                "parity": torch_parity.check_all(torch_parity.DEFAULT_DATA) if check else {},
                 "version": torch.__version__,
                 "threads": torch.get_num_threads(),
                 "devices": device if device == "cpu" else torch.cuda.get_device_name(),
@@ -381,6 +553,8 @@ def _worker(
         def build(row):
             run, info = build_torch(row, device)
             return _synchronised(run, device), info
+
+        memory = functools.partial(torch_memory, device=device)
     else:
         import jax
 
@@ -392,7 +566,7 @@ def _worker(
                 "platform": jax.default_backend(),
             }
         )
-        build = build_jax
+        build, memory = build_jax, jax_memory
     run = None
     while True:
         msg = conn.recv()
@@ -409,6 +583,8 @@ def _worker(
             for _ in range(inner):
                 run()
             conn.send((time.perf_counter() - t) / inner)
+        elif msg[0] == "memory":
+            conn.send(memory(msg[1]))
         elif msg[0] == "drop":
             run = None
             gc.collect()
@@ -453,6 +629,11 @@ class Worker:
 # ------------------------------------------------------------------------------------- driver
 
 
+def _row_fields(row: Row) -> dict:
+    """What a result record says of its row: name, kind, net, shape, mode."""
+    return {"row": row.name, "kind": row.kind, "net": row.net, "shape": row.shape, "mode": row.mode}
+
+
 def measure_row(row: Row, jx: Worker, pt: Worker, lo: int, hi: int, budget: float) -> dict:
     sides = {"jax": jx, "torch": pt}
     info = {k: w.ask("setup", row) for k, w in sides.items()}
@@ -466,11 +647,7 @@ def measure_row(row: Row, jx: Worker, pt: Worker, lo: int, hi: int, budget: floa
     if row.kind == "ceil":
         flops = _ceiling_flops(row.net)
     return {
-        "row": row.name,
-        "kind": row.kind,
-        "net": row.net,
-        "shape": row.shape,
-        "mode": row.mode,
+        **_row_fields(row),
         "jax_s": med["jax"],
         "torch_s": med["torch"],
         "ratio": med["jax"] / med["torch"],
@@ -480,6 +657,27 @@ def measure_row(row: Row, jx: Worker, pt: Worker, lo: int, hi: int, budget: floa
         "jax_gflops": flops / med["jax"] / 1e9,
         "torch_gflops": flops / med["torch"] / 1e9,
         "setup_s": {k: v["setup_s"] for k, v in info.items()},
+        "parameters": info["jax"].get("parameters", 0),
+    }
+
+
+def measure_memory(row: Row, jx: Worker, threads: int, device: str = "cpu") -> dict:
+    """A mem row: `jax_memory` in the JAX worker, `torch_memory` in a fresh PyTorch worker
+    (same threads, no parity check: nothing but its imports before the step)."""
+    loads = [os.getloadavg()]
+    jax_mem = jx.ask("memory", row)
+    fresh = Worker("torch", threads, device, check=False)
+    torch_mem = fresh.ask("memory", row)
+    fresh.close()
+    loads.append(os.getloadavg())
+    return {
+        **_row_fields(row),
+        "jax_bytes": jax_mem["bytes"],
+        "torch_bytes": torch_mem["bytes"],
+        "ratio": jax_mem["bytes"] / torch_mem["bytes"],
+        "jax_memory": jax_mem,
+        "torch_memory": torch_mem,
+        "loadavg": loads,
     }
 
 
@@ -492,7 +690,7 @@ def _ceiling_flops(which: str) -> float:
 
 def target_of(r: dict) -> float | None:
     if r["kind"] == "fwd":
-        return TARGETS["fwd"]
+        return TARGETS["fwd"] if r["net"] in NAMES else None  # none set for TBSN
     return TARGETS.get(f"{r['kind']}/{r['net']}")
 
 
@@ -506,7 +704,40 @@ def add_stage_ratios(results: list[dict]) -> None:
                 r["torch_vs_student"] = r["torch_s"] / student["torch_s"]
 
 
+def format_memory(results: list[dict], device: str = "cpu") -> str:
+    """The mem rows' table and what each side measures; "" when there are none."""
+    mem = [r for r in results if r["kind"] == "mem"]
+    if not mem:
+        return ""
+    header = ("row", "JAX MiB", "PyTorch MiB", "JAX/PyTorch", "JAX temp / argument / output MiB")
+    lines = [
+        (
+            r["row"],
+            f"{r['jax_bytes'] / MIB:.0f}",
+            f"{r['torch_bytes'] / MIB:.0f}",
+            f"{r['ratio']:.2f}",
+            " / ".join(f"{r['jax_memory'][k] / MIB:.0f}" for k in ("temp", "argument", "output")),
+        )
+        for r in mem
+    ]
+    torch_side = (
+        "the peak RSS of a fresh worker process over one step minus its RSS before (network, "
+        "AdamW state, batch, activations and allocator slack)"
+        if device == "cpu"
+        else "the growth of torch.cuda.max_memory_allocated over one step in a fresh process"
+    )
+    return (
+        "\nMemory of one train step (not timed). JAX: the compiled step's memory_analysis(), "
+        "temp + argument + output bytes (nothing runs; the donated state counts in both "
+        f"argument and output). PyTorch: {torch_side}.\n\n"
+        + common.markdown_table(header, lines)
+        + "\n"
+    )
+
+
 def format_table(results: list[dict], meta: dict) -> str:
+    mem_table = format_memory(results, meta.get("device", "cpu"))
+    results = [r for r in results if r["kind"] != "mem"]
     best_jax = max((r["jax_gflops"] for r in results if r["kind"] == "ceil"), default=0.0)
     header = (
         "row", "JAX ms", "PyTorch ms", "JAX/PyTorch", "target", "met",
@@ -555,7 +786,13 @@ def format_table(results: list[dict], meta: dict) -> str:
             f" Accelerator: JAX on {meta['jax_devices']}, PyTorch on "
             f"{meta['torch_devices']}; {meta['inner']} calls per timed repeat."
         )
-    return head + "\n\n" + common.markdown_table(header, lines) + "\n"
+    if "tbsn" in meta:
+        count = max((r.get("parameters", 0) for r in results if r["net"] == "tbsn"), default=0)
+        head += (
+            f" TBSN rows: dim {meta['tbsn']['dim']}, blocks per level and refinement blocks "
+            f"{meta['tbsn']['blocks']} ({count:,} parameters)."
+        )
+    return head + "\n\n" + common.markdown_table(header, lines) + "\n" + mem_table
 
 
 def update_readme(table: str) -> None:
@@ -575,6 +812,21 @@ def main() -> None:
     )
     ap.add_argument("--rows", default="", help="regex: keep only matching row names")
     ap.add_argument("--shapes", default="1x256,8x128")
+    for kind, what in (
+        ("fwd", "the TBSN forward row"),
+        ("train", "the TBSN train row (the PD-5 sub-image; crops 5x the side)"),
+        ("mem", "the TBSN memory row (as --tbsn-train)"),
+    ):
+        ap.add_argument(
+            f"--tbsn-{kind}", default=TBSN_SHAPES[kind], metavar="SHAPE", help=f"NxSIZE of {what}"
+        )
+    ap.add_argument("--tbsn-width", type=int, default=0, help="TBSN's dim (0: the published 48)")
+    ap.add_argument(
+        "--tbsn-blocks",
+        type=int,
+        default=0,
+        help="TBSN's blocks per level and refinement blocks (0: the published 4)",
+    )
     ap.add_argument("--min-repeats", type=int, default=None)
     ap.add_argument("--max-repeats", type=int, default=None)
     ap.add_argument(
@@ -610,7 +862,9 @@ def main() -> None:
     lo = args.min_repeats or (1 if args.quick else 3)
     hi = args.max_repeats or (2 if args.quick else 7)
     budget = args.row_budget or (8.0 if args.quick else 30.0)
-    rows = [r for r in all_rows(args.shapes.split(",")) if re.search(args.rows, r.name)]
+    tbsn_shapes = {"fwd": args.tbsn_fwd, "train": args.tbsn_train, "mem": args.tbsn_mem}
+    every = all_rows(args.shapes.split(","), tbsn_shapes, args.tbsn_width, args.tbsn_blocks)
+    rows = [r for r in every if re.search(args.rows, r.name)]
     if args.device != "cpu" and any(r.kind == "ceil" for r in rows):
         rows = [r for r in rows if r.kind != "ceil"]
         print("--device cuda: the ceiling rows measure the CPU; left out", flush=True)
@@ -630,6 +884,15 @@ def main() -> None:
     jx = Worker("jax", args.threads, args.device, args.inner)
     results = []
     for row in rows:
+        if row.kind == "mem":
+            r = measure_memory(row, jx, args.threads, args.device)
+            results.append(r)
+            print(
+                f"{r['row']:32s} jax {r['jax_bytes'] / MIB:9.0f} MiB torch "
+                f"{r['torch_bytes'] / MIB:9.0f} MiB  ratio {r['ratio']:.2f}",
+                flush=True,
+            )
+            continue
         r = measure_row(row, jx, pt, lo, hi, budget)
         results.append(r)
         print(
@@ -660,6 +923,8 @@ def main() -> None:
         "jax_devices": jx.hello["devices"],
         "torch_devices": pt.hello["devices"],
     }
+    if any(r.net == "tbsn" for r in rows):
+        meta["tbsn"] = {"dim": args.tbsn_width or 48, "blocks": args.tbsn_blocks or 4}
     table = format_table(results, meta)
     print("\n" + table)
     out = common.write_record(

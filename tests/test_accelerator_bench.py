@@ -141,3 +141,72 @@ def test_torch_bfloat16_rows_run_under_autocast():
     assert conv_dtype(speed.Row("fwd/unet/f32/1x32", "fwd", "unet", "1x32")) == torch.float32
     run, _ = speed.build_torch(row, "cpu")
     run()  # forward and loss under autocast, backward and Adam outside
+
+
+def tiny_tbsn_rows() -> list[speed.Row]:
+    """The TBSN rows of `speed.py --tbsn-width 16 --tbsn-blocks 1` at 1x32 (crops 160^2)."""
+    shapes = {"fwd": "1x32", "train": "1x32", "mem": "1x32"}
+    return [r for r in speed.all_rows([], shapes, 16, 1) if r.net == "tbsn"]
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
+def test_torch_tbsn_loads_the_fixture_strictly_and_matches_the_reference():
+    import torch
+    import torch_nets
+    import torch_parity
+
+    data = torch_parity.DEFAULT_DATA
+    for name in (torch_parity.TBSN_FIXTURE, torch_parity.TBSN_REFERENCE):
+        if not (data / name).is_file():
+            pytest.skip(f"TBSN parity fixture {data / name} is missing")
+    net = torch_parity.load_tbsn(data)  # load_state_dict(strict=True)
+    assert {"patch_embed.proj.mask", "latent.0.spatial_attn.fixed_pos_emb.attention_mask"} <= {
+        name for name, _ in net.named_buffers()
+    }
+    diff, tol = torch_parity.tbsn_max_diff(data)
+    assert diff <= tol, f"TorchTBSN: max|diff| = {diff:.3g} > {tol:.3g}"
+    with torch.device("meta"):  # shapes only, no memory
+        published = torch_nets.TorchTBSN()
+    assert sum(p.numel() for p in published.parameters()) == 12_746_780
+
+
+def test_tbsn_rows_by_default_and_their_sizes():
+    names = [r.name for r in speed.all_rows(["1x256"]) if r.net == "tbsn"]
+    assert names == ["fwd/tbsn/4x64", "train/tbsn/4x128", "mem/tbsn/1x256"]
+    assert speed.tbsn_size() == {}  # the published TBSN: the modules' defaults
+    assert speed.tbsn_size(16, 1) == {
+        "dim": 16,
+        "num_blocks": (1, 1, 1),
+        "num_refinement_blocks": 1,
+    }
+    assert speed.tbsn_adamw() == {
+        "lr": 3e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01
+    }  # fmt: skip
+    assert speed.target_of({"kind": "fwd", "net": "tbsn"}) is None
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed")
+def test_tbsn_rows_build_at_a_tiny_width():
+    fwd, train, mem = tiny_tbsn_rows()
+    run, _ = speed.build_torch(fwd, "cpu")
+    run()
+    # as measure_memory: a fresh process builds and runs one PyTorch train step
+    fresh = speed.Worker("torch", 1, check=False)
+    try:
+        assert fresh.ask("memory", mem)["bytes"] > 0
+    finally:
+        fresh.close()
+    lowered, (_, teachers, batch, _) = speed.lowered_stage(train)  # JAX: traced, not compiled
+    assert teachers == {} and batch.shape == (1, 160, 160, 3)
+    assert lowered.out_info[1]["loss"].shape == ()
+
+
+@pytest.mark.slow  # three XLA compilations (TBSN forward, train step twice): about 30 s on 2 cores
+def test_tbsn_jax_rows_compile_and_measure():
+    fwd, train, mem = tiny_tbsn_rows()
+    for row in (fwd, train):
+        run, info = speed.build_jax(row)
+        run()
+        assert info["parameters"] == 392_971 and info["flops"] > 0
+    memory = speed.jax_memory(mem)
+    assert memory["bytes"] == memory["temp"] + memory["argument"] + memory["output"] > 0
