@@ -206,7 +206,10 @@ def train_step_ms(workdir: Path, repeats: int = 3) -> list[float]:
         }
         tx = train_step.make_optimizer(config, stage.name)
         step = train_step.make_train_step(networks, stage, tx, mesh, mode)
-        state = [train_step.init_state(networks, stage, tx, key, config.crop_size)]
+        # replicated, as train.py starts a stage: an uncommitted state would make the second
+        # call compile again (its output is replicated), and one repeat would time that
+        fresh = train_step.init_state(networks, stage, tx, key, config.crop_size)
+        state = [sharding.replicate(fresh, mesh)]
 
         def run(state=state, step=step, teachers=teachers, x=x) -> None:
             state[0], metrics = step(state[0], teachers, x, True)
