@@ -5,14 +5,18 @@
 
 Each method is its config (configs/<method>.py) trained by launch.py in a child process
 (<out>/runs/<method>/, resumable: a finished run is read, not retrained) with every stage at
-`--steps` steps and the one protocol: the run's final report on the same evaluation photos,
+`--steps` steps (a step schedule's decay_every scaled alike: `stage_overrides`) and the one
+protocol: the run's final report on the same evaluation photos,
 each method's test-time procedure (config.inference), raw outputs (no colour anchor, no
 safeguard: --config.postprocess.colour_sigma=0, safeguard=off). Then, in this process: the
 test network's parameter count, one train step of each stage (median ms, after compilation)
 and the test-time procedure's ms per megapixel on a 256x256 image. Writes <out>/compare.md
 (table), <out>/compare.json and <out>/compare_panels.png (the same crop of each method's output
 side by side). Data: the embedded default, the real SIDD block pair (../shared/data/sidd_pair:
-noisy.png trained on and scored against gt.png) or any folder pair.
+noisy.png trained on and scored against gt.png) or any folder pair. TBSN and TBSN(D)
+(--methods ...,tbsn,tbsn_d) are opt-in, not in the default list: their CPU recipe is a reduced
+TBSN (configs/tbsn.py), tested with PD 2 + R3 (9 full-resolution passes), and TBSN(D) first
+precomputes its teacher's target on every training photo (minutes on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ METHODS = {
     "atbsn": ("configs/atbsn.py", "AT-BSN"),
     "atbsn_d": ("configs/atbsn_distill.py", "AT-BSN(D)"),
     "apbsn": ("configs/apbsn.py", "AP-BSN"),
+    "tbsn": ("configs/tbsn.py", "TBSN"),
+    "tbsn_d": ("configs/tbsn_distill.py", "TBSN(D)"),
 }
+# --methods without the option; TBSN and TBSN(D) are opt-in (a reduced TBSN, slower runs)
+DEFAULT_METHODS = ("sasl", "blind_spot", "atbsn", "atbsn_d", "apbsn")
 PROTOCOL = ("--config.postprocess.colour_sigma=0", "--config.postprocess.safeguard=off")
 HEADER = (
     "method",
@@ -91,10 +99,43 @@ def train(method: str, args: list[str], out: Path) -> dict[str, Any]:
     return common.launch_run([f"--config={config}", *args], workdir, out / "logs" / f"{method}.log")
 
 
+def stage_overrides(stage: Any, steps: int) -> dict[str, int]:
+    """One stage's fields at a budget of `steps`, its learning-rate schedule scaled with it.
+
+    The cosine schedule spans the stage's steps by itself; a step schedule's boundaries
+    (x decay every decay_every steps: TBSN's x0.1 at 40% and 80%) keep their fraction of the
+    steps: decay_every * steps / the config's steps, rounded, at least 1. decay_every is
+    scaled wherever the config has it, so that --extra=--config.stages.X.schedule=step (AP-BSN's
+    published shape) decays at the budget's fractions too.
+
+    Args:
+      stage: the config's stages.<name> (steps, optionally decay_every).
+      steps: the budget.
+    Returns:
+      {"steps": steps} and, where the stage has one, {"decay_every": the scaled interval}.
+    """
+    fields = {"steps": steps}
+    if stage.get("decay_every"):
+        fields["decay_every"] = max(1, round(stage.decay_every * steps / stage.steps))
+    return fields
+
+
 def stage_args(method: str, steps: int) -> list[str]:
-    """--config.stages.<stage>.steps=steps for every stage of the method's config."""
+    """--config.stages.<stage>.<field>=value for every stage of the method's config at a
+    budget of `steps` steps (`stage_overrides`).
+
+    Args:
+      method: a key of METHODS.
+      steps: the budget of every stage.
+    Returns:
+      launch.py arguments.
+    """
     config = _config(method)
-    return [f"--config.stages.{name}.steps={steps}" for name in config.stage_order]
+    return [
+        f"--config.stages.{name}.{field}={value}"
+        for name in config.stage_order
+        for field, value in stage_overrides(config.stages[name], steps).items()
+    ]
 
 
 def _config(method: str) -> Any:
@@ -110,9 +151,42 @@ def _median_ms(fn, repeats: int) -> float:
     return 1000 * float(np.median(times))
 
 
+def teachers_mode(config: Any, stage: Any) -> str:
+    """How the run trains `stage`'s teachers: config.train.teachers ("online" by default),
+    "online" for a stage without teachers.
+
+    Args:
+      config: the run's config.
+      stage: one of its `train_step.build_stages`.
+    Returns:
+      "online" or "precomputed".
+    """
+    mode = config.train.get("teachers", "online")
+    return mode if stage.teachers else "online"
+
+
+def step_batch(config: Any, stage: Any, seed: int = 0) -> np.ndarray:
+    """A random batch of the run's batch and crop size, as `stage`'s train step takes it:
+    (N, crop, crop, 3), with the 3 channels of each teacher's output appended where the run
+    precomputes them (`teachers_mode`; teacher_cache.split_batch).
+
+    Args:
+      config: the run's config.
+      stage: one of its `train_step.build_stages`.
+      seed: the numpy seed.
+    Returns:
+      float32 on [0, 255].
+    """
+    channels = 3 * (1 + len(stage.teachers) * (teachers_mode(config, stage) == "precomputed"))
+    shape = (config.batch_size, config.crop_size, config.crop_size, channels)
+    return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
+
+
 def train_step_ms(workdir: Path, repeats: int = 3) -> list[float]:
     """Median ms of one train step of each stage of the run in `workdir` (its config, random
-    batches of its crop and batch size, fresh parameters: the cost, not the result)."""
+    batches of its crop and batch size, fresh parameters: the cost, not the result). Teachers
+    run as the run trains them: online (forward in every step, random parameters) or
+    precomputed (their outputs in the batch: `step_batch`, TBSN(D)'s distillation)."""
     import jax
 
     from sassid_jax.io import checkpoints
@@ -121,22 +195,23 @@ def train_step_ms(workdir: Path, repeats: int = 3) -> list[float]:
     config = _config_of(workdir, checkpoints)
     mesh = sharding.make_mesh()
     networks = train_step.build_networks(config)
-    x = np.random.default_rng(0).uniform(
-        0, 255, (config.batch_size, config.crop_size, config.crop_size, 3)
-    )
-    x = sharding.global_batch(x.astype(np.float32), sharding.batch_sharding(mesh))
     out = []
     for i, stage in enumerate(train_step.build_stages(config)):
-        key = jax.random.key(i)
+        key, mode = jax.random.key(i), teachers_mode(config, stage)
+        x = sharding.global_batch(step_batch(config, stage), sharding.batch_sharding(mesh))
         teachers = {
             t: networks[t].init(jax.random.fold_in(key, 99), x[:1])["params"]
             for t in stage.teachers
+            if mode == "online"
         }
         tx = train_step.make_optimizer(config, stage.name)
-        step = train_step.make_train_step(networks, stage, tx, mesh)
-        state = [train_step.init_state(networks, stage, tx, key, config.crop_size)]
+        step = train_step.make_train_step(networks, stage, tx, mesh, mode)
+        # replicated, as train.py starts a stage: an uncommitted state would make the second
+        # call compile again (its output is replicated), and one repeat would time that
+        fresh = train_step.init_state(networks, stage, tx, key, config.crop_size)
+        state = [sharding.replicate(fresh, mesh)]
 
-        def run(state=state, step=step, teachers=teachers) -> None:
+        def run(state=state, step=step, teachers=teachers, x=x) -> None:
             state[0], metrics = step(state[0], teachers, x, True)
             jax.block_until_ready(metrics)
 
@@ -253,8 +328,16 @@ def noisy_row(records: dict[str, Any]) -> list[str] | None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse the options, train what is missing, write the table, JSON and panels."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--steps", type=int, default=100, help="steps of every stage")
+    p.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, of {', '.join(METHODS)} (default: %(default)s); tbsn and "
+        "tbsn_d are opt-in: a reduced TBSN on CPU, tested with PD 2 + R3, and TBSN(D) "
+        "precomputes its teacher's target on every training photo first (slower runs)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=100, help="steps of every stage (step schedules scaled alike)"
+    )
     p.add_argument("--data", default="embedded", help="embedded or sidd (the real block pair)")
     p.add_argument("--noisy_dir", default="", help="a folder of noisy photos (instead of --data)")
     p.add_argument("--clean_dir", default="", help="their clean references (same names)")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from bench import compare
+from sassid_jax.training import train_step
 
 TINY = (
     "--config.batch_size=2",
@@ -60,3 +62,63 @@ def test_unknown_method_is_refused(capsys):
     with pytest.raises(SystemExit):
         compare.main(["--methods=sasl,bm3d"])
     assert "unknown ['bm3d']" in capsys.readouterr().err
+
+
+def test_tbsn_methods_are_listed_but_opt_in(capsys):
+    assert compare.METHODS["tbsn"] == ("configs/tbsn.py", "TBSN")
+    assert compare.METHODS["tbsn_d"] == ("configs/tbsn_distill.py", "TBSN(D)")
+    assert set(compare.DEFAULT_METHODS) < set(compare.METHODS)
+    assert "tbsn" not in compare.DEFAULT_METHODS and "tbsn_d" not in compare.DEFAULT_METHODS
+    with pytest.raises(SystemExit):
+        compare.main(["--help"])
+    assert "opt-in" in capsys.readouterr().out
+
+
+def _lr_at(config: Any, stage: str, steps: int, at: tuple[int, ...]) -> list[float]:
+    for field, value in compare.stage_overrides(config.stages[stage], steps).items():
+        config.stages[stage][field] = value
+    schedule = train_step.lr_schedule(config, stage)
+    return [float(schedule(i)) for i in at]
+
+
+@pytest.mark.parametrize("method", ["tbsn", "tbsn_d"])
+def test_stage_args_scale_the_step_schedule_with_the_budget(method):
+    args = compare.stage_args(method, 100)
+    assert "--config.stages.tbsn.steps=100" in args
+    assert "--config.stages.tbsn.decay_every=40" in args  # x0.1 at 40 and 80 of 100
+    config = compare._config(method)
+    lr = _lr_at(config, "tbsn", 100, (0, 39, 40, 79, 80, 99))
+    assert np.allclose(lr, [3e-4, 3e-4, 3e-5, 3e-5, 3e-6, 3e-6])
+    if method == "tbsn_d":
+        assert "--config.stages.distill.decay_every=40" in args
+
+
+def test_stage_args_one_rule_for_every_method():
+    # cosine stages need only their steps; a decay_every (AP-BSN's, unused by its cosine
+    # default) keeps its fraction of the steps, never below 1
+    assert compare.stage_args("sasl", 100) == [
+        f"--config.stages.{s}.steps=100" for s in ("bnn", "lan", "unet")
+    ]
+    assert compare.stage_args("apbsn", 100) == [
+        "--config.stages.apbsn.steps=100",
+        "--config.stages.apbsn.decay_every=40",
+    ]
+    assert compare.stage_args("tbsn", 2)[1] == "--config.stages.tbsn.decay_every=1"
+    assert compare.stage_args("tbsn", 400) == [
+        "--config.stages.tbsn.steps=400",
+        "--config.stages.tbsn.decay_every=160",  # the config's own schedule
+    ]
+
+
+def test_tbsn_d_step_batch_carries_the_precomputed_target():
+    config = compare._config("tbsn_d")
+    tbsn_stage, distill = train_step.build_stages(config)
+    assert compare.teachers_mode(config, tbsn_stage) == "online"  # no teacher
+    assert compare.teachers_mode(config, distill) == "precomputed"
+    side = config.crop_size
+    assert compare.step_batch(config, tbsn_stage).shape == (config.batch_size, side, side, 3)
+    batch = compare.step_batch(config, distill)
+    assert batch.shape == (config.batch_size, side, side, 6) and batch.dtype == np.float32
+    # AT-BSN(D) trains its teacher online: the batch is the noisy crops alone
+    atbsn = compare._config("atbsn_d")
+    assert compare.step_batch(atbsn, train_step.build_stages(atbsn)[1]).shape[-1] == 3
