@@ -14,10 +14,10 @@ Rows (paper widths: BNN C=48 b=9, LAN 64, U-Net C=48; shapes 1x256^2 and 8x128^2
                          (sassid_jax/training/teacher_cache.py); PyTorch does the same two things;
   fwd/tbsn/4x64          TBSN's forward (the published size: widths 48/96/192, 24 blocks)
                          against bench/torch_nets.py's TorchTBSN;
-  train/tbsn/4x128       the stage step of configs/tbsn.py at that size: crops of 5x the
+  train/tbsn/4x64        the stage step of configs/tbsn.py at that size: crops of 5x the
                          side, the network on their first PD-5 sub-image (the row's shape), L1
                          to it, AdamW at the config's lr and weight decay; PyTorch the same
-                         with torch.optim.AdamW;
+                         with torch.optim.AdamW (the published 4x128: --tbsn-train 4x128);
   mem/tbsn/1x256         the memory of one such train step (not timed): JAX the compiled
                          step's memory_analysis() temp + argument + output bytes (nothing runs),
                          PyTorch the peak RSS of a fresh worker process over one step minus its
@@ -62,7 +62,9 @@ NAMES = ("bnn", "lan", "unet")
 LR = 3e-4
 # The targets: JAX/PyTorch time per row kind, and stage step / student step.
 TARGETS = {"fwd": 0.7, "train/bnn": 0.7, "train/lan": 1.0, "train/unet": 1.0}
-TBSN_SHAPES = {"fwd": "4x64", "train": "4x128", "mem": "1x256"}  # N x (network input side)
+# N x (network input side). The train row at the published 4x128 (--tbsn-train 4x128) needs
+# about 30 GB on CPU with both workers alive (bench/README.md, TBSN rows): 4x64 by default.
+TBSN_SHAPES = {"fwd": "4x64", "train": "4x64", "mem": "1x256"}
 MIB = 2**20
 STAGE_VS_STUDENT = 1.3
 STAGE_STUDENT = {"lan": "lan", "unet": "unet"}

@@ -172,7 +172,7 @@ def test_torch_tbsn_loads_the_fixture_strictly_and_matches_the_reference():
 
 def test_tbsn_rows_by_default_and_their_sizes():
     names = [r.name for r in speed.all_rows(["1x256"]) if r.net == "tbsn"]
-    assert names == ["fwd/tbsn/4x64", "train/tbsn/4x128", "mem/tbsn/1x256"]
+    assert names == ["fwd/tbsn/4x64", "train/tbsn/4x64", "mem/tbsn/1x256"]
     assert speed.tbsn_size() == {}  # the published TBSN: the modules' defaults
     assert speed.tbsn_size(16, 1) == {
         "dim": 16,
