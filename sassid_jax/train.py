@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -29,6 +29,7 @@ from sassid_jax.evaluation import report
 from sassid_jax.io import checkpoints, workdir_lock
 from sassid_jax.io.atomic_files import write_json
 from sassid_jax.io.paths import absolute, check_url, is_local
+from sassid_jax.logs import ProgressLog
 from sassid_jax.methods.stages import plain_forward
 from sassid_jax.nn import NETWORK_NAMES
 from sassid_jax.noise.blind_size import resolve_config_blind_size
@@ -159,13 +160,20 @@ def _teachers(ctx: RunContext, stage_index: int) -> tuple[dict[str, Any], list[n
     t0 = time.perf_counter()
     forwards = {t: stage.forward(t) for t in stage.teachers}  # image-wise (TBSN's target) or plain
     procedures = {t: f for t, f in forwards.items() if f is not plain_forward}
+    images = ctx.train_images
+    progress = ProgressLog(
+        f"stage {stage.name}: teachers' outputs",
+        len(images) if isinstance(images, Sequence) else 0,  # else precompute refuses
+        "images",
+    )
     aux = teacher_cache.precompute(
         ctx.networks,
         teachers,
         stage.teachers,
-        ctx.train_images,
+        images,
         bnn_block=cfg.crop_size,
         forwards=procedures,
+        progress=progress.advance,
     )
     logging.info(
         "stage %s: teachers %s precomputed on %d images in %.1f s",

@@ -60,7 +60,11 @@ def test_precompute_bnn_on_blocks_lan_on_the_whole_image(images):
     }
     x = jnp.zeros((1, 32, 32, 3))
     params = {n: networks[n].init(jax.random.key(i), x)["params"] for i, n in enumerate(networks)}
-    maps = teacher_cache.precompute(networks, params, ("bnn", "lan"), images, bnn_block=32)
+    done = []
+    maps = teacher_cache.precompute(
+        networks, params, ("bnn", "lan"), images, bnn_block=32, progress=lambda: done.append(1)
+    )
+    assert len(done) == len(images)  # one progress call per image (the run logs an ETA)
     for image, m in zip(images, maps, strict=True):
         assert m.shape == image.shape[:2] + (6,) and m.dtype == np.float32
         block = jnp.asarray(image[None, :32, :32], jnp.float32)  # the first isolated block

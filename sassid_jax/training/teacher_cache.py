@@ -9,7 +9,7 @@ apart inside the step). Details: docs/training.md#teacher-cache.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -59,6 +59,7 @@ def precompute(
     images: Sequence[np.ndarray],
     bnn_block: int = 0,
     forwards: Mapping[str, Forward] | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> list[np.ndarray]:
     """Teacher outputs of every training image.
 
@@ -72,6 +73,7 @@ def precompute(
       forwards: {teacher: an image-wise forward (`stages.Loss.image_forwards`, e.g. TBSN's
         distillation target)}, run once on each whole image (any H x W, no tiling); the
         other teachers run plainly.
+      progress: called after each image, if given (e.g. `logs.ProgressLog.advance`).
     Returns:
       One (H, W, 3T) float32 array on [0, 255] per image, teachers in `teachers` order.
     Raises:
@@ -97,4 +99,9 @@ def precompute(
         # The LAN takes any H x W: no padding, so its channel attention averages the image.
         return predict.denoise(fns[t], image, multiple=1 if t == "lan" else SIZE_MULTIPLE)
 
-    return [np.concatenate([run(t, image) for t in teachers], axis=-1) for image in images]
+    outputs = []
+    for image in images:
+        outputs.append(np.concatenate([run(t, image) for t in teachers], axis=-1))
+        if progress:
+            progress()
+    return outputs
