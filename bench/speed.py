@@ -669,8 +669,10 @@ def measure_memory(row: Row, jx: Worker, threads: int, device: str = "cpu") -> d
     loads = [os.getloadavg()]
     jax_mem = jx.ask("memory", row)
     fresh = Worker("torch", threads, device, check=False)
-    torch_mem = fresh.ask("memory", row)
-    fresh.close()
+    try:
+        torch_mem = fresh.ask("memory", row)
+    finally:
+        fresh.close()
     loads.append(os.getloadavg())
     return {
         **_row_fields(row),
